@@ -1,0 +1,390 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"moat/internal/api"
+	"moat/internal/config"
+	"moat/internal/store"
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func newInit(g *globals) *cobra.Command {
+	var domain, email string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Write the server's first settings: its domain and the contact email",
+		Long: `init sets the server's own domain and the email address used for the ACME
+account and for alerts. Run it again to change them.`,
+		Example: "  moat init --domain moat.example.com --email admin@example.com",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if domain == "" && email == "" {
+				return fmt.Errorf("give --domain and --email, like: moat init --domain moat.example.com --email admin@example.com")
+			}
+			var p api.ServerPatch
+			if cmd.Flags().Changed("domain") {
+				p.Domain = &domain
+			}
+			if cmd.Flags().Changed("email") {
+				p.Email = &email
+			}
+			var res api.ChangeResponse
+			if err := g.call(cmd, "PATCH", "/v1/server", p, &res); err != nil {
+				return err
+			}
+			printChange(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&domain, "domain", "", "the server's own domain, like moat.example.com")
+	cmd.Flags().StringVar(&email, "email", "", "contact for the certificate authority and for alerts")
+	return cmd
+}
+
+func newApp(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "app",
+		Short: "Add, list, show, change and remove the apps behind the edge",
+		Example: `  moat app add gitea --domain git.example.com --upstream http://127.0.0.1:3000
+  moat app list
+  moat app show gitea
+  moat app set gitea --upstream http://127.0.0.1:3001 --header X-Frame-Options=DENY
+  moat app remove gitea --yes`,
+	}
+	cmd.AddCommand(newAppAdd(g), newAppList(g), newAppShow(g), newAppSet(g), newAppRemove(g))
+	return cmd
+}
+
+// parseHeaders turns repeated --header K=V flags into overrides; K= removes
+// a default header.
+func parseHeaders(hs []string) (map[string]string, error) {
+	if len(hs) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, h := range hs {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--header %q: write NAME=VALUE, like X-Frame-Options=DENY (NAME= removes a default header)", h)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newAppAdd(g *globals) *cobra.Command {
+	var domains, headers []string
+	var upstream string
+	var dry bool
+	cmd := &cobra.Command{
+		Use:   "add NAME --domain DOMAIN --upstream URL",
+		Short: "Put an app behind the edge",
+		Long: `add routes one or more domains to an app listening on this machine; moat
+gets certificates for the domains once their DNS points here.`,
+		Example: `  moat app add gitea --domain git.example.com --upstream http://127.0.0.1:3000
+  moat app add grafana --domain grafana.example.com --domain metrics.example.com --upstream http://127.0.0.1:3001`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h, err := parseHeaders(headers)
+			if err != nil {
+				return err
+			}
+			var res api.ChangeResponse
+			a := config.App{Name: args[0], Domains: domains, Upstream: upstream, Headers: h}
+			if err := g.call(cmd, "POST", "/v1/apps"+dryQuery(dry), a, &res); err != nil {
+				return err
+			}
+			printChange(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&domains, "domain", nil, "a domain of the app (repeat for more)")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "where the app listens, like http://127.0.0.1:3000")
+	cmd.Flags().StringArrayVar(&headers, "header", nil, "override a security header: NAME=VALUE, or NAME= to remove it")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
+	return cmd
+}
+
+func dryQuery(dry bool) string {
+	if dry {
+		return "?dry_run=true"
+	}
+	return ""
+}
+
+func newAppList(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Short:   "List the apps",
+		Example: "  moat app list",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var apps []config.App
+			if err := g.call(cmd, "GET", "/v1/apps", nil, &apps); err != nil {
+				return err
+			}
+			if len(apps) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "No apps. Add one: moat app add NAME --domain app.example.com --upstream http://127.0.0.1:3000")
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tDOMAINS\tUPSTREAM")
+			for _, a := range apps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Name, strings.Join(a.Domains, ","), a.Upstream)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newAppShow(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show one app as moat.yaml would hold it",
+		Example: "  moat app show gitea",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a config.App
+			if err := g.call(cmd, "GET", "/v1/apps/"+url.PathEscape(args[0]), nil, &a); err != nil {
+				return err
+			}
+			out, err := config.Marshal(config.State{Apps: []config.App{a}})
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+}
+
+func newAppSet(g *globals) *cobra.Command {
+	var domains, headers []string
+	var upstream string
+	var resetHeaders, dry bool
+	cmd := &cobra.Command{
+		Use:   "set NAME [--domain D]... [--upstream URL] [--header NAME=VALUE]...",
+		Short: "Change an app: its domains (replaced as a whole), upstream or headers",
+		Example: `  moat app set gitea --upstream http://127.0.0.1:3001
+  moat app set gitea --domain git.example.com --domain code.example.com
+  moat app set gitea --header Content-Security-Policy="default-src 'self'" --header X-Frame-Options=`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var p api.AppPatch
+			if cmd.Flags().Changed("domain") {
+				p.Domains = &domains
+			}
+			if cmd.Flags().Changed("upstream") {
+				p.Upstream = &upstream
+			}
+			h, err := parseHeaders(headers)
+			if err != nil {
+				return err
+			}
+			p.Headers, p.ResetHeaders = h, resetHeaders
+			var res api.ChangeResponse
+			if err := g.call(cmd, "PATCH", "/v1/apps/"+url.PathEscape(args[0])+dryQuery(dry), p, &res); err != nil {
+				return err
+			}
+			printChange(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&domains, "domain", nil, "the app's domains (repeat; replaces the list)")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "where the app listens")
+	cmd.Flags().StringArrayVar(&headers, "header", nil, "override a security header: NAME=VALUE, or NAME= to remove it")
+	cmd.Flags().BoolVar(&resetHeaders, "reset-headers", false, "drop every header override first")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
+	return cmd
+}
+
+func newAppRemove(g *globals) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:     "remove NAME --yes",
+		Short:   "Take an app from behind the edge (its domains stop being served)",
+		Example: "  moat app remove gitea --yes",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return fmt.Errorf("removing app %s stops serving its domains: run again with --yes to confirm", args[0])
+			}
+			var res api.ChangeResponse
+			if err := g.call(cmd, "DELETE", "/v1/apps/"+url.PathEscape(args[0]), nil, &res); err != nil {
+				return err
+			}
+			printChange(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm the removal")
+	return cmd
+}
+
+func newApply(g *globals) *cobra.Command {
+	var file string
+	var dry bool
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Make the desired state what a moat.yaml says, showing the plan",
+		Long: `apply replaces the whole desired state with the file's (apps missing from the
+file are removed), prints the plan and applies it in one step. A file with
+any error is refused whole and nothing changes. Use - to read standard input.`,
+		Example: `  moat apply -f moat.yaml --dry-run
+  moat apply -f moat.yaml
+  moat export | moat apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("give the file to apply: moat apply -f moat.yaml (or -f - for standard input)")
+			}
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			// Checked here first, so a bad file is refused with its
+			// problems before anything is contacted.
+			if _, err := config.Parse(data); err != nil {
+				return fmt.Errorf("%s: refused, nothing was changed:\n%w", nameOf(file), err)
+			}
+			var res api.ChangeResponse
+			if err := g.call(cmd, "PUT", "/v1/state"+dryQuery(dry), data, &res); err != nil {
+				return err
+			}
+			printChange(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the moat.yaml to apply, or - for standard input")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
+	return cmd
+}
+
+func nameOf(file string) string {
+	if file == "-" {
+		return "standard input"
+	}
+	return file
+}
+
+func newExport(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "export",
+		Short:   "Print the desired state as a moat.yaml",
+		Example: "  moat export > moat.yaml\n  moat export | moat apply -f -",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res api.StateResponse
+			if err := g.call(cmd, "GET", "/v1/state", nil, &res); err != nil {
+				return err
+			}
+			out, err := config.Marshal(res.State)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+}
+
+func newStatus(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show the apps, their domains and each certificate's state",
+		Example: "  moat status\n  moat status --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st api.StatusResponse
+			if err := g.call(cmd, "GET", "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			if st.Daemon {
+				fmt.Fprintln(w, "daemon: running")
+			} else {
+				fmt.Fprintln(w, "daemon: not running (start it with `moat serve`); certificate states come from the daemon")
+			}
+			if st.Server.Domain != "" {
+				fmt.Fprintf(w, "server: %s (%s)\n", st.Server.Domain, st.Server.Email)
+			}
+			certs := map[string]string{}
+			for _, c := range st.Certificates {
+				certs[c.Domain] = c.String()
+			}
+			if len(st.Apps) == 0 {
+				fmt.Fprintln(w, "no apps")
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "APP\tDOMAIN\tUPSTREAM\tCERTIFICATE")
+			for _, a := range st.Apps {
+				for _, d := range a.Domains {
+					c := certs[d]
+					if c == "" {
+						c = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Name, d, a.Upstream, c)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newActivity(g *globals) *cobra.Command {
+	var limit int
+	var target string
+	cmd := &cobra.Command{
+		Use:     "activity",
+		Short:   "Show the activity log: who changed what, when, from where",
+		Example: "  moat activity\n  moat activity --target gitea --limit 20",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			q.Set("limit", fmt.Sprint(limit))
+			if target != "" {
+				q.Set("target", target)
+			}
+			var es []store.Entry
+			if err := g.call(cmd, "GET", "/v1/activity?"+q.Encode(), nil, &es); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "WHEN\tWHO\tFROM\tACTION\tTARGET\tDETAIL")
+			for _, e := range es {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format(time.DateTime), e.Who, e.From, e.Action, e.Target, e.Detail)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 50, "how many entries, newest first")
+	cmd.Flags().StringVar(&target, "target", "", "only entries about this app, domain or \"server\"")
+	return cmd
+}

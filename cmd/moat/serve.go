@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"moat/internal/daemon"
+)
+
+func newServe(g *globals) *cobra.Command {
+	var demo bool
+	var httpsAddr, httpAddr, logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: the edge, certificates and the control socket",
+		Long: `serve runs moat: the HTTPS edge in front of the apps, automatic certificates,
+and the control socket the other commands use. Changes apply without a restart.
+
+With --demo it needs no DNS, no root-only ports and no configuration: it serves
+a built-in app and moat's status page on https://localhost:8443 with
+certificates from a local CA it creates, and prints how to trust that CA.`,
+		Example: `  moat serve
+  moat serve --demo
+  moat serve --demo --https-addr 127.0.0.1:9443`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			opts := daemon.Options{DataDir: g.dataDir, Socket: g.socket, Logger: log}
+			if demo {
+				dm := &daemon.Demo{HTTPSAddr: httpsAddr, HTTPAddr: httpAddr}
+				opts.Demo = dm
+				if !cmd.Flags().Changed("data-dir") && os.Getenv("MOAT_DATA_DIR") == "" {
+					opts.DataDir = demoDir()
+				}
+				if !cmd.Flags().Changed("socket") && os.Getenv("MOAT_SOCKET") == "" {
+					opts.Socket = filepath.Join(opts.DataDir, "moat.sock")
+				}
+				opts.Ready = func(info daemon.Info) { fmt.Fprint(cmd.OutOrStdout(), dm.Banner(info)) }
+			}
+			return daemon.Run(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().BoolVar(&demo, "demo", false, "run the demo: local CA, loopback ports, a built-in app")
+	cmd.Flags().StringVar(&httpsAddr, "https-addr", "127.0.0.1:8443", "with --demo: the HTTPS address")
+	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "with --demo: the HTTP address (redirects to HTTPS)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// demoDir keeps the demo's store and local CA apart from a real install.
+func demoDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/moat-demo"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "moat-demo")
+	}
+	return filepath.Join(os.TempDir(), "moat-demo")
+}

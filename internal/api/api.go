@@ -1,0 +1,413 @@
+// Package api is moat's one set of handlers: the JSON API that the CLI
+// (over the root-only control socket, or in-process when no daemon runs)
+// and later the dashboard and remote clients use. Every change goes
+// through the store in one transaction that also writes the activity log,
+// and then to the running reconcilers.
+//
+// It does not parse command lines or render pages.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"moat/internal/certs"
+	"moat/internal/config"
+	"moat/internal/store"
+)
+
+// Runtime is the running daemon as the API sees it: it can check a state
+// before it is stored, apply it after, and report what is live. Without a
+// daemon it is nil.
+type Runtime interface {
+	// Check refuses a state the running daemon could not serve (a CA
+	// roots file it cannot read, a port it cannot bind), changing nothing.
+	Check(ctx context.Context, s config.State) error
+	// Apply makes the running edge serve s.
+	Apply(ctx context.Context, s config.State) error
+	// Certificates reports each domain's certificate status.
+	Certificates() []certs.Status
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	Store   store.Store
+	Runtime Runtime // nil when no daemon runs
+	Log     *slog.Logger
+}
+
+type actorKey struct{}
+
+// WithActor marks a request context with who is making the change.
+func WithActor(ctx context.Context, a store.Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
+}
+
+func actor(ctx context.Context) store.Actor {
+	if a, ok := ctx.Value(actorKey{}).(store.Actor); ok {
+		return a
+	}
+	return store.Actor{Who: "unknown", From: "unknown"}
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/state", s.getState)
+	mux.HandleFunc("PUT /v1/state", s.putState)
+	mux.HandleFunc("PATCH /v1/server", s.patchServer)
+	mux.HandleFunc("GET /v1/apps", s.listApps)
+	mux.HandleFunc("POST /v1/apps", s.addApp)
+	mux.HandleFunc("GET /v1/apps/{name}", s.getApp)
+	mux.HandleFunc("PATCH /v1/apps/{name}", s.patchApp)
+	mux.HandleFunc("DELETE /v1/apps/{name}", s.removeApp)
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("GET /v1/activity", s.activity)
+	return mux
+}
+
+// Error is the API's error body.
+type Error struct {
+	Error string `json:"error"`
+	// Fields lists each refused field, when the refusal is about input.
+	Fields []FieldError `json:"fields,omitempty"`
+}
+
+// FieldError is one refused field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Value   string `json:"value"`
+	Problem string `json:"problem"`
+	Fix     string `json:"fix"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// fail writes err with the status it deserves: input errors are 400 and
+// list their fields.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	var body Error
+	body.Error = err.Error()
+	code := http.StatusInternalServerError
+	var nf notFound
+	switch {
+	case errors.As(err, &nf):
+		code = http.StatusNotFound
+	case isInput(err):
+		code = http.StatusBadRequest
+	}
+	for _, fe := range fieldErrors(err) {
+		body.Fields = append(body.Fields, FieldError{Field: fe.Field, Value: fe.Value, Problem: fe.Problem, Fix: fe.Fix})
+	}
+	if code == http.StatusInternalServerError {
+		s.Log.Error("api", "err", err)
+	}
+	writeJSON(w, code, body)
+}
+
+type notFound string
+
+func (n notFound) Error() string { return string(n) }
+
+// inputError marks a refusal of what the caller sent.
+type inputError struct{ error }
+
+func (e inputError) Unwrap() error { return e.error }
+
+func isInput(err error) bool {
+	var ie inputError
+	return errors.As(err, &ie) || len(fieldErrors(err)) > 0
+}
+
+func fieldErrors(err error) []*config.FieldError {
+	var out []*config.FieldError
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if fe, ok := e.(*config.FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+// decode reads a JSON body strictly: an unknown field is refused by name.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return inputError{fmt.Errorf("request body: %w", err)}
+	}
+	return nil
+}
+
+// StateResponse is the desired state with its revision.
+type StateResponse struct {
+	State    config.State `json:"state"`
+	Revision int64        `json:"revision"`
+}
+
+func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
+	st, rev, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, StateResponse{State: st, Revision: rev})
+}
+
+// ChangeResponse says what a change did, or would do on a dry run.
+type ChangeResponse struct {
+	Plan     config.Plan `json:"plan"`
+	Revision int64       `json:"revision"`
+	DryRun   bool        `json:"dry_run,omitempty"`
+	// Warning is set when the change was stored but the running daemon
+	// could not apply it.
+	Warning string `json:"warning,omitempty"`
+}
+
+// update runs one change through validation, the runtime's check, the
+// store and the runtime, in that order, so that a refused change leaves
+// everything as it was.
+func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.State) error) {
+	ctx := r.Context()
+	dry := r.URL.Query().Get("dry_run") == "true"
+	var next config.State
+	res, err := s.Store.Update(ctx, actor(ctx), dry, func(st *config.State) error {
+		if err := fn(st); err != nil {
+			return err
+		}
+		st.Normalize()
+		if err := st.Validate(); err != nil {
+			return err
+		}
+		if s.Runtime != nil {
+			if err := s.Runtime.Check(ctx, *st); err != nil {
+				return inputError{err}
+			}
+		}
+		next = st.Clone()
+		return nil
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := ChangeResponse{Plan: res.Plan, Revision: res.Revision, DryRun: dry}
+	if !dry && len(res.Plan) > 0 && s.Runtime != nil {
+		if err := s.Runtime.Apply(ctx, next); err != nil {
+			s.Log.Error("apply", "err", err)
+			out.Warning = "stored, but the running daemon could not apply it: " + err.Error()
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		s.fail(w, inputError{fmt.Errorf("request body: %w", err)})
+		return
+	}
+	want, err := config.Parse(body)
+	if err != nil {
+		s.fail(w, inputError{err})
+		return
+	}
+	s.update(w, r, func(st *config.State) error {
+		*st = want
+		return nil
+	})
+}
+
+// ServerPatch changes some server settings; absent fields stay.
+type ServerPatch struct {
+	Domain *string `json:"domain,omitempty"`
+	Email  *string `json:"email,omitempty"`
+}
+
+func (s *Server) patchServer(w http.ResponseWriter, r *http.Request) {
+	var p ServerPatch
+	if err := decode(r, &p); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.update(w, r, func(st *config.State) error {
+		if p.Domain != nil {
+			st.Server.Domain = *p.Domain
+		}
+		if p.Email != nil {
+			st.Server.Email = *p.Email
+		}
+		return nil
+	})
+}
+
+func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
+	st, _, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	apps := st.Apps
+	if apps == nil {
+		apps = []config.App{}
+	}
+	writeJSON(w, http.StatusOK, apps)
+}
+
+func (s *Server) getApp(w http.ResponseWriter, r *http.Request) {
+	st, _, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	a, ok := st.App(r.PathValue("name"))
+	if !ok {
+		s.fail(w, noApp(r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func noApp(name string) error {
+	return notFound(fmt.Sprintf("no app named %q: `moat app list` shows the apps", name))
+}
+
+func (s *Server) addApp(w http.ResponseWriter, r *http.Request) {
+	var a config.App
+	if err := decode(r, &a); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.update(w, r, func(st *config.State) error {
+		if _, exists := st.App(a.Name); exists {
+			return &config.FieldError{Field: "name", Value: a.Name, Problem: "is already an app", Fix: "choose another name, or change it with `moat app set " + a.Name + "`"}
+		}
+		st.Apps = append(st.Apps, a)
+		return nil
+	})
+}
+
+// AppPatch changes some of an app's fields; absent fields stay.
+type AppPatch struct {
+	Domains  *[]string         `json:"domains,omitempty"`
+	Upstream *string           `json:"upstream,omitempty"`
+	Headers  map[string]string `json:"headers,omitempty"` // merged; "" removes a default
+	// ResetHeaders drops every override before Headers is merged.
+	ResetHeaders bool `json:"reset_headers,omitempty"`
+}
+
+func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
+	var p AppPatch
+	if err := decode(r, &p); err != nil {
+		s.fail(w, err)
+		return
+	}
+	name := r.PathValue("name")
+	s.update(w, r, func(st *config.State) error {
+		a, ok := st.App(name)
+		if !ok {
+			return noApp(name)
+		}
+		if p.Domains != nil {
+			a.Domains = *p.Domains
+		}
+		if p.Upstream != nil {
+			a.Upstream = *p.Upstream
+		}
+		if p.ResetHeaders {
+			a.Headers = nil
+		}
+		for k, v := range p.Headers {
+			if a.Headers == nil {
+				a.Headers = map[string]string{}
+			}
+			a.Headers[k] = v
+		}
+		return nil
+	})
+}
+
+func (s *Server) removeApp(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.update(w, r, func(st *config.State) error {
+		for i, a := range st.Apps {
+			if a.Name == name {
+				st.Apps = append(st.Apps[:i], st.Apps[i+1:]...)
+				return nil
+			}
+		}
+		return noApp(name)
+	})
+}
+
+// StatusResponse is what `moat status` shows.
+type StatusResponse struct {
+	// Daemon is true when a running daemon answered; certificate states
+	// come only from it.
+	Daemon       bool           `json:"daemon"`
+	Revision     int64          `json:"revision"`
+	Server       config.Server  `json:"server"`
+	Apps         []config.App   `json:"apps"`
+	Certificates []certs.Status `json:"certificates"`
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st, rev, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := StatusResponse{Revision: rev, Server: st.Server, Apps: st.Apps}
+	if s.Runtime != nil {
+		out.Daemon = true
+		out.Certificates = s.Runtime.Certificates()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
+	q := store.Query{Target: r.URL.Query().Get("target")}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			s.fail(w, inputError{fmt.Errorf("limit: %q is not a count: give a whole number like 50", l)})
+			return
+		}
+		q.Limit = n
+	}
+	es, err := s.Store.Activity(r.Context(), q)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if es == nil {
+		es = []store.Entry{}
+	}
+	writeJSON(w, http.StatusOK, es)
+}

@@ -1,0 +1,122 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"moat/internal/store"
+)
+
+// Client calls the API: over the control socket when a daemon runs, or
+// in-process on the store when none does, through the same handlers.
+type Client struct {
+	http *http.Client
+	// Daemon is true when the client talks to a running daemon.
+	Daemon bool
+}
+
+// DialControl returns a client for the daemon at the socket path, or an
+// error wrapping ErrNoDaemon when none answers there.
+func DialControl(ctx context.Context, path string) (*Client, error) {
+	c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v", ErrNoDaemon, path, err)
+	}
+	c.Close()
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}
+	return &Client{http: &http.Client{Transport: tr}, Daemon: true}, nil
+}
+
+// ErrNoDaemon means no daemon answers on the control socket.
+var ErrNoDaemon = errors.New("no moat daemon")
+
+// Local returns a client that runs the handlers in this process, as the
+// given actor.
+func Local(h http.Handler, who store.Actor) *Client {
+	return &Client{http: &http.Client{Transport: inProcess{h: h, actor: who}}}
+}
+
+type inProcess struct {
+	h     http.Handler
+	actor store.Actor
+}
+
+func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r.WithContext(WithActor(r.Context(), t.actor)))
+	return rec.Result(), nil
+}
+
+// APIError is a refusal from the API, with every field it names.
+type APIError struct {
+	Status int
+	Body   Error
+}
+
+func (e *APIError) Error() string {
+	if len(e.Body.Fields) == 0 {
+		return e.Body.Error
+	}
+	var b strings.Builder
+	b.WriteString("refused, nothing was changed:")
+	for _, f := range e.Body.Fields {
+		fmt.Fprintf(&b, "\n  %s: %q %s: %s", f.Field, f.Value, f.Problem, f.Fix)
+	}
+	return b.String()
+}
+
+// Do sends a request with body (JSON-encoded unless it is []byte) and
+// decodes the JSON answer into out.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://moat"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("moat daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("moat daemon: read answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		e := &APIError{Status: resp.StatusCode}
+		if err := json.Unmarshal(data, &e.Body); err != nil || e.Body.Error == "" {
+			e.Body.Error = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
+		}
+		return e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("moat daemon: decode answer: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+// Package config is moat's desired state as a person writes it: the schema of
+// moat.yaml, the defaults of DESIGN.md, validation whose errors name the
+// field, the value and the fix, and the plan that says what a change does.
+//
+// It holds no state of its own and touches nothing on the host; the store
+// keeps a State, reconcilers make the host match it.
+package config
+
+// Defaults that apply where the state leaves a field empty.
+const (
+	DefaultHTTPAddr    = ":80"
+	DefaultHTTPSAddr   = ":443"
+	LetsEncrypt        = "https://acme-v02.api.letsencrypt.org/directory"
+	LetsEncryptStaging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+	ChallengeHTTP01    = "http-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
+)
+
+// State is the whole desired state of one moat server. `moat apply -f`
+// replaces it, `moat export` writes it out; both round-trip.
+type State struct {
+	// Server holds the settings of the machine itself.
+	Server Server `yaml:"server" json:"server"`
+	// Apps are the applications behind the edge, by name.
+	Apps []App `yaml:"apps,omitempty" json:"apps,omitempty"`
+}
+
+// Server holds the settings that are not about one app.
+type Server struct {
+	// Domain is the server's own name, for moat's own pages and mail.
+	Domain string `yaml:"domain,omitempty" json:"domain,omitempty"`
+	// Email is the ACME account contact and where alerts go.
+	Email string `yaml:"email,omitempty" json:"email,omitempty"`
+	// Listen sets the edge's addresses; empty fields mean :80 and :443.
+	Listen Listen `yaml:"listen,omitempty" json:"listen,omitempty"`
+	// ACME sets where certificates come from.
+	ACME ACME `yaml:"acme,omitempty" json:"acme,omitempty"`
+	// PublicIPs are the addresses this server is reached at. The DNS
+	// pre-check compares a domain's records with them; when empty, moat
+	// uses the machine's global addresses and a probe over HTTP.
+	PublicIPs []string `yaml:"public_ips,omitempty" json:"public_ips,omitempty"`
+	// Resolver is a DNS server (host:port) for the pre-check; empty means
+	// the system's resolver.
+	Resolver string `yaml:"resolver,omitempty" json:"resolver,omitempty"`
+	// Notify says where alerts (a failed issuance or renewal) go besides
+	// the activity log.
+	Notify Notify `yaml:"notify,omitempty" json:"notify,omitempty"`
+}
+
+// Listen holds the edge's listen addresses.
+type Listen struct {
+	// HTTP serves ACME HTTP-01 challenges and redirects everything else.
+	HTTP string `yaml:"http,omitempty" json:"http,omitempty"`
+	// HTTPS serves the apps.
+	HTTPS string `yaml:"https,omitempty" json:"https,omitempty"`
+}
+
+// ACME configures the certificate authority.
+type ACME struct {
+	// Directory is the CA's ACME directory URL; Let's Encrypt by default.
+	Directory string `yaml:"directory,omitempty" json:"directory,omitempty"`
+	// CARoots is a PEM file of roots to trust for the directory's own
+	// HTTPS, for a private CA; empty means the system's roots.
+	CARoots string `yaml:"ca_roots,omitempty" json:"ca_roots,omitempty"`
+	// Challenges lists the challenge types moat may use: http-01 and
+	// tls-alpn-01 (both by default).
+	Challenges []string `yaml:"challenges,omitempty" json:"challenges,omitempty"`
+}
+
+// Notify lists alert destinations.
+type Notify struct {
+	// Webhook receives a JSON POST for every alert.
+	Webhook string `yaml:"webhook,omitempty" json:"webhook,omitempty"`
+}
+
+// App is one application behind the edge.
+type App struct {
+	// Name identifies the app: lowercase letters, digits and hyphens.
+	Name string `yaml:"name" json:"name"`
+	// Domains are the host names the edge routes to this app and gets
+	// certificates for.
+	Domains []string `yaml:"domains" json:"domains"`
+	// Upstream is where the app listens, like http://127.0.0.1:3000.
+	Upstream string `yaml:"upstream" json:"upstream"`
+	// Headers overrides the security headers for this app: a value
+	// replaces the default, an empty value removes the header.
+	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+}
+
+// App returns the app with that name.
+func (s *State) App(name string) (*App, bool) {
+	for i := range s.Apps {
+		if s.Apps[i].Name == name {
+			return &s.Apps[i], true
+		}
+	}
+	return nil, false
+}
+
+// Domains lists every app domain, in app order.
+func (s *State) Domains() []string {
+	var out []string
+	for _, a := range s.Apps {
+		out = append(out, a.Domains...)
+	}
+	return out
+}
+
+// Clone returns a deep copy, so a change can be tried without touching s.
+func (s State) Clone() State {
+	c := s
+	c.Server.PublicIPs = append([]string(nil), s.Server.PublicIPs...)
+	c.Server.ACME.Challenges = append([]string(nil), s.Server.ACME.Challenges...)
+	c.Apps = make([]App, len(s.Apps))
+	for i, a := range s.Apps {
+		c.Apps[i] = a.Clone()
+	}
+	if s.Apps == nil {
+		c.Apps = nil
+	}
+	return c
+}
+
+// Clone returns a deep copy of the app.
+func (a App) Clone() App {
+	c := a
+	c.Domains = append([]string(nil), a.Domains...)
+	if a.Headers != nil {
+		c.Headers = make(map[string]string, len(a.Headers))
+		for k, v := range a.Headers {
+			c.Headers[k] = v
+		}
+	}
+	return c
+}
+
+// HTTPAddr is the HTTP listen address with its default.
+func (s Server) HTTPAddr() string { return or(s.Listen.HTTP, DefaultHTTPAddr) }
+
+// HTTPSAddr is the HTTPS listen address with its default.
+func (s Server) HTTPSAddr() string { return or(s.Listen.HTTPS, DefaultHTTPSAddr) }
+
+// DirectoryURL is the ACME directory with its default.
+func (a ACME) DirectoryURL() string { return or(a.Directory, LetsEncrypt) }
+
+// Allows reports whether the challenge type may be used.
+func (a ACME) Allows(challenge string) bool {
+	if len(a.Challenges) == 0 {
+		return true
+	}
+	for _, c := range a.Challenges {
+		if c == challenge {
+			return true
+		}
+	}
+	return false
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

@@ -1,0 +1,258 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"moat/internal/api"
+	"moat/internal/certs"
+	"moat/internal/config"
+	"moat/internal/store"
+	"moat/internal/testenv"
+)
+
+// env is one moat daemon with its own Pebble, DNS server, ports and data
+// dir, all on loopback.
+type env struct {
+	t          *testing.T
+	dir        string
+	dns        *testenv.DNS
+	pebble     *testenv.Pebble
+	httpPort   int
+	httpsPort  int
+	socket     string
+	client     *api.Client
+	stop       context.CancelFunc
+	done       chan error
+	upstream   string // a plain app on loopback that says hello
+	validity   time.Duration
+	challenges []string
+}
+
+type envOption func(*env)
+
+func withValidity(d time.Duration) envOption { return func(e *env) { e.validity = d } }
+func withChallenges(c ...string) envOption  { return func(e *env) { e.challenges = c } }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// loopbackOnly is the probe's dialer in tests: the DNS pre-check's HTTP
+// probe may reach the test's own addresses and nothing beyond.
+func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().IsLoopback() {
+		return nil, fmt.Errorf("test dialer: %s is not on loopback", addr)
+	}
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+func startEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir()}
+	for _, o := range opts {
+		o(e)
+	}
+	e.httpPort, e.httpsPort = freePort(t), freePort(t)
+	e.dns = testenv.StartDNS(t)
+	e.pebble = testenv.StartPebble(t, testenv.PebbleOptions{
+		HTTPPort: e.httpPort, TLSPort: e.httpsPort, DNSServer: e.dns.Addr(), CertValidity: e.validity,
+	})
+	caFile := filepath.Join(e.dir, "pebble-api.pem")
+	if err := os.WriteFile(caFile, e.pebble.APITrustPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s via %s", r.Host, r.Header.Get("X-Forwarded-Proto"))
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+	e.upstream = "http://" + ln.Addr().String()
+
+	// The first settings go straight into the store, as `moat init` with
+	// no daemon would.
+	st, err := store.OpenSQLite(context.Background(), StorePath(e.dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Update(context.Background(), store.Actor{Who: "test"}, false, func(s *config.State) error {
+		s.Server = config.Server{
+			Domain: "moat.test", Email: "admin@moat.test",
+			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", e.httpPort), HTTPS: fmt.Sprintf("127.0.0.1:%d", e.httpsPort)},
+			ACME:      config.ACME{Directory: e.pebble.DirectoryURL, CARoots: caFile, Challenges: e.challenges},
+			PublicIPs: []string{"127.0.0.1"},
+			Resolver:  e.dns.Addr(),
+		}
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	return e
+}
+
+// start runs the daemon in this process.
+func (e *env) start() {
+	e.t.Helper()
+	e.socket = filepath.Join(e.dir, "moat.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop, e.done = cancel, make(chan error, 1)
+	ready := make(chan struct{})
+	logger := slog.New(slog.DiscardHandler)
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	go func() {
+		e.done <- Run(ctx, Options{
+			DataDir: e.dir, Socket: e.socket, Logger: logger,
+			Certs: certs.Options{
+				RenewCheckInterval: time.Second,
+				Backoff:            func(int) time.Duration { return 200 * time.Millisecond },
+				Dial:               loopbackOnly,
+			},
+			Ready: func(Info) { close(ready) },
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-e.done:
+		e.t.Fatalf("daemon did not start: %v", err)
+	case <-time.After(20 * time.Second):
+		e.t.Fatal("daemon did not start in 20s")
+	}
+	c, err := api.DialControl(context.Background(), e.socket)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.client = c
+	e.t.Cleanup(e.shutdown)
+}
+
+func (e *env) shutdown() {
+	if e.stop == nil {
+		return
+	}
+	e.stop()
+	select {
+	case err := <-e.done:
+		if err != nil {
+			e.t.Errorf("daemon: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		e.t.Error("daemon did not stop in 20s")
+	}
+	e.stop = nil
+}
+
+func (e *env) addApp(name string, domains ...string) {
+	e.t.Helper()
+	var res api.ChangeResponse
+	if err := e.client.Do(context.Background(), "POST", "/v1/apps", config.App{Name: name, Domains: domains, Upstream: e.upstream}, &res); err != nil {
+		e.t.Fatalf("add app %s: %v", name, err)
+	}
+}
+
+func (e *env) status() api.StatusResponse {
+	e.t.Helper()
+	var st api.StatusResponse
+	if err := e.client.Do(context.Background(), "GET", "/v1/status", nil, &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// waitCert waits until the domain's certificate status satisfies ok.
+func (e *env) waitCert(domain string, timeout time.Duration, ok func(certs.Status) bool) certs.Status {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last certs.Status
+	for time.Now().Before(deadline) {
+		for _, c := range e.status().Certificates {
+			if c.Domain == domain {
+				last = c
+				if ok(c) {
+					return c
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Fatalf("%s: certificate status never got there; last: %+v", domain, last)
+	return last
+}
+
+func isValid(s certs.Status) bool { return s.State == certs.Valid }
+
+// httpsClient trusts only Pebble's roots and sends every request to the
+// edge's HTTPS port, whatever the host name.
+func (e *env) httpsClient(roots *x509.CertPool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: roots},
+			ForceAttemptHTTP2: true,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", e.httpsPort))
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func (e *env) url(host, path string) string { return fmt.Sprintf("https://%s:%d%s", host, e.httpsPort, path) }
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// servedCert returns the leaf the edge presents for a server name.
+func (e *env) servedCert(name string, roots *x509.CertPool) (*x509.Certificate, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", e.httpsPort), &tls.Config{ServerName: name, RootCAs: roots})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}

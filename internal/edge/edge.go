@@ -1,0 +1,237 @@
+// Package edge is moat's HTTPS front door: it listens on the HTTP and HTTPS
+// ports, redirects HTTP to HTTPS (but for ACME challenges), routes each
+// request by Host to its app's upstream, and adds the security headers.
+//
+// Certificates come from a CertSource (ACME through package certs, or a
+// local CA in demo mode); the edge only asks for them during handshakes.
+// Routes change atomically without touching the listeners, so a change
+// drops no connection.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"moat/internal/config"
+)
+
+// CertSource gives the edge its certificates and its ACME HTTP handler.
+type CertSource interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// HTTPHandler answers ACME HTTP-01 challenges and passes the rest on.
+	HTTPHandler(next http.Handler) http.Handler
+}
+
+// Edge is the HTTP and HTTPS server in front of the apps.
+type Edge struct {
+	log   *slog.Logger
+	certs CertSource
+	// extra serves hosts that are no app's, such as moat's own pages;
+	// nil means 404.
+	extra     http.Handler
+	transport *http.Transport
+
+	routes atomic.Pointer[table]
+}
+
+// table is one immutable version of the routing table.
+type table struct {
+	hosts     map[string]*route
+	httpsPort string // "" for 443
+	defaults  headerSet
+}
+
+type route struct {
+	app     string
+	proxy   *httputil.ReverseProxy
+	headers headerSet
+}
+
+// New returns an edge with no routes. fallback serves requests for hosts
+// that are no app's (nil: a plain 404).
+func New(log *slog.Logger, certs CertSource, fallback http.Handler) *Edge {
+	e := &Edge{
+		log:   log.With("component", "edge"),
+		certs: certs,
+		extra: fallback,
+		transport: &http.Transport{
+			Proxy:                 nil, // never send app traffic to an environment proxy
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 0, // long polls and streams are the app's business
+			ExpectContinueTimeout: time.Second,
+		},
+	}
+	e.routes.Store(&table{hosts: map[string]*route{}, defaults: newHeaderSet(nil)})
+	return e
+}
+
+// Load builds a routing table from the state and swaps it in. Requests
+// under way finish on the table they started with.
+func (e *Edge) Load(s config.State) error {
+	t := &table{hosts: map[string]*route{}, defaults: newHeaderSet(nil)}
+	if _, port, err := net.SplitHostPort(s.Server.HTTPSAddr()); err == nil && port != "443" {
+		t.httpsPort = port
+	}
+	for _, a := range s.Apps {
+		up, err := url.Parse(a.Upstream)
+		if err != nil {
+			return fmt.Errorf("app %s: upstream %q: %w", a.Name, a.Upstream, err)
+		}
+		r := &route{app: a.Name, headers: newHeaderSet(a.Headers)}
+		r.proxy = e.newProxy(r, up)
+		for _, d := range a.Domains {
+			t.hosts[d] = r
+		}
+	}
+	e.routes.Store(t)
+	return nil
+}
+
+func (e *Edge) newProxy(r *route, up *url.URL) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.Out.Host = pr.In.Host // apps build links from the name the visitor used
+			pr.SetXForwarded()
+		},
+		Transport: e.transport,
+		ModifyResponse: func(resp *http.Response) error {
+			r.headers.apply(resp.Header)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			if errors.Is(err, context.Canceled) {
+				return // the client left
+			}
+			e.log.Warn("upstream unreachable", "app", r.app, "upstream", up.Host, "err", err)
+			r.headers.apply(w.Header())
+			plain(w, http.StatusBadGateway, "502 Bad Gateway: the app behind this address is not answering. If it is yours, check that it is running.")
+		},
+		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func plain(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, msg)
+}
+
+// host is the request's host name, lowercased, without port or final dot.
+func host(r *http.Request) string {
+	h := r.Host
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		h = hh
+	}
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// ServeHTTP is the HTTPS side: the chain a request takes, top to bottom.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := e.routes.Load()
+	rt := t.hosts[host(r)]
+	if rt == nil {
+		t.defaults.apply(w.Header())
+		if e.extra != nil {
+			e.extra.ServeHTTP(w, r)
+			return
+		}
+		plain(w, http.StatusNotFound, "404 Not Found: no app is configured for this address.")
+		return
+	}
+	rt.proxy.ServeHTTP(w, r)
+}
+
+// redirect is the HTTP side: everything moves to HTTPS, path and query
+// kept; the certs handler in front of it answers ACME challenges.
+func (e *Edge) redirect(w http.ResponseWriter, r *http.Request) {
+	t := e.routes.Load()
+	h := host(r)
+	if t.hosts[h] == nil && e.extra == nil {
+		plain(w, http.StatusNotFound, "404 Not Found: no app is configured for this address.")
+		return
+	}
+	target := "https://" + h
+	if t.httpsPort != "" {
+		target += ":" + t.httpsPort
+	}
+	target += r.URL.RequestURI()
+	w.Header().Set("Location", target)
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusPermanentRedirect)
+}
+
+// TLSConfig is the HTTPS listener's TLS: 1.2 and 1.3 only, AEAD suites
+// with forward secrecy, certificates from the CertSource.
+func (e *Edge) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{ // TLS 1.2 only; 1.3 suites are all AEAD
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		NextProtos:     []string{"h2", "http/1.1", "acme-tls/1"},
+		GetCertificate: e.certs.GetCertificate,
+	}
+}
+
+// Serve runs the HTTP side on httpLn (may be nil) and the HTTPS side on
+// httpsLn until ctx ends, then shuts both down gracefully.
+func (e *Edge) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error {
+	errc := make(chan error, 2)
+	var servers []*http.Server
+	base := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+	}
+	if httpLn != nil {
+		s := base(e.certs.HTTPHandler(http.HandlerFunc(e.redirect)))
+		servers = append(servers, s)
+		go func() { errc <- s.Serve(httpLn) }()
+	}
+	s := base(e)
+	s.TLSConfig = e.TLSConfig()
+	servers = append(servers, s)
+	go func() { errc <- s.ServeTLS(httpsLn, "", "") }()
+
+	select {
+	case err := <-errc:
+		shutdown(servers)
+		return fmt.Errorf("edge: %w", err)
+	case <-ctx.Done():
+		shutdown(servers)
+		return nil
+	}
+}
+
+func shutdown(servers []*http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		s.Shutdown(ctx)
+	}
+}

@@ -1,0 +1,97 @@
+// Package notify delivers alerts (a certificate that could not be issued or
+// renewed, later a ban wave or a failed backup) to the people who run the
+// server: to the log, to a webhook, and with the mail layer by email.
+//
+// It decides nothing; callers decide what is worth an alert.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Alert is one thing a person should hear about.
+type Alert struct {
+	At time.Time `json:"at"`
+	// Kind names the event, like "cert.renewal-failed".
+	Kind string `json:"kind"`
+	// Subject is what it is about, like a domain.
+	Subject string `json:"subject"`
+	// Message says what happened and what to do, in plain words.
+	Message string `json:"message"`
+}
+
+// Notifier delivers alerts.
+type Notifier interface {
+	Notify(ctx context.Context, a Alert) error
+}
+
+// Log writes alerts to a logger at warning level.
+type Log struct{ Logger *slog.Logger }
+
+// Notify logs the alert.
+func (l Log) Notify(ctx context.Context, a Alert) error {
+	l.Logger.WarnContext(ctx, "alert", "kind", a.Kind, "subject", a.Subject, "message", a.Message)
+	return nil
+}
+
+// Webhook POSTs each alert as JSON to a URL.
+type Webhook struct {
+	URL    string
+	Client *http.Client // http.DefaultClient's settings with a 10s timeout when nil
+}
+
+// Notify posts the alert; a non-2xx answer is an error.
+func (w Webhook) Notify(ctx context.Context, a Alert) error {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("webhook %s: %w", w.URL, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "moat")
+	c := w.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("webhook %s: %w", w.URL, err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("webhook %s: answered %s", w.URL, resp.Status)
+	}
+	return nil
+}
+
+// Multi sends each alert to every notifier and joins their errors.
+type Multi []Notifier
+
+// Notify delivers to all.
+func (m Multi) Notify(ctx context.Context, a Alert) error {
+	var errs []error
+	for _, n := range m {
+		if err := n.Notify(ctx, a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	_ Notifier = Log{}
+	_ Notifier = Webhook{}
+	_ Notifier = Multi(nil)
+)

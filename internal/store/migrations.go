@@ -1,0 +1,63 @@
+package store
+
+// migrations build the SQLite schema: migrations[i] takes a store from
+// schema version i to i+1 (PRAGMA user_version). Each runs in its own
+// transaction together with the version bump, so a crash leaves the store
+// at one version or the next. Append only: never edit a migration that has
+// shipped.
+var migrations = []string{
+	// 1: desired state, revision, activity log.
+	`
+-- The server settings: one row, config.Server as JSON.
+CREATE TABLE server (
+	id       INTEGER PRIMARY KEY CHECK (id = 1),
+	settings TEXT NOT NULL CHECK (json_valid(settings))
+) STRICT;
+INSERT INTO server (id, settings) VALUES (1, '{}');
+
+-- The apps: config.App as JSON, by name. Its domains are also rows of
+-- domains, so that a domain belongs to one app even at the database level.
+CREATE TABLE apps (
+	name TEXT PRIMARY KEY,
+	spec TEXT NOT NULL CHECK (json_valid(spec))
+) STRICT;
+
+CREATE TABLE domains (
+	domain TEXT PRIMARY KEY,
+	app    TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE ON UPDATE CASCADE
+) STRICT;
+CREATE INDEX domains_by_app ON domains (app);
+
+-- The revision of the desired state: one row, up by one per change.
+CREATE TABLE revision (
+	id    INTEGER PRIMARY KEY CHECK (id = 1),
+	value INTEGER NOT NULL CHECK (value >= 0)
+) STRICT;
+INSERT INTO revision (id, value) VALUES (1, 0);
+
+-- The activity log. AUTOINCREMENT so that an ID is never reused; at is UTC
+-- in RFC 3339 with nanoseconds.
+CREATE TABLE activity (
+	id        INTEGER PRIMARY KEY AUTOINCREMENT,
+	at        TEXT NOT NULL,
+	who       TEXT NOT NULL,
+	from_addr TEXT NOT NULL,
+	action    TEXT NOT NULL,
+	target    TEXT NOT NULL,
+	before    TEXT CHECK (before IS NULL OR json_valid(before)),
+	after     TEXT CHECK (after IS NULL OR json_valid(after)),
+	detail    TEXT NOT NULL
+) STRICT;
+CREATE INDEX activity_by_target ON activity (target, id);
+
+-- Who changed what is evidence: it is appended to, never rewritten.
+CREATE TRIGGER activity_no_update BEFORE UPDATE ON activity
+BEGIN
+	SELECT RAISE(ABORT, 'activity log is append-only: entries cannot be changed');
+END;
+CREATE TRIGGER activity_no_delete BEFORE DELETE ON activity
+BEGIN
+	SELECT RAISE(ABORT, 'activity log is append-only: entries cannot be deleted');
+END;
+`,
+}
