@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -259,6 +260,11 @@ any error is refused whole and nothing changes. Use - to read standard input.`,
 			}
 			if err != nil {
 				return err
+			}
+			// An empty input is most likely a failed `moat export |`, and
+			// applying it would remove every app and setting.
+			if len(bytes.TrimSpace(data)) == 0 {
+				return fmt.Errorf("%s is empty: refused, nothing was changed (it would remove every app and setting; to do that on purpose, apply a file that says `server: {}`)", nameOf(file))
 			}
 			// Checked here first, so a bad file is refused with its
 			// problems before anything is contacted.

@@ -15,7 +15,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 
 	"moat/internal/certs"
 	"moat/internal/config"
@@ -40,6 +42,13 @@ type Server struct {
 	Store   store.Store
 	Runtime Runtime // nil when no daemon runs
 	Log     *slog.Logger
+
+	// applyMu orders Runtime.Apply calls and applied is the newest
+	// revision handed to it: two changes stored one after the other may
+	// reach this point in the other order, and the older state must not
+	// be applied last.
+	applyMu sync.Mutex
+	applied int64
 }
 
 type actorKey struct{}
@@ -219,12 +228,24 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.
 	}
 	out := ChangeResponse{Plan: res.Plan, Revision: res.Revision, DryRun: dry}
 	if !dry && len(res.Plan) > 0 && s.Runtime != nil {
-		if err := s.Runtime.Apply(ctx, next); err != nil {
+		if err := s.apply(ctx, res.Revision, next); err != nil {
 			s.Log.Error("apply", "err", err)
 			out.Warning = "stored, but the running daemon could not apply it: " + err.Error()
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// apply hands the state of revision rev to the runtime, unless a newer
+// revision was handed to it already.
+func (s *Server) apply(ctx context.Context, rev int64, st config.State) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if rev <= s.applied {
+		return nil // a newer state, which includes this change, is live
+	}
+	s.applied = rev
+	return s.Runtime.Apply(ctx, st)
 }
 
 func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
@@ -308,6 +329,9 @@ func (s *Server) addApp(w http.ResponseWriter, r *http.Request) {
 		if _, exists := st.App(a.Name); exists {
 			return &config.FieldError{Field: "name", Value: a.Name, Problem: "is already an app", Fix: "choose another name, or change it with `moat app set " + a.Name + "`"}
 		}
+		if err := domainsFree(st, a.Name, a.Domains); err != nil {
+			return err
+		}
 		st.Apps = append(st.Apps, a)
 		return nil
 	})
@@ -335,6 +359,9 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 			return noApp(name)
 		}
 		if p.Domains != nil {
+			if err := domainsFree(st, name, *p.Domains); err != nil {
+				return err
+			}
 			a.Domains = *p.Domains
 		}
 		if p.Upstream != nil {
@@ -351,6 +378,27 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+}
+
+// domainsFree refuses the domains of app name that another app already
+// routes, naming that app. Validate refuses them too, but it sees the apps
+// sorted by name, and when the changed app sorts first it blames the app
+// that had the domain all along.
+func domainsFree(st *config.State, name string, domains []string) error {
+	n := config.State{Apps: []config.App{{Name: name, Domains: slices.Clone(domains)}}}
+	n.Normalize() // the spelling Validate compares
+	var errs []error
+	for j, d := range n.Apps[0].Domains {
+		for _, o := range st.Apps {
+			if o.Name != name && slices.Contains(o.Domains, d) {
+				errs = append(errs, &config.FieldError{
+					Field: fmt.Sprintf("domains[%d]", j), Value: d, Problem: "is already used by app " + o.Name,
+					Fix: "a domain routes to one app only: take it from " + o.Name + " first (`moat app set " + o.Name + " --domain ...`), or choose another",
+				})
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *Server) removeApp(w http.ResponseWriter, r *http.Request) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"time"
 
 	"moat/internal/store"
@@ -28,8 +29,16 @@ type Client struct {
 // error wrapping ErrNoDaemon when none answers there.
 func DialControl(ctx context.Context, path string) (*Client, error) {
 	c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", path)
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		// No socket, or one left by a daemon that is gone.
 		return nil, fmt.Errorf("%w at %s: %v", ErrNoDaemon, path, err)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return nil, fmt.Errorf("control socket %s: %w: it is root only: run moat as root, like sudo moat ...", path, err)
+	case err != nil:
+		// A daemon may run (busy, or a timeout): going around it to the
+		// store would store changes it does not apply.
+		return nil, fmt.Errorf("control socket %s: %w: a daemon may be running but not answering: try again, or restart it", path, err)
 	}
 	c.Close()
 	tr := &http.Transport{

@@ -124,8 +124,13 @@ func TestRenewalAndRenewalFailure(t *testing.T) {
 	if failed.Message == "" || failed.NextRetry.IsZero() || !strings.Contains(failed.Message, "connect") {
 		t.Errorf("renewal failure status %+v: want the reason (connection refused) and the next retry", failed)
 	}
-	if leaf, err := e.servedCert("app.test", e.pebble.Roots()); err != nil || !leaf.NotAfter.Equal(failed.NotAfter) {
-		t.Errorf("after the failed renewal the edge serves a certificate valid until %v (err %v); want the current one, valid until %v", leaf.NotAfter, err, failed.NotAfter)
+	if leaf, err := e.servedCert("app.test", e.pebble.Roots()); err != nil {
+		t.Errorf("after the failed renewal the handshake fails: %v", err)
+	} else if !leaf.NotAfter.Equal(failed.NotAfter) {
+		t.Errorf("after the failed renewal the edge serves a certificate valid until %v; want the current one, valid until %v", leaf.NotAfter, failed.NotAfter)
+	}
+	if out := e.moat("status"); !strings.Contains(out, "renewal-failed: ") || !strings.Contains(out, "connect") || !strings.Contains(out, "next try") {
+		t.Errorf("moat status does not show the renewal failure with its reason and next try:\n%s", out)
 	}
 	var log []store.Entry
 	if err := e.client.Do(context.Background(), "GET", "/v1/activity?target=app.test", nil, &log); err != nil {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,8 +12,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,10 +126,14 @@ func (e *env) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop, e.done = cancel, make(chan error, 1)
 	ready := make(chan struct{})
-	logger := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	// The daemon's log is shown when the test fails.
+	var logBuf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.t.Logf("daemon log:\n%s", logBuf.String())
+		}
+	})
 	go func() {
 		e.done <- Run(ctx, Options{
 			DataDir: e.dir, Socket: e.socket, Logger: logger,
@@ -255,4 +262,50 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// moatBinary builds the moat command once per test run.
+var moatBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "moat-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "moat")
+	out, err := exec.Command("go", "build", "-o", bin, "moat/cmd/moat").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// moat runs the real CLI against this env's daemon.
+func (e *env) moat(args ...string) string {
+	e.t.Helper()
+	bin, err := moatBinary()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out, err := exec.Command(bin, append([]string{"--socket", e.socket, "--data-dir", e.dir}, args...)...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("moat %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -166,6 +166,9 @@ func (e *Edge) redirect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target := "https://" + h
+	if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+		target = "https://[" + h + "]" // an IPv6 literal whose port host() took off
+	}
 	if t.httpsPort != "" {
 		target += ":" + t.httpsPort
 	}

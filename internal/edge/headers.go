@@ -58,6 +58,6 @@ func (hs headerSet) apply(h http.Header) {
 		}
 	}
 	for _, k := range leaky {
-		delete(h, k)
+		h.Del(k) // canonicalizes: X-AspNet-Version is keyed X-Aspnet-Version
 	}
 }

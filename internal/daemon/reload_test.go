@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"moat/internal/api"
+	"moat/internal/config"
+)
+
+// Changes applied while clients are busy drop no request: the listeners
+// stay, routes swap atomically.
+func TestReloadUnderLoadDropsNothing(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	e.dns.Set("app.test", loopback)
+	e.addApp("app", "app.test")
+	e.waitCert("app.test", 30*time.Second, isValid)
+	c := e.httpsClient(e.pebble.Roots())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				resp, err := c.Get(e.url("app.test", "/"))
+				if err != nil {
+					failed.Add(1)
+					t.Logf("request: %v", err)
+					continue
+				}
+				buf := make([]byte, 64)
+				n, _ := resp.Body.Read(buf)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.HasPrefix(string(buf[:n]), "hello from app.test") {
+					failed.Add(1)
+					t.Logf("response: %d %q", resp.StatusCode, buf[:n])
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	for i := range 30 {
+		var res api.ChangeResponse
+		var err error
+		switch i % 3 {
+		case 0:
+			err = e.client.Do(ctx, "POST", "/v1/apps", config.App{Name: fmt.Sprintf("other%d", i), Domains: []string{fmt.Sprintf("other%d.test", i)}, Upstream: e.upstream}, &res)
+		case 1:
+			err = e.client.Do(ctx, "PATCH", "/v1/apps/app", api.AppPatch{Headers: map[string]string{"X-Frame-Options": fmt.Sprintf("DENY%d", i)}}, &res)
+		case 2:
+			err = e.client.Do(ctx, "DELETE", fmt.Sprintf("/v1/apps/other%d", i-2), nil, &res)
+		}
+		if err != nil {
+			t.Fatalf("change %d: %v", i, err)
+		}
+		if len(res.Plan) != 1 || res.Warning != "" {
+			t.Fatalf("change %d: plan %v, warning %q", i, res.Plan, res.Warning)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if failed.Load() > 0 || ok.Load() < 50 {
+		t.Errorf("%d requests failed, %d succeeded across 30 reloads", failed.Load(), ok.Load())
+	}
+	resp, _ := get(t, c, e.url("app.test", "/"))
+	if got := resp.Header.Get("X-Frame-Options"); got != "DENY28" {
+		t.Errorf("X-Frame-Options %q after the last change, want DENY28", got)
+	}
+}
+
+// A change the daemon refuses (invalid, or one it could not serve) leaves
+// the store and the running edge as they were.
+func TestRefusedChangeKeepsServing(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	e.dns.Set("app.test", loopback)
+	e.addApp("app", "app.test")
+	e.waitCert("app.test", 30*time.Second, isValid)
+	c := e.httpsClient(e.pebble.Roots())
+
+	var before api.StateResponse
+	if err := e.client.Do(context.Background(), "GET", "/v1/state", nil, &before); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	good, err := config.Marshal(before.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := string(good)
+	tests := []struct {
+		name, file, want string
+	}{
+		{"duplicate domain", y + "  - name: copy\n    domains: [app.test]\n    upstream: http://127.0.0.1:1\n", "apps[1].domains[0]"},
+		{"unknown key", strings.Replace(y, "upstream:", "upstrem:", 1), "apps[0].upstrem"},
+		{"port in use", strings.Replace(y, fmt.Sprintf("127.0.0.1:%d", e.httpPort), busy.Addr().String(), 1), "server.listen.http"},
+		{"CA roots missing", strings.Replace(y, "pebble-api.pem", "missing.pem", 1), "server.acme.ca_roots"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := e.client.Do(context.Background(), "PUT", "/v1/state", []byte(tt.file), nil)
+			var ae *api.APIError
+			if !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v; want a 400 naming %s", err, tt.want)
+			}
+			var after api.StateResponse
+			if err := e.client.Do(context.Background(), "GET", "/v1/state", nil, &after); err != nil {
+				t.Fatal(err)
+			}
+			if after.Revision != before.Revision {
+				t.Errorf("revision %d -> %d: the refused change was stored", before.Revision, after.Revision)
+			}
+			resp, body := get(t, c, e.url("app.test", "/"))
+			if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from app.test") {
+				t.Errorf("after the refused change: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+}
