@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"moat/internal/certs"
@@ -332,6 +333,9 @@ func (s *Server) addApp(w http.ResponseWriter, r *http.Request) {
 		if err := domainsFree(st, a.Name, a.Domains); err != nil {
 			return err
 		}
+		if err := validateApp(a); err != nil {
+			return err
+		}
 		st.Apps = append(st.Apps, a)
 		return nil
 	})
@@ -376,8 +380,20 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 			}
 			a.Headers[k] = v
 		}
-		return nil
+		return validateApp(*a)
 	})
+}
+
+// validateApp checks one app on its own, so that a refusal names the
+// app's fields (upstream, domains[0]) rather than its place in the state.
+func validateApp(a config.App) error {
+	one := config.State{Apps: []config.App{a.Clone()}}
+	one.Normalize()
+	err := one.Validate()
+	for _, fe := range fieldErrors(err) {
+		fe.Field = strings.TrimPrefix(fe.Field, "apps[0].")
+	}
+	return err
 }
 
 // domainsFree refuses the domains of app name that another app already

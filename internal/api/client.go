@@ -34,7 +34,7 @@ func DialControl(ctx context.Context, path string) (*Client, error) {
 		// No socket, or one left by a daemon that is gone.
 		return nil, fmt.Errorf("%w at %s: %v", ErrNoDaemon, path, err)
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
-		return nil, fmt.Errorf("control socket %s: %w: it is root only: run moat as root, like sudo moat ...", path, err)
+		return nil, fmt.Errorf("control socket %s: %w: it is root only: run moat as root (sudo moat)", path, err)
 	case err != nil:
 		// A daemon may run (busy, or a timeout): going around it to the
 		// store would store changes it does not apply.

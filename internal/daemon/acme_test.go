@@ -176,4 +176,3 @@ func TestDNSPrecheck(t *testing.T) {
 	e.dns.Set("elsewhere.test", loopback)
 	e.waitCert("elsewhere.test", 30*time.Second, isValid)
 }
-

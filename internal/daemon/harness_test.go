@@ -47,7 +47,7 @@ type env struct {
 type envOption func(*env)
 
 func withValidity(d time.Duration) envOption { return func(e *env) { e.validity = d } }
-func withChallenges(c ...string) envOption  { return func(e *env) { e.challenges = c } }
+func withChallenges(c ...string) envOption   { return func(e *env) { e.challenges = c } }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -232,7 +232,9 @@ func (e *env) httpsClient(roots *x509.CertPool) *http.Client {
 	}
 }
 
-func (e *env) url(host, path string) string { return fmt.Sprintf("https://%s:%d%s", host, e.httpsPort, path) }
+func (e *env) url(host, path string) string {
+	return fmt.Sprintf("https://%s:%d%s", host, e.httpsPort, path)
+}
 
 func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 	t.Helper()
