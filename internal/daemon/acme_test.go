@@ -2,6 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -12,6 +17,7 @@ import (
 
 	"moat/internal/certs"
 	"moat/internal/config"
+	"moat/internal/notify"
 	"moat/internal/store"
 )
 
@@ -26,14 +32,14 @@ func TestIssueAndServe(t *testing.T) {
 		t.Run(ch, func(t *testing.T) {
 			t.Parallel()
 			e := startEnv(t, withChallenges(ch))
-			e.dns.Set("app.test", loopback)
-			e.addApp("app", "app.test")
-			st := e.waitCert("app.test", 30*time.Second, isValid)
+			e.dns.Set(e.host("app"), loopback)
+			e.addApp("app", e.host("app"))
+			st := e.waitCert(e.host("app"), 30*time.Second, isValid)
 			if time.Until(st.NotAfter) < time.Hour {
 				t.Errorf("valid until %v: want Pebble's long default", st.NotAfter)
 			}
-			resp, body := get(t, e.httpsClient(e.pebble.Roots()), e.url("app.test", "/"))
-			if resp.StatusCode != 200 || body != "hello from app.test:"+strconv.Itoa(e.httpsPort)+" via https" {
+			resp, body := get(t, e.httpsClient(e.pebble.Roots()), e.url(e.host("app"), "/"))
+			if resp.StatusCode != 200 || body != "hello from "+e.host("app")+":"+strconv.Itoa(e.httpsPort)+" via https" {
 				t.Fatalf("got %d %q", resp.StatusCode, body)
 			}
 			for k, v := range map[string]string{
@@ -46,7 +52,14 @@ func TestIssueAndServe(t *testing.T) {
 					t.Errorf("%s: %q, want %q", k, got, v)
 				}
 			}
-			if !contains(e.pebble.Orders(), "app.test") {
+			leaf, err := e.servedCert(e.host("app"), e.pebble.Roots())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
+				t.Errorf("certificate key %T, want ECDSA P-256", leaf.PublicKey)
+			}
+			if !contains(e.pebble.Orders(), e.host("app")) {
 				t.Errorf("Pebble orders %v: want one for app.test", e.pebble.Orders())
 			}
 		})
@@ -58,15 +71,15 @@ func TestIssueAndServe(t *testing.T) {
 func TestUnlistedDomainGetsNothing(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	e.dns.Set("app.test", loopback)
-	e.dns.Set("stranger.test", loopback)
-	e.addApp("app", "app.test")
-	e.waitCert("app.test", 30*time.Second, isValid)
-	if _, err := e.servedCert("stranger.test", e.pebble.Roots()); err == nil {
+	e.dns.Set(e.host("app"), loopback)
+	e.dns.Set(e.host("stranger"), loopback)
+	e.addApp("app", e.host("app"))
+	e.waitCert(e.host("app"), 30*time.Second, isValid)
+	if _, err := e.servedCert(e.host("stranger"), e.pebble.Roots()); err == nil {
 		t.Fatal("handshake for stranger.test succeeded; want it refused")
 	}
 	time.Sleep(time.Second) // an order, if one were placed, would be placed by now
-	if contains(e.pebble.Orders(), "stranger.test") {
+	if contains(e.pebble.Orders(), e.host("stranger")) {
 		t.Errorf("Pebble got an order for stranger.test: %v", e.pebble.Orders())
 	}
 }
@@ -78,20 +91,30 @@ func TestUnlistedDomainGetsNothing(t *testing.T) {
 func TestRenewalAndRenewalFailure(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, withValidity(30*time.Second))
-	e.dns.Set("app.test", loopback)
-	e.addApp("app", "app.test")
-	first := e.waitCert("app.test", 30*time.Second, isValid)
+	alerts := make(chan notify.Alert, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a notify.Alert
+		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
+			alerts <- a
+		}
+	}))
+	defer hook.Close()
+	e.dns.Set(e.host("app"), loopback)
+	e.change(func(s *config.State) { s.Server.Notify.Webhook = hook.URL })
+	e.addApp("app", e.host("app"))
+	first := e.waitCert(e.host("app"), 30*time.Second, isValid)
 	c := e.httpsClient(e.pebble.Roots())
 
 	var failures atomic.Int64
 	var requests atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // also when the test stops early
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			resp, err := c.Get(e.url("app.test", "/"))
+			resp, err := c.Get(e.url(e.host("app"), "/"))
 			requests.Add(1)
 			if err != nil || resp.StatusCode != 200 {
 				failures.Add(1)
@@ -103,10 +126,10 @@ func TestRenewalAndRenewalFailure(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	renewed := e.waitCert("app.test", 45*time.Second, func(s certs.Status) bool {
+	renewed := e.waitCert(e.host("app"), 45*time.Second, func(s certs.Status) bool {
 		return s.State == certs.Valid && s.NotAfter.After(first.NotAfter)
 	})
-	leaf, err := e.servedCert("app.test", e.pebble.Roots())
+	leaf, err := e.servedCert(e.host("app"), e.pebble.Roots())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,20 +143,28 @@ func TestRenewalAndRenewalFailure(t *testing.T) {
 	}
 
 	e.pebble.Stop()
-	failed := e.waitCert("app.test", 45*time.Second, func(s certs.Status) bool { return s.State == certs.RenewalFailed })
+	failed := e.waitCert(e.host("app"), 45*time.Second, func(s certs.Status) bool { return s.State == certs.RenewalFailed })
 	if failed.Message == "" || failed.NextRetry.IsZero() || !strings.Contains(failed.Message, "connect") {
 		t.Errorf("renewal failure status %+v: want the reason (connection refused) and the next retry", failed)
 	}
-	if leaf, err := e.servedCert("app.test", e.pebble.Roots()); err != nil {
+	if leaf, err := e.servedCert(e.host("app"), e.pebble.Roots()); err != nil {
 		t.Errorf("after the failed renewal the handshake fails: %v", err)
 	} else if !leaf.NotAfter.Equal(failed.NotAfter) {
 		t.Errorf("after the failed renewal the edge serves a certificate valid until %v; want the current one, valid until %v", leaf.NotAfter, failed.NotAfter)
+	}
+	select {
+	case a := <-alerts:
+		if a.Kind != "cert.renewal-failed" || a.Subject != e.host("app") || !strings.Contains(a.Message, "connect") {
+			t.Errorf("webhook alert %+v: want the renewal failure of app.test with its reason", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no webhook alert for the renewal failure")
 	}
 	if out := e.moat("status"); !strings.Contains(out, "renewal-failed: ") || !strings.Contains(out, "connect") || !strings.Contains(out, "next try") {
 		t.Errorf("moat status does not show the renewal failure with its reason and next try:\n%s", out)
 	}
 	var log []store.Entry
-	if err := e.client.Do(context.Background(), "GET", "/v1/activity?target=app.test", nil, &log); err != nil {
+	if err := e.client.Do(context.Background(), "GET", "/v1/activity?target="+e.host("app"), nil, &log); err != nil {
 		t.Fatal(err)
 	}
 	var actions []string
@@ -155,14 +186,14 @@ func TestRenewalAndRenewalFailure(t *testing.T) {
 func TestDNSPrecheck(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	e.dns.Set("elsewhere.test", netip.MustParseAddr("127.0.0.2"))
-	e.dns.Set("orange.test", netip.MustParseAddr("104.16.1.1"))
-	e.addApp("app", "elsewhere.test", "orange.test", "missing.test")
+	e.dns.Set(e.host("elsewhere"), netip.MustParseAddr("127.0.0.2"))
+	e.dns.Set(e.host("orange"), netip.MustParseAddr("104.16.1.1"))
+	e.addApp("app", e.host("elsewhere"), e.host("orange"), e.host("missing"))
 
 	tests := []struct{ domain, want string }{
-		{"elsewhere.test", "elsewhere.test resolves to 127.0.0.2 but this server is 127.0.0.1: create an A (or AAAA) record for elsewhere.test pointing to 127.0.0.1, or a CNAME to moat.test"},
-		{"orange.test", "Cloudflare's proxy (the orange cloud)"},
-		{"missing.test", "missing.test does not exist in DNS"},
+		{e.host("elsewhere"), e.host("elsewhere") + " resolves to 127.0.0.2 but this server is 127.0.0.1: create an A (or AAAA) record for " + e.host("elsewhere") + " pointing to 127.0.0.1, or a CNAME to moat.test"},
+		{e.host("orange"), "Cloudflare's proxy (the orange cloud)"},
+		{e.host("missing"), e.host("missing") + " does not exist in DNS"},
 	}
 	for _, tt := range tests {
 		st := e.waitCert(tt.domain, 15*time.Second, func(s certs.Status) bool { return s.State == certs.WaitingDNS })
@@ -173,6 +204,6 @@ func TestDNSPrecheck(t *testing.T) {
 	for _, o := range e.pebble.Orders() {
 		t.Errorf("Pebble got an order for %s while DNS did not point here", o)
 	}
-	e.dns.Set("elsewhere.test", loopback)
-	e.waitCert("elsewhere.test", 30*time.Second, isValid)
+	e.dns.Set(e.host("elsewhere"), loopback)
+	e.waitCert(e.host("elsewhere"), 30*time.Second, isValid)
 }

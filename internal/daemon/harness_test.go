@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,11 +41,20 @@ type env struct {
 	stop       context.CancelFunc
 	done       chan error
 	upstream   string // a plain app on loopback that says hello
+	zone       string // this env's own DNS zone
 	validity   time.Duration
 	challenges []string
 }
 
 type envOption func(*env)
+
+// envCount gives every env its own DNS zone: certmagic keeps challenges and
+// renewal backoff per name for the whole process, so envs running side by
+// side must not share names.
+var envCount atomic.Int64
+
+// host is a name in this env's zone.
+func (e *env) host(label string) string { return label + "." + e.zone }
 
 func withValidity(d time.Duration) envOption { return func(e *env) { e.validity = d } }
 func withChallenges(c ...string) envOption   { return func(e *env) { e.challenges = c } }
@@ -71,7 +81,7 @@ func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
 
 func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir()}
+	e := &env{t: t, dir: t.TempDir(), zone: fmt.Sprintf("e%d.test", envCount.Add(1))}
 	for _, o := range opts {
 		o(e)
 	}
@@ -126,14 +136,7 @@ func (e *env) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop, e.done = cancel, make(chan error, 1)
 	ready := make(chan struct{})
-	// The daemon's log is shown when the test fails.
-	var logBuf syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.t.Cleanup(func() {
-		if e.t.Failed() {
-			e.t.Logf("daemon log:\n%s", logBuf.String())
-		}
-	})
+	logger := testLogger(e.t)
 	go func() {
 		e.done <- Run(ctx, Options{
 			DataDir: e.dir, Socket: e.socket, Logger: logger,
@@ -181,6 +184,23 @@ func (e *env) addApp(name string, domains ...string) {
 	var res api.ChangeResponse
 	if err := e.client.Do(context.Background(), "POST", "/v1/apps", config.App{Name: name, Domains: domains, Upstream: e.upstream}, &res); err != nil {
 		e.t.Fatalf("add app %s: %v", name, err)
+	}
+}
+
+// change edits the desired state through the API, as `moat apply` does.
+func (e *env) change(fn func(*config.State)) {
+	e.t.Helper()
+	var cur api.StateResponse
+	if err := e.client.Do(context.Background(), "GET", "/v1/state", nil, &cur); err != nil {
+		e.t.Fatal(err)
+	}
+	fn(&cur.State)
+	y, err := config.Marshal(cur.State)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.client.Do(context.Background(), "PUT", "/v1/state", y, nil); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
@@ -292,6 +312,17 @@ func (e *env) moat(args ...string) string {
 		e.t.Fatalf("moat %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// testLogger keeps the daemon's log and shows it when the test fails.
+func testLogger(t *testing.T) *slog.Logger {
+	var buf syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // syncBuffer is a bytes.Buffer safe for the daemon's goroutines.

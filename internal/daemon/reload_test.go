@@ -20,20 +20,21 @@ import (
 func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	e.dns.Set("app.test", loopback)
-	e.addApp("app", "app.test")
-	e.waitCert("app.test", 30*time.Second, isValid)
+	e.dns.Set(e.host("app"), loopback)
+	e.addApp("app", e.host("app"))
+	e.waitCert(e.host("app"), 30*time.Second, isValid)
 	c := e.httpsClient(e.pebble.Roots())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var ok, failed atomic.Int64
 	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }() // also when the test stops early
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				resp, err := c.Get(e.url("app.test", "/"))
+				resp, err := c.Get(e.url(e.host("app"), "/"))
 				if err != nil {
 					failed.Add(1)
 					t.Logf("request: %v", err)
@@ -42,7 +43,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 				buf := make([]byte, 64)
 				n, _ := resp.Body.Read(buf)
 				resp.Body.Close()
-				if resp.StatusCode != 200 || !strings.HasPrefix(string(buf[:n]), "hello from app.test") {
+				if resp.StatusCode != 200 || !strings.HasPrefix(string(buf[:n]), "hello from "+e.host("app")) {
 					failed.Add(1)
 					t.Logf("response: %d %q", resp.StatusCode, buf[:n])
 					continue
@@ -75,7 +76,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	if failed.Load() > 0 || ok.Load() < 50 {
 		t.Errorf("%d requests failed, %d succeeded across 30 reloads", failed.Load(), ok.Load())
 	}
-	resp, _ := get(t, c, e.url("app.test", "/"))
+	resp, _ := get(t, c, e.url(e.host("app"), "/"))
 	if got := resp.Header.Get("X-Frame-Options"); got != "DENY28" {
 		t.Errorf("X-Frame-Options %q after the last change, want DENY28", got)
 	}
@@ -86,9 +87,9 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 func TestRefusedChangeKeepsServing(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	e.dns.Set("app.test", loopback)
-	e.addApp("app", "app.test")
-	e.waitCert("app.test", 30*time.Second, isValid)
+	e.dns.Set(e.host("app"), loopback)
+	e.addApp("app", e.host("app"))
+	e.waitCert(e.host("app"), 30*time.Second, isValid)
 	c := e.httpsClient(e.pebble.Roots())
 
 	var before api.StateResponse
@@ -108,7 +109,7 @@ func TestRefusedChangeKeepsServing(t *testing.T) {
 	tests := []struct {
 		name, file, want string
 	}{
-		{"duplicate domain", y + "  - name: copy\n    domains: [app.test]\n    upstream: http://127.0.0.1:1\n", "apps[1].domains[0]"},
+		{"duplicate domain", y + "  - name: copy\n    domains: [" + e.host("app") + "]\n    upstream: http://127.0.0.1:1\n", "apps[1].domains[0]"},
 		{"unknown key", strings.Replace(y, "upstream:", "upstrem:", 1), "apps[0].upstrem"},
 		{"port in use", strings.Replace(y, fmt.Sprintf("127.0.0.1:%d", e.httpPort), busy.Addr().String(), 1), "server.listen.http"},
 		{"CA roots missing", strings.Replace(y, "pebble-api.pem", "missing.pem", 1), "server.acme.ca_roots"},
@@ -127,8 +128,8 @@ func TestRefusedChangeKeepsServing(t *testing.T) {
 			if after.Revision != before.Revision {
 				t.Errorf("revision %d -> %d: the refused change was stored", before.Revision, after.Revision)
 			}
-			resp, body := get(t, c, e.url("app.test", "/"))
-			if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from app.test") {
+			resp, body := get(t, c, e.url(e.host("app"), "/"))
+			if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from "+e.host("app")) {
 				t.Errorf("after the refused change: %d %q", resp.StatusCode, body)
 			}
 		})
