@@ -5,9 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"encoding/json"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +61,7 @@ func TestIssueAndServe(t *testing.T) {
 			if k, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 				t.Errorf("certificate key %T, want ECDSA P-256", leaf.PublicKey)
 			}
+			assertPrivate(t, e.dir)
 			if !contains(e.pebble.Orders(), e.host("app")) {
 				t.Errorf("Pebble orders %v: want one for app.test", e.pebble.Orders())
 			}
@@ -206,4 +209,34 @@ func TestDNSPrecheck(t *testing.T) {
 	}
 	e.dns.Set(e.host("elsewhere"), loopback)
 	e.waitCert(e.host("elsewhere"), 30*time.Second, isValid)
+}
+
+// assertPrivate checks that no secret in the data dir (private keys, the
+// store, ACME account keys) is readable by anyone but its owner.
+func assertPrivate(t *testing.T, dir string) {
+	t.Helper()
+	keys := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		name := d.Name()
+		if strings.HasSuffix(name, ".key") || strings.HasPrefix(name, "moat.db") {
+			keys++
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s has mode %v: secrets must be 0600", path, fi.Mode().Perm())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys < 3 {
+		t.Errorf("found %d secret files under %s; want the store, the account key and the certificate key", keys, dir)
+	}
 }
