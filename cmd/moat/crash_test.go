@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,72 +23,13 @@ import (
 	"moat/internal/config"
 	"moat/internal/daemon"
 	"moat/internal/store"
+	"moat/internal/testenv"
 )
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// moatBinary builds this command once per test run, with the race
-// detector when the tests have it, and returns the binary's path.
-func moatBinary(t *testing.T) string {
-	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("SKIPPED: needs the go command on PATH to build the moat binary for a child process")
-	}
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "moat-bin-")
-		if buildErr != nil {
-			return
-		}
-		args := []string{"build", "-o", filepath.Join(buildDir, "moat")}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command(gobin, append(args, ".")...).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(buildDir, "moat")
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // daemonProc is `moat serve` running as a child process.
 type daemonProc struct {
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  testenv.SyncBuffer
 	done chan struct{}
 	err  error // from Wait, once done is closed
 }
@@ -241,7 +181,7 @@ func (b *burster) run(t *testing.T, c *api.Client, killed *atomic.Bool) {
 // daemon must start again each time (over its stale socket), the store
 // must pass its own consistency check, and hold every acknowledged change.
 func TestKill9DuringBurst(t *testing.T) {
-	bin := moatBinary(t)
+	bin := testenv.MoatBinary(t)
 	dataDir := t.TempDir()
 	socket := filepath.Join(dataDir, "moat.sock")
 

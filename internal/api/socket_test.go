@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"moat/internal/config"
 	"moat/internal/store"
+	"moat/internal/testenv"
 )
 
 // nobody is the unprivileged user the helper process runs as.
@@ -49,24 +48,6 @@ func peerHelper(path string) int {
 	}
 	fmt.Printf("answered: revision %d\n", st.Revision)
 	return 0
-}
-
-// syncBuffer is a log sink the test reads while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // serveAPI serves the API with a fresh store on ln, as the daemon does.
@@ -156,7 +137,7 @@ func TestControlRefusesNonRootPeer(t *testing.T) {
 	if err := os.Chmod(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	serveAPI(t, &peerListener{Listener: ln, log: log, self: os.Getuid()}, log)
 

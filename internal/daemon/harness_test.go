@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -286,27 +284,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// moatBinary builds the moat command once per test run.
-var moatBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "moat-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "moat")
-	out, err := exec.Command("go", "build", "-o", bin, "moat/cmd/moat").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 // moat runs the real CLI against this env's daemon.
 func (e *env) moat(args ...string) string {
 	e.t.Helper()
-	bin, err := moatBinary()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	bin := testenv.MoatBinary(e.t)
 	out, err := exec.Command(bin, append([]string{"--socket", e.socket, "--data-dir", e.dir}, args...)...).CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("moat %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -316,29 +297,11 @@ func (e *env) moat(args ...string) string {
 
 // testLogger keeps the daemon's log and shows it when the test fails.
 func testLogger(t *testing.T) *slog.Logger {
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", buf.String())
 		}
 	})
 	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

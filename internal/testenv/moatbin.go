@@ -1,0 +1,82 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// moatBuild builds cmd/moat once per test process: a lazily computed
+// value, not state that changes.
+var moatBuild = sync.OnceValues(func() (string, error) {
+	removeStaleBuilds()
+	dir := filepath.Join(os.TempDir(), "moat-test-bin-"+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "moat")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "moat/cmd/moat")...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return bin, nil
+})
+
+// MoatBinary returns the path of the moat command built from this tree,
+// with the race detector when the tests have it. The build is shared by
+// the process's tests and removed by the next test process to start.
+func MoatBinary(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatal("MISSING: the go command is needed on PATH to build moat for a child process (make test installs it)")
+	}
+	bin, err := moatBuild()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// removeStaleBuilds deletes the builds of test processes that are gone.
+func removeStaleBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "moat-test-bin-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "moat-test-bin-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// SyncBuffer collects output written by other goroutines or a child
+// process while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
