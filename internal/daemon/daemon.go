@@ -65,11 +65,23 @@ type certSource interface {
 	Close()
 }
 
+// listener is one side of the edge (HTTP or HTTPS) being served.
+type listener struct {
+	addr string
+	ln   net.Listener
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func (l *listener) close() {
+	if l != nil && l.stop != nil {
+		l.stop()
+		<-l.done
+	}
+}
+
 type listenState struct {
-	httpAddr, httpsAddr string
-	http, https         net.Listener
-	stop                context.CancelFunc
-	done                chan struct{}
+	http, https *listener
 }
 
 // StorePath is the store's file in a data dir.
@@ -126,7 +138,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	if opts.Ready != nil {
 		d.mu.Lock()
-		info := Info{HTTP: addrOf(d.listening.http), HTTPS: addrOf(d.listening.https), Socket: opts.Socket}
+		info := Info{HTTP: d.listening.http.ln.Addr(), HTTPS: d.listening.https.ln.Addr(), Socket: opts.Socket}
 		d.mu.Unlock()
 		opts.Ready(info)
 	}
@@ -143,13 +155,6 @@ func Run(ctx context.Context, opts Options) error {
 	return err
 }
 
-func addrOf(l net.Listener) net.Addr {
-	if l == nil {
-		return nil
-	}
-	return l.Addr()
-}
-
 // Check implements api.Runtime: a new listen address must be bindable and
 // the certificate settings loadable.
 func (d *Daemon) Check(ctx context.Context, s config.State) error {
@@ -161,12 +166,18 @@ func (d *Daemon) Check(ctx context.Context, s config.State) error {
 	d.mu.Lock()
 	cur := d.listening
 	d.mu.Unlock()
-	for _, a := range []struct{ field, now, cur string }{
-		{"server.listen.http", s.Server.HTTPAddr(), cur.httpAddr},
-		{"server.listen.https", s.Server.HTTPSAddr(), cur.httpsAddr},
+	for _, a := range []struct {
+		field, now string
+		own, other *listener
+	}{
+		{"server.listen.http", s.Server.HTTPAddr(), cur.http, cur.https},
+		{"server.listen.https", s.Server.HTTPSAddr(), cur.https, cur.http},
 	} {
-		if a.now == a.cur || a.now == cur.httpAddr || a.now == cur.httpsAddr {
+		if a.own != nil && a.own.addr == a.now {
 			continue
+		}
+		if a.other != nil && a.other.addr == a.now {
+			return &config.FieldError{Field: a.field, Value: a.now, Problem: "is where the other side listens now", Fix: "swap the HTTP and HTTPS addresses in two steps, through a free port"}
 		}
 		ln, err := net.Listen("tcp", a.now)
 		if err != nil {
@@ -204,36 +215,55 @@ func notifierFor(s config.Server, log *slog.Logger) notify.Notifier {
 // Certificates implements api.Runtime.
 func (d *Daemon) Certificates() []certs.Status { return d.certs.Status() }
 
-// listen binds the edge's addresses, replacing the listeners whose address
-// changed: the new ones are bound before the old ones close.
+// listen binds the edge's addresses, replacing each listener whose
+// address changed: the new one is bound before the old one closes, and
+// the other side is left alone.
 func (d *Daemon) listen(ctx context.Context, s config.Server) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	cur := d.listening
-	if cur.https != nil && cur.httpAddr == s.HTTPAddr() && cur.httpsAddr == s.HTTPSAddr() {
-		return nil
-	}
-	next := listenState{httpAddr: s.HTTPAddr(), httpsAddr: s.HTTPSAddr(), done: make(chan struct{})}
-	var err error
-	if next.https, err = net.Listen("tcp", next.httpsAddr); err != nil {
-		return fmt.Errorf("server.listen.https: %w", err)
-	}
-	if next.http, err = net.Listen("tcp", next.httpAddr); err != nil {
-		next.https.Close()
-		return fmt.Errorf("server.listen.http: %w", err)
-	}
-	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	next.stop = stop
-	go func() {
-		defer close(next.done)
-		if err := d.edge.Serve(sctx, next.http, next.https); err != nil {
-			d.log.Error("edge stopped", "err", err)
+	next := cur
+	var opened []*listener
+	for _, side := range []struct {
+		field, addr string
+		cur         *listener
+		next        **listener
+		secure      bool
+	}{
+		{"server.listen.http", s.HTTPAddr(), cur.http, &next.http, false},
+		{"server.listen.https", s.HTTPSAddr(), cur.https, &next.https, true},
+	} {
+		if side.cur != nil && side.cur.addr == side.addr {
+			continue
 		}
-	}()
+		ln, err := net.Listen("tcp", side.addr)
+		if err != nil {
+			for _, l := range opened {
+				l.ln.Close()
+			}
+			return fmt.Errorf("%s: %w", side.field, err)
+		}
+		l := &listener{addr: side.addr, ln: ln, done: make(chan struct{})}
+		opened = append(opened, l)
+		*side.next = l
+	}
+	for _, l := range opened {
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		l.stop = stop
+		secure := l == next.https
+		go func() {
+			defer close(l.done)
+			if err := d.edge.ServeListener(sctx, l.ln, secure); err != nil {
+				d.log.Error("edge stopped", "addr", l.addr, "err", err)
+			}
+		}()
+	}
 	d.listening = next
-	if cur.stop != nil {
-		cur.stop()
-		<-cur.done
+	if next.http != cur.http {
+		cur.http.close()
+	}
+	if next.https != cur.https {
+		cur.https.close()
 	}
 	return nil
 }
@@ -242,10 +272,8 @@ func (d *Daemon) stopListening() {
 	d.mu.Lock()
 	cur := d.listening
 	d.mu.Unlock()
-	if cur.stop != nil {
-		cur.stop()
-		<-cur.done
-	}
+	cur.http.close()
+	cur.https.close()
 }
 
 // certEvent keeps certificate outcomes in the activity log and alerts a

@@ -135,3 +135,24 @@ func TestRefusedChangeKeepsServing(t *testing.T) {
 		})
 	}
 }
+
+// Moving the HTTPS port takes effect without a restart: the new port
+// serves, the old one is closed.
+func TestListenAddressChange(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	e.dns.Set(e.host("app"), loopback)
+	e.addApp("app", e.host("app"))
+	e.waitCert(e.host("app"), 30*time.Second, isValid)
+	old := e.httpsPort
+	e.httpsPort = freePort(t)
+	e.change(func(s *config.State) { s.Server.Listen.HTTPS = fmt.Sprintf("127.0.0.1:%d", e.httpsPort) })
+	resp, body := get(t, e.httpsClient(e.pebble.Roots()), e.url(e.host("app"), "/"))
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from "+e.host("app")) {
+		t.Errorf("new port: %d %q", resp.StatusCode, body)
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", old), time.Second); err == nil {
+		c.Close()
+		t.Errorf("old port %d still accepts connections", old)
+	}
+}

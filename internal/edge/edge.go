@@ -199,42 +199,55 @@ func (e *Edge) TLSConfig() *tls.Config {
 // Serve runs the HTTP side on httpLn (may be nil) and the HTTPS side on
 // httpsLn until ctx ends, then shuts both down gracefully.
 func (e *Edge) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errc := make(chan error, 2)
-	var servers []*http.Server
-	base := func(h http.Handler) *http.Server {
-		return &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	n := 0
+	for ln, secure := range map[net.Listener]bool{httpLn: false, httpsLn: true} {
+		if ln == nil {
+			continue
+		}
+		n++
+		go func() { errc <- e.ServeListener(ctx, ln, secure) }()
+	}
+	var first error
+	for range n {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel() // one side failed: stop the other too
 		}
 	}
-	if httpLn != nil {
-		s := base(e.certs.HTTPHandler(http.HandlerFunc(e.redirect)))
-		servers = append(servers, s)
-		go func() { errc <- s.Serve(httpLn) }()
-	}
-	s := base(e)
-	s.TLSConfig = e.TLSConfig()
-	servers = append(servers, s)
-	go func() { errc <- s.ServeTLS(httpsLn, "", "") }()
-
-	select {
-	case err := <-errc:
-		shutdown(servers)
-		return fmt.Errorf("edge: %w", err)
-	case <-ctx.Done():
-		shutdown(servers)
-		return nil
-	}
+	return first
 }
 
-func shutdown(servers []*http.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		s.Shutdown(ctx)
+// ServeListener serves one side on ln until ctx ends, then shuts down
+// gracefully: the HTTPS side when secure, else the HTTP side (ACME
+// challenges and the redirect). The daemon runs each side on its own so
+// that moving one port leaves the other's connections alone.
+func (e *Edge) ServeListener(ctx context.Context, ln net.Listener, secure bool) error {
+	s := &http.Server{
+		Handler:           e.certs.HTTPHandler(http.HandlerFunc(e.redirect)),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	if secure {
+		s.Handler = e
+		s.TLSConfig = e.TLSConfig()
+		go func() { errc <- s.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- s.Serve(ln) }()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("edge: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Shutdown(sctx)
+		return nil
 	}
 }
