@@ -45,8 +45,7 @@ account and for alerts. Run it again to change them.`,
 			if err := g.call(cmd, "PATCH", "/v1/server", p, &res); err != nil {
 				return err
 			}
-			printChange(cmd.OutOrStdout(), res)
-			return nil
+			return printChange(cmd.OutOrStdout(), res)
 		},
 	}
 	cmd.Flags().StringVar(&domain, "domain", "", "the server's own domain, like moat.example.com")
@@ -107,8 +106,7 @@ gets certificates for the domains once their DNS points here.`,
 			if err := g.call(cmd, "POST", "/v1/apps"+dryQuery(dry), a, &res); err != nil {
 				return err
 			}
-			printChange(cmd.OutOrStdout(), res)
-			return nil
+			return printChange(cmd.OutOrStdout(), res)
 		},
 	}
 	cmd.Flags().StringArrayVar(&domains, "domain", nil, "a domain of the app (repeat for more)")
@@ -199,8 +197,7 @@ func newAppSet(g *globals) *cobra.Command {
 			if err := g.call(cmd, "PATCH", "/v1/apps/"+url.PathEscape(args[0])+dryQuery(dry), p, &res); err != nil {
 				return err
 			}
-			printChange(cmd.OutOrStdout(), res)
-			return nil
+			return printChange(cmd.OutOrStdout(), res)
 		},
 	}
 	cmd.Flags().StringArrayVar(&domains, "domain", nil, "the app's domains (repeat; replaces the list)")
@@ -226,8 +223,7 @@ func newAppRemove(g *globals) *cobra.Command {
 			if err := g.call(cmd, "DELETE", "/v1/apps/"+url.PathEscape(args[0]), nil, &res); err != nil {
 				return err
 			}
-			printChange(cmd.OutOrStdout(), res)
-			return nil
+			return printChange(cmd.OutOrStdout(), res)
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm the removal")
@@ -271,17 +267,45 @@ any error is refused whole and nothing changes. Use - to read standard input.`,
 			if _, err := config.Parse(data); err != nil {
 				return fmt.Errorf("%s: refused, nothing was changed:\n%w", nameOf(file), err)
 			}
-			var res api.ChangeResponse
-			if err := g.call(cmd, "PUT", "/v1/state"+dryQuery(dry), data, &res); err != nil {
+			c, done, err := g.client(cmd.Context())
+			if err != nil {
 				return err
 			}
-			printChange(cmd.OutOrStdout(), res)
+			defer done()
+			// The plan first, then the change.
+			var plan, res api.ChangeResponse
+			if err := c.Do(cmd.Context(), "PUT", "/v1/state?dry_run=true", data, &plan); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if dry {
+				return printChange(out, plan)
+			}
+			fmt.Fprint(out, plan.Plan.String())
+			if err := c.Do(cmd.Context(), "PUT", "/v1/state", data, &res); err != nil {
+				return err
+			}
+			if !samePlan(plan.Plan, res.Plan) {
+				fmt.Fprint(out, "The state changed while the plan was shown; what was applied:\n"+res.Plan.String())
+			}
+			if res.Warning != "" {
+				return fmt.Errorf("%s (run the same command again to retry)", res.Warning)
+			}
+			if len(res.Plan) > 0 {
+				fmt.Fprintf(out, "Applied: revision %d.\n", res.Revision)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the moat.yaml to apply, or - for standard input")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
+}
+
+func samePlan(a, b config.Plan) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
 }
 
 func nameOf(file string) string {

@@ -86,6 +86,9 @@ func (g *globals) client(ctx context.Context) (c *api.Client, close func(), err 
 	if !errors.Is(err, api.ErrNoDaemon) {
 		return nil, nil, err
 	}
+	if daemon.Running(g.dataDir) {
+		return nil, nil, fmt.Errorf("a moat daemon holds %s but does not answer at %s: give its socket with --socket (changing its store around it would not take effect)", g.dataDir, g.socket)
+	}
 	st, err := store.OpenSQLite(ctx, daemon.StorePath(g.dataDir))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (no daemon answers at %s, so moat opens the store directly)", err, g.socket)
@@ -108,12 +111,15 @@ func (g *globals) call(cmd *cobra.Command, method, path string, body, out any) e
 	return c.Do(cmd.Context(), method, path, body, out)
 }
 
-func printChange(w io.Writer, res api.ChangeResponse) {
+// printChange shows what a change did; a change that was stored but not
+// applied by the daemon is an error, so scripts see it.
+func printChange(w io.Writer, res api.ChangeResponse) error {
 	fmt.Fprint(w, res.Plan.String())
 	if res.DryRun {
 		fmt.Fprintln(w, "Dry run: nothing was changed.")
 	}
 	if res.Warning != "" {
-		fmt.Fprintln(w, "warning:", res.Warning)
+		return fmt.Errorf("%s (run the same command again to retry)", res.Warning)
 	}
+	return nil
 }

@@ -228,7 +228,9 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.
 		return
 	}
 	out := ChangeResponse{Plan: res.Plan, Revision: res.Revision, DryRun: dry}
-	if !dry && len(res.Plan) > 0 && s.Runtime != nil {
+	if !dry && s.Runtime != nil {
+		// An empty plan still applies when an earlier apply of this
+		// revision failed: writing the same file again is the retry.
 		if err := s.apply(ctx, res.Revision, next); err != nil {
 			s.Log.Error("apply", "err", err)
 			out.Warning = "stored, but the running daemon could not apply it: " + err.Error()
@@ -239,14 +241,25 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.
 
 // apply hands the state of revision rev to the runtime, unless a newer
 // revision was handed to it already.
+// MarkApplied tells the server that the runtime already serves revision
+// rev, as the daemon does after applying the stored state at start.
+func (s *Server) MarkApplied(rev int64) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.applied = max(s.applied, rev)
+}
+
 func (s *Server) apply(ctx context.Context, rev int64, st config.State) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	if rev <= s.applied {
-		return nil // a newer state, which includes this change, is live
+		return nil // this state, or a newer one that includes it, is live
+	}
+	if err := s.Runtime.Apply(ctx, st); err != nil {
+		return err
 	}
 	s.applied = rev
-	return s.Runtime.Apply(ctx, st)
+	return nil
 }
 
 func (s *Server) putState(w http.ResponseWriter, r *http.Request) {

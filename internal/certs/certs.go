@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -106,20 +108,36 @@ type Options struct {
 }
 
 // Manager keeps certificates for a changing set of domains.
+//
+// Locking: mu guards only the Manager's own maps and is never held while
+// calling certmagic, whose cache calls back into the Manager under its own
+// lock; the current certmagic config is an atomic pointer for that reason.
 type Manager struct {
 	opts  Options
 	log   *slog.Logger
 	cache *certmagic.Cache
+	acme  atomic.Pointer[acmeState]
+	// ctx lives as long as the Manager; workers derive from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu       sync.Mutex
-	cfg      *certmagic.Config // current, for the settings below
-	issuer   *certmagic.ACMEIssuer
-	settings config.Server
 	workers  map[string]context.CancelFunc
 	status   map[string]*Status
 	allowed  map[string]bool
 	probes   map[string]string // token -> domain
 	failures map[string]int    // consecutive renewal failures
+}
+
+// acmeState is one version of the ACME settings with the certmagic config
+// built from them.
+type acmeState struct {
+	cfg      *certmagic.Config
+	issuer   *certmagic.ACMEIssuer
+	settings config.Server
+	// public lists server.public_ips, parsed.
+	public []netip.Addr
 }
 
 // New returns a Manager with no domains. Call Sync to give it some and
@@ -161,11 +179,13 @@ func New(opts Options) (*Manager, error) {
 		probes:   map[string]string{},
 		failures: map[string]int{},
 	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			return m.cfg, nil
+			if st := m.acme.Load(); st != nil {
+				return st.cfg, nil
+			}
+			return nil, errors.New("certs: not configured yet")
 		},
 		RenewCheckInterval: opts.RenewCheckInterval,
 		Logger:             zapToSlog(m.log),
@@ -173,14 +193,10 @@ func New(opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops renewals and pending issuance.
+// Close stops renewals and pending issuance, and waits for them.
 func (m *Manager) Close() {
-	m.mu.Lock()
-	for d, cancel := range m.workers {
-		cancel()
-		delete(m.workers, d)
-	}
-	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
 	m.cache.Stop()
 }
 
@@ -208,48 +224,69 @@ func loadRoots(path string) (*x509.CertPool, error) {
 
 // Sync makes the managed set the given domains under the given settings:
 // new domains start issuance (after the DNS pre-check), removed ones stop
-// renewing and no longer get a certificate in a handshake.
-func (m *Manager) Sync(ctx context.Context, s config.Server, domains []string) error {
+// renewing and no longer get a certificate in a handshake. It fails, with
+// nothing changed, only when the CA roots file cannot be loaded.
+func (m *Manager) Sync(_ context.Context, s config.Server, domains []string) error {
 	roots, err := loadRoots(s.ACME.CARoots)
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	restart := m.cfg == nil || !sameACME(m.settings, s)
-	if restart {
-		m.cfg, m.issuer = m.newConfig(s, roots)
+	cur := m.acme.Load()
+	st := cur
+	if cur == nil || !sameACME(cur.settings, s) {
+		st = m.newACME(s, roots)
+	} else {
+		st = &acmeState{cfg: cur.cfg, issuer: cur.issuer, settings: s}
 	}
-	m.settings = s
+	for _, ip := range s.PublicIPs {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			st.public = append(st.public, a.Unmap())
+		}
+	}
+	restart := st.cfg != cur.cfgOrNil()
+	m.acme.Store(st)
+
 	want := map[string]bool{}
 	for _, d := range domains {
 		want[d] = true
 	}
+	m.mu.Lock()
 	var gone []certmagic.SubjectIssuer
 	for d, cancel := range m.workers {
 		if !want[d] || restart {
 			cancel()
 			delete(m.workers, d)
-			if !want[d] {
-				delete(m.status, d)
-				delete(m.failures, d)
-				gone = append(gone, certmagic.SubjectIssuer{Subject: d})
-			}
 		}
 	}
-	if len(gone) > 0 {
-		m.cache.RemoveManaged(gone)
+	for d := range m.allowed {
+		if !want[d] {
+			delete(m.status, d)
+			delete(m.failures, d)
+			gone = append(gone, certmagic.SubjectIssuer{Subject: d})
+		}
 	}
 	m.allowed = want
 	for d := range want {
 		if _, running := m.workers[d]; running {
 			continue
 		}
-		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		wctx, cancel := context.WithCancel(m.ctx)
 		m.workers[d] = cancel
-		go m.manage(wctx, m.cfg, d)
+		m.wg.Add(1)
+		go m.manage(wctx, st, d)
+	}
+	m.mu.Unlock()
+	if len(gone) > 0 {
+		m.cache.RemoveManaged(gone) // takes the cache's lock: never under mu
 	}
 	return nil
+}
+
+func (st *acmeState) cfgOrNil() *certmagic.Config {
+	if st == nil {
+		return nil
+	}
+	return st.cfg
 }
 
 func sameACME(a, b config.Server) bool {
@@ -258,7 +295,7 @@ func sameACME(a, b config.Server) bool {
 		a.HTTPAddr() == b.HTTPAddr() && a.HTTPSAddr() == b.HTTPSAddr()
 }
 
-func (m *Manager) newConfig(s config.Server, roots *x509.CertPool) (*certmagic.Config, *certmagic.ACMEIssuer) {
+func (m *Manager) newACME(s config.Server, roots *x509.CertPool) *acmeState {
 	logger := zapToSlog(m.log)
 	cfg := certmagic.New(m.cache, certmagic.Config{
 		Storage:   &certmagic.FileStorage{Path: m.opts.Dir},
@@ -283,7 +320,7 @@ func (m *Manager) newConfig(s config.Server, roots *x509.CertPool) (*certmagic.C
 		Logger:         logger,
 	})
 	cfg.Issuers = []certmagic.Issuer{iss}
-	return cfg, iss
+	return &acmeState{cfg: cfg, issuer: iss, settings: s}
 }
 
 func splitPort(addr string) (string, int) {
@@ -293,23 +330,38 @@ func splitPort(addr string) (string, int) {
 	return host, n
 }
 
-// manage gets a certificate for one domain: from storage if there is one,
-// else by an order once the DNS pre-check passes, retrying with backoff.
-// Renewal is then certmagic's maintenance.
-func (m *Manager) manage(ctx context.Context, cfg *certmagic.Config, domain string) {
+// manage gets a certificate for one domain: from storage if there is a
+// current one, else by an order once the DNS pre-check passes, retrying
+// with backoff. Renewal is then certmagic's maintenance.
+func (m *Manager) manage(ctx context.Context, st *acmeState, domain string) {
+	defer m.wg.Done()
+	cfg := st.cfg
+	expired := false
 	if cert, err := cfg.CacheManagedCertificate(ctx, domain); err == nil {
-		m.setStatus(domain, Status{State: Valid, NotAfter: cert.Leaf.NotAfter})
-		return
+		if time.Now().Before(cert.Leaf.NotAfter) {
+			m.setStatus(domain, Status{State: Valid, NotAfter: cert.Leaf.NotAfter})
+			return
+		}
+		expired = true // it ran out while moat was down: replace it now
 	}
 	for attempt := 0; ; attempt++ {
-		if msg := m.precheck().check(ctx, domain); msg != "" {
-			next := time.Now().Add(m.opts.Backoff(attempt))
+		msg := m.precheck().check(ctx, domain)
+		if ctx.Err() != nil {
+			return // stopped: a cancelled lookup is no finding
+		}
+		next := time.Now().Add(m.opts.Backoff(attempt))
+		if msg != "" {
 			if m.setStatus(domain, Status{State: WaitingDNS, Message: msg, NextRetry: next}) {
 				m.opts.OnEvent(Event{Domain: domain, Kind: "waiting-dns", Message: msg, Alert: true})
 			}
 		} else {
 			m.setStatus(domain, Status{State: Issuing})
-			err := cfg.ManageSync(ctx, []string{domain})
+			var err error
+			if expired {
+				err = cfg.RenewCertSync(ctx, domain, true)
+			} else {
+				err = cfg.ManageSync(ctx, []string{domain})
+			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -317,33 +369,26 @@ func (m *Manager) manage(ctx context.Context, cfg *certmagic.Config, domain stri
 				return // onEvent set the status
 			}
 			msg := reason(err)
-			next := time.Now().Add(m.opts.Backoff(attempt))
-			m.setStatus(domain, Status{State: Failed, Message: msg, NextRetry: next})
-			m.opts.OnEvent(Event{Domain: domain, Kind: "issue-failed", Message: msg, Alert: true})
+			if m.setStatus(domain, Status{State: Failed, Message: msg, NextRetry: next}) {
+				m.opts.OnEvent(Event{Domain: domain, Kind: "issue-failed", Message: msg, Alert: true})
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(m.opts.Backoff(attempt)):
+		case <-time.After(time.Until(next)):
 		}
 	}
 }
 
 func (m *Manager) precheck() *precheck {
-	m.mu.Lock()
-	s := m.settings
-	m.mu.Unlock()
+	st := m.acme.Load()
+	s := st.settings
 	res := &net.Resolver{}
 	if s.Resolver != "" {
 		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, s.Resolver)
 		}}
-	}
-	var server []netip.Addr
-	for _, ip := range s.PublicIPs {
-		if a, err := netip.ParseAddr(ip); err == nil {
-			server = append(server, a)
-		}
 	}
 	_, port := splitPort(s.HTTPAddr())
 	return &precheck{
@@ -351,8 +396,8 @@ func (m *Manager) precheck() *precheck {
 			return res.LookupNetIP(ctx, "ip", host)
 		},
 		server: func() []netip.Addr {
-			if len(server) > 0 {
-				return server
+			if len(st.public) > 0 {
+				return st.public
 			}
 			return m.opts.LocalAddrs()
 		},
@@ -389,22 +434,14 @@ func reason(err error) string {
 	return err.Error()
 }
 
-func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) error {
+func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any) error {
 	domain, _ := data["identifier"].(string)
 	renewal, _ := data["renewal"].(bool)
 	switch event {
 	case "cert_obtained":
-		var notAfter time.Time
-		for _, c := range m.cache.AllMatchingCertificates(domain) {
-			if c.Leaf != nil && c.Leaf.NotAfter.After(notAfter) {
-				notAfter = c.Leaf.NotAfter
-			}
-		}
-		if notAfter.IsZero() {
-			if c, err := m.currentConfig().CacheManagedCertificate(context.Background(), domain); err == nil {
-				notAfter = c.Leaf.NotAfter
-			}
-		}
+		// Read the new certificate from storage: certmagic tells of a
+		// renewal before its cache holds the new one.
+		notAfter := m.storedNotAfter(ctx, data)
 		m.mu.Lock()
 		delete(m.failures, domain)
 		m.mu.Unlock()
@@ -441,6 +478,29 @@ func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) 
 	return nil
 }
 
+// storedNotAfter reads the expiry of the certificate an event names.
+func (m *Manager) storedNotAfter(ctx context.Context, data map[string]any) time.Time {
+	path, _ := data["certificate_path"].(string)
+	st := m.acme.Load()
+	if path == "" || st == nil {
+		return time.Time{}
+	}
+	raw, err := st.cfg.Storage.Load(ctx, path)
+	if err != nil {
+		m.log.Warn("reading the new certificate", "path", path, "err", err)
+		return time.Time{}
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return time.Time{}
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return time.Time{}
+	}
+	return leaf.NotAfter
+}
+
 // renewRetry mirrors certmagic's renewal backoff, to tell the user when
 // the next attempt comes.
 func renewRetry(n int) time.Duration {
@@ -449,12 +509,6 @@ func renewRetry(n int) time.Duration {
 		30 * time.Minute, 30 * time.Minute, 30 * time.Minute, time.Hour, time.Hour, time.Hour, 2 * time.Hour, 2 * time.Hour,
 		3 * time.Hour, 3 * time.Hour, 6 * time.Hour}
 	return steps[min(n, len(steps)-1)]
-}
-
-func (m *Manager) currentConfig() *certmagic.Config {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cfg
 }
 
 // setStatus records a domain's status; it reports whether the state or
@@ -498,12 +552,13 @@ func (m *Manager) Status() []Status {
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
 	m.mu.Lock()
-	ok, cfg := m.allowed[name], m.cfg
+	ok := m.allowed[name]
 	m.mu.Unlock()
-	if !ok || cfg == nil {
+	st := m.acme.Load()
+	if !ok || st == nil {
 		return nil, fmt.Errorf("no certificate for %q: not a domain of this server", hello.ServerName)
 	}
-	return cfg.GetCertificate(hello)
+	return st.cfg.GetCertificate(hello)
 }
 
 // HTTPHandler answers ACME HTTP-01 challenges and moat's reachability
@@ -520,10 +575,7 @@ func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
 				return
 			}
 		}
-		m.mu.Lock()
-		iss := m.issuer
-		m.mu.Unlock()
-		if iss != nil && iss.HandleHTTPChallenge(w, r) {
+		if st := m.acme.Load(); st != nil && st.issuer.HandleHTTPChallenge(w, r) {
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -542,7 +594,7 @@ func globalAddrs() []netip.Addr {
 		if err != nil {
 			continue
 		}
-		if a := p.Addr(); a.IsGlobalUnicast() && !a.IsPrivate() {
+		if a := p.Addr().Unmap(); isPublic(a) {
 			out = append(out, a)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -79,20 +80,30 @@ func (p *precheck) check(ctx context.Context, domain string) string {
 	case len(addrs) == 0:
 		return fmt.Sprintf("%s has no A or AAAA record: %s", domain, fix)
 	}
+	// Every address must reach this server: the CA may try any of them.
+	// Behind NAT or a proxy a record names another address, and what
+	// matters is whether HTTP to it reaches this moat; an address that is
+	// not public (loopback, private) is never one the CA can reach, unless
+	// it is listed as this server's own.
+	var good, bad []netip.Addr
 	for _, a := range addrs {
-		for _, s := range server {
-			if a.Unmap() == s.Unmap() {
-				return ""
-			}
+		a = a.Unmap()
+		switch {
+		case slices.Contains(server, a),
+			isPublic(a) && p.probe != nil && p.probe(ctx, domain, a):
+			good = append(good, a)
+		default:
+			bad = append(bad, a)
 		}
 	}
-	// Behind NAT or a proxy the records name another address; what
-	// matters is whether HTTP to the name reaches this moat.
-	for _, a := range addrs {
-		if p.probe != nil && p.probe(ctx, domain, a) {
-			return ""
-		}
+	if len(bad) == 0 {
+		return ""
 	}
+	if len(good) > 0 {
+		return fmt.Sprintf("%s resolves to %s, which reaches this server, but also to %s, which does not: the CA may use any of them, so remove the record for %s or point it to %s",
+			domain, addrList(good), addrList(bad), addrList(bad), target)
+	}
+	addrs = bad
 	for _, a := range addrs {
 		if inCloudflare(a) {
 			return fmt.Sprintf("%s resolves to %s, an address of Cloudflare's proxy (the orange cloud), and requests to it do not reach this server: "+
@@ -105,6 +116,11 @@ func (p *precheck) check(ctx context.Context, domain string) string {
 		return fmt.Sprintf("%s resolves to %s, which does not reach this server: %s (or set server.public_ips)", domain, addrList(addrs), fix)
 	}
 	return fmt.Sprintf("%s resolves to %s but this server is %s: %s", domain, addrList(addrs), target, fix)
+}
+
+// isPublic reports whether a CA on the internet could reach the address.
+func isPublic(a netip.Addr) bool {
+	return a.IsGlobalUnicast() && !a.IsPrivate()
 }
 
 func addrList(as []netip.Addr) string {

@@ -32,7 +32,8 @@ func TestPrecheck(t *testing.T) {
 		probed  bool
 	}{
 		{name: "points here", records: addrs("198.51.100.4"), server: addrs("198.51.100.4")},
-		{name: "one of several points here", records: addrs("203.0.113.9", "198.51.100.4"), server: addrs("198.51.100.4")},
+		{name: "one of several points elsewhere", records: addrs("203.0.113.9", "198.51.100.4"), server: addrs("198.51.100.4"), probed: true,
+			want: "but also to 203.0.113.9, which does not"},
 		{name: "v4-mapped", records: addrs("::ffff:198.51.100.4"), server: addrs("198.51.100.4")},
 		{name: "elsewhere", records: addrs("203.0.113.9"), server: addrs("198.51.100.4"), probed: true,
 			want: "app.example.com resolves to 203.0.113.9 but this server is 198.51.100.4: create an A (or AAAA) record for app.example.com pointing to 198.51.100.4, or a CNAME to moat.example.com"},
@@ -43,6 +44,11 @@ func TestPrecheck(t *testing.T) {
 			want: "Cloudflare's proxy (the orange cloud)"},
 		{name: "cloudflare v6", records: addrs("2606:4700::1"), server: addrs("198.51.100.4"), probed: true, want: "DNS only (grey cloud) pointing to 198.51.100.4"},
 		{name: "cloudflare proxy that passes challenges", records: addrs("104.16.1.1"), server: addrs("198.51.100.4"), probeOK: true, probed: true},
+		{name: "loopback record, not this server's", records: addrs("127.0.0.1"), server: addrs("198.51.100.4"),
+			want: "app.example.com resolves to 127.0.0.1 but this server is 198.51.100.4"},
+		{name: "private record listed as this server", records: addrs("10.0.0.5"), server: addrs("10.0.0.5")},
+		{name: "stale AAAA beside a good A", records: addrs("198.51.100.4", "2001:db8::1"), server: addrs("198.51.100.4"), probed: true,
+			want: "app.example.com resolves to 198.51.100.4, which reaches this server, but also to 2001:db8::1, which does not: the CA may use any of them, so remove the record for 2001:db8::1 or point it to 198.51.100.4"},
 		{name: "no such domain", err: notFound, server: addrs("198.51.100.4"), want: "app.example.com does not exist in DNS: create an A (or AAAA) record for app.example.com pointing to 198.51.100.4"},
 		{name: "DNS failure", err: &net.DNSError{Err: "server misbehaving", Name: "app.example.com", IsTemporary: true}, server: addrs("198.51.100.4"), want: "looking up app.example.com failed"},
 		{name: "no records", server: addrs("198.51.100.4"), want: "has no A or AAAA record"},

@@ -107,6 +107,7 @@ func TestRenewalAndRenewalFailure(t *testing.T) {
 	e.addApp("app", e.host("app"))
 	first := e.waitCert(e.host("app"), 30*time.Second, isValid)
 	c := e.httpsClient(e.pebble.Roots())
+	c.Transport.(*http.Transport).DisableKeepAlives = true // every request a new handshake
 
 	var failures atomic.Int64
 	var requests atomic.Int64
@@ -171,6 +172,18 @@ func TestRenewalAndRenewalFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	var actions []string
+	var issuedUntil, renewedUntil string
+	for _, en := range log { // newest first
+		switch en.Action {
+		case "cert.issued":
+			issuedUntil = en.Detail
+		case "cert.renewed":
+			renewedUntil = en.Detail // ends on the first renewal
+		}
+	}
+	if issuedUntil == "" || renewedUntil == "" || renewedUntil <= issuedUntil {
+		t.Errorf("first renewal logged %q after issuance %q: want a later expiry", renewedUntil, issuedUntil)
+	}
 	for _, en := range log {
 		actions = append(actions, en.Action)
 		if en.Action == "cert.renewal-failed" && !strings.Contains(en.Detail, "connect") {

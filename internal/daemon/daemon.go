@@ -51,6 +51,8 @@ type Daemon struct {
 	certs certSource
 	edge  *edge.Edge
 
+	life context.Context // the daemon's lifetime
+
 	mu        sync.Mutex
 	listening listenState
 	notifier  notify.Notifier
@@ -92,7 +94,17 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	unlock, err := lockDataDir(opts.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	d := &Daemon{opts: opts, log: opts.Logger}
+	// Listeners live as long as the daemon, not as long as the request
+	// that moved them.
+	var stopAll context.CancelFunc
+	d.life, stopAll = context.WithCancel(context.Background())
+	defer stopAll()
 	st, err := store.OpenSQLite(ctx, StorePath(opts.DataDir))
 	if err != nil {
 		return err
@@ -117,7 +129,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.certs.Close()
 
-	state, _, err := st.State(ctx)
+	state, rev, err := st.State(ctx)
 	if err != nil {
 		return err
 	}
@@ -132,6 +144,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger}
+	apiSrv.MarkApplied(rev)
 	ctlSrv := &http.Server{Handler: apiSrv.Handler(), ConnContext: api.ControlContext, ReadHeaderTimeout: 10 * time.Second}
 	ctlErr := make(chan error, 1)
 	go func() { ctlErr <- ctlSrv.Serve(ctl) }()
@@ -192,10 +205,16 @@ func (d *Daemon) Check(ctx context.Context, s config.State) error {
 // certificate manager follows the domains, and listeners move only if
 // their addresses changed.
 func (d *Daemon) Apply(ctx context.Context, s config.State) error {
-	if err := d.edge.Load(s); err != nil {
+	// What can fail comes first, so that a failure changes nothing.
+	if d.opts.Demo == nil {
+		if err := certs.Check(s.Server); err != nil {
+			return err
+		}
+	}
+	if err := d.listen(s.Server); err != nil {
 		return err
 	}
-	if err := d.listen(ctx, s.Server); err != nil {
+	if err := d.edge.Load(s); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -218,9 +237,8 @@ func (d *Daemon) Certificates() []certs.Status { return d.certs.Status() }
 // listen binds the edge's addresses, replacing each listener whose
 // address changed: the new one is bound before the old one closes, and
 // the other side is left alone.
-func (d *Daemon) listen(ctx context.Context, s config.Server) error {
+func (d *Daemon) listen(s config.Server) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	cur := d.listening
 	next := cur
 	var opened []*listener
@@ -241,6 +259,7 @@ func (d *Daemon) listen(ctx context.Context, s config.Server) error {
 			for _, l := range opened {
 				l.ln.Close()
 			}
+			d.mu.Unlock()
 			return fmt.Errorf("%s: %w", side.field, err)
 		}
 		l := &listener{addr: side.addr, ln: ln, done: make(chan struct{})}
@@ -248,7 +267,7 @@ func (d *Daemon) listen(ctx context.Context, s config.Server) error {
 		*side.next = l
 	}
 	for _, l := range opened {
-		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		sctx, stop := context.WithCancel(d.life)
 		l.stop = stop
 		secure := l == next.https
 		go func() {
@@ -259,6 +278,8 @@ func (d *Daemon) listen(ctx context.Context, s config.Server) error {
 		}()
 	}
 	d.listening = next
+	d.mu.Unlock()
+	// The old side drains its connections without holding up the rest.
 	if next.http != cur.http {
 		cur.http.close()
 	}

@@ -95,7 +95,8 @@ func (d *Daemon) fallback() http.Handler {
 }
 
 // demoCerts serves certificates from the local CA for localhost and the
-// configured domains.
+// configured domains the CA may issue for (*.localhost). Any other name
+// gets the localhost certificate, so clients refuse it by name.
 type demoCerts struct {
 	ca      *localca.CA
 	mu      sync.Mutex
@@ -107,7 +108,7 @@ func (c *demoCerts) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	c.mu.Lock()
 	ok := slices.Contains(c.domains, name)
 	c.mu.Unlock()
-	if ok {
+	if ok && localca.CheckName(name) == nil {
 		return c.ca.Leaf(name)
 	}
 	return c.ca.Leaf("localhost", "127.0.0.1", "::1")
@@ -128,7 +129,10 @@ func (c *demoCerts) Status() []certs.Status {
 	var out []certs.Status
 	for _, d := range c.domains {
 		s := certs.Status{Domain: d, State: certs.Valid, Message: "local demo CA"}
-		if leaf, err := c.ca.Leaf(d); err == nil {
+		if err := localca.CheckName(d); err != nil {
+			s.State = certs.Failed
+			s.Message = "the demo's local CA only issues for localhost names: use a domain like NAME.localhost"
+		} else if leaf, err := c.ca.Leaf(d); err == nil {
 			s.NotAfter = leaf.Leaf.NotAfter
 		}
 		out = append(out, s)

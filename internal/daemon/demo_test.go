@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,14 +14,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"moat/internal/config"
+	"moat/internal/store"
 )
 
 // `moat serve --demo` on a fresh data dir: a local CA, the demo app behind
 // the edge with its headers, the status page with a strict CSP, and a
-// banner that says what to open and how to trust the CA.
+// banner that says what to open and how to trust the CA. An app with a
+// real domain gets no certificate for it: the local CA is limited to
+// localhost names.
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	seedApp(t, dir, config.App{Name: "real", Domains: []string{"real.example.com"}, Upstream: "http://127.0.0.1:1"})
 	httpsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	dm := &Demo{HTTPSAddr: httpsAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,5 +84,45 @@ func TestDemo(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(body), tt.body) || !strings.Contains(resp.Header.Get(tt.header), tt.value) {
 			t.Errorf("GET %s: %d, %s: %q\n%s", tt.url, resp.StatusCode, tt.header, resp.Header.Get(tt.header), body)
 		}
+	}
+
+	// A configured domain outside localhost gets the localhost certificate,
+	// never one for its own name.
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", httpsAddr,
+		&tls.Config{ServerName: "real.example.com", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("handshake for real.example.com: %v", err)
+	}
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	conn.Close()
+	if err := leaf.VerifyHostname("real.example.com"); err == nil {
+		t.Errorf("demo served a certificate for real.example.com (DNS names %q)", leaf.DNSNames)
+	}
+	if err := leaf.VerifyHostname("localhost"); err != nil {
+		t.Errorf("demo did not fall back to the localhost certificate: %v", err)
+	}
+	_, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", httpsAddr,
+		&tls.Config{ServerName: "real.example.com", RootCAs: pool})
+	var hostname x509.HostnameError
+	if !errors.As(err, &hostname) {
+		t.Errorf("handshake for real.example.com trusting the local CA: %v, want a name mismatch", err)
+	}
+}
+
+// seedApp adds app to the store in dataDir before the daemon starts.
+func seedApp(t *testing.T, dataDir string, app config.App) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, StorePath(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = st.Update(ctx, store.Actor{Who: "test", From: "local"}, false, func(s *config.State) error {
+		s.Apps = append(s.Apps, app)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,6 +41,7 @@ type env struct {
 	upstream   string // a plain app on loopback that says hello
 	zone       string // this env's own DNS zone
 	validity   time.Duration
+	renewCheck time.Duration
 	challenges []string
 }
 
@@ -54,8 +55,9 @@ var envCount atomic.Int64
 // host is a name in this env's zone.
 func (e *env) host(label string) string { return label + "." + e.zone }
 
-func withValidity(d time.Duration) envOption { return func(e *env) { e.validity = d } }
-func withChallenges(c ...string) envOption   { return func(e *env) { e.challenges = c } }
+func withValidity(d time.Duration) envOption   { return func(e *env) { e.validity = d } }
+func withChallenges(c ...string) envOption     { return func(e *env) { e.challenges = c } }
+func withRenewCheck(d time.Duration) envOption { return func(e *env) { e.renewCheck = d } }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -79,7 +81,7 @@ func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
 
 func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), zone: fmt.Sprintf("e%d.test", envCount.Add(1))}
+	e := &env{t: t, dir: t.TempDir(), zone: fmt.Sprintf("e%d.test", envCount.Add(1)), renewCheck: time.Second}
 	for _, o := range opts {
 		o(e)
 	}
@@ -139,7 +141,7 @@ func (e *env) start() {
 		e.done <- Run(ctx, Options{
 			DataDir: e.dir, Socket: e.socket, Logger: logger,
 			Certs: certs.Options{
-				RenewCheckInterval: time.Second,
+				RenewCheckInterval: e.renewCheck,
 				Backoff:            func(int) time.Duration { return 200 * time.Millisecond },
 				Dial:               loopbackOnly,
 			},

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"moat/internal/api"
+	"moat/internal/certs"
 	"moat/internal/config"
+	"moat/internal/store"
 )
 
 // Changes applied while clients are busy drop no request: the listeners
@@ -154,5 +156,57 @@ func TestListenAddressChange(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", old), time.Second); err == nil {
 		c.Close()
 		t.Errorf("old port %d still accepts connections", old)
+	}
+}
+
+// Removing domains while certmagic checks renewals must not deadlock:
+// its renewal check holds its cache lock and asks moat for the config,
+// while removing a domain asks certmagic's cache to drop it.
+func TestRemoveDomainsDuringRenewalChecks(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, withRenewCheck(time.Millisecond))
+	e.dns.Set(e.host("app"), loopback)
+	e.addApp("app", e.host("app"))
+	e.waitCert(e.host("app"), 30*time.Second, isValid)
+	for i := range 150 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		name := fmt.Sprintf("tmp%d", i)
+		err := e.client.Do(ctx, "POST", "/v1/apps", config.App{Name: name, Domains: []string{e.host(name)}, Upstream: e.upstream}, nil)
+		if err == nil {
+			err = e.client.Do(ctx, "DELETE", "/v1/apps/"+name, nil, nil)
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("change %d: %v (a hang here is a deadlock)", i, err)
+		}
+	}
+	resp, _ := get(t, e.httpsClient(e.pebble.Roots()), e.url(e.host("app"), "/"))
+	if resp.StatusCode != 200 {
+		t.Errorf("after the changes: %d", resp.StatusCode)
+	}
+}
+
+// Changing the ACME settings restarts the certificate workers; one that
+// was waiting for DNS must not report its cancelled lookup as a finding.
+func TestRestartedWorkersRaiseNoFalseAlerts(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	e.addApp("app", e.host("app")) // no DNS record: waiting-dns
+	e.waitCert(e.host("app"), 15*time.Second, func(s certs.Status) bool { return s.State == certs.WaitingDNS })
+	for i := range 10 {
+		e.change(func(s *config.State) { s.Server.Email = fmt.Sprintf("admin%d@moat.test", i) })
+	}
+	time.Sleep(500 * time.Millisecond)
+	var log []store.Entry
+	if err := e.client.Do(context.Background(), "GET", "/v1/activity?limit=500", nil, &log); err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range log {
+		if strings.Contains(en.Detail, "cancel") {
+			t.Errorf("activity entry from a cancelled worker: %+v", en)
+		}
+	}
+	if st := e.waitCert(e.host("app"), 5*time.Second, func(s certs.Status) bool { return s.State == certs.WaitingDNS }); strings.Contains(st.Message, "cancel") {
+		t.Errorf("status after restarts: %+v", st)
 	}
 }

@@ -29,8 +29,8 @@ func BenchmarkProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := New(slog.New(slog.DiscardHandler), testCerts{get: ca.GetCertificate("app.test")}, nil)
-	if err := e.Load(config.State{Apps: []config.App{{Name: "app", Domains: []string{"app.test"}, Upstream: up.URL}}}); err != nil {
+	e := New(slog.New(slog.DiscardHandler), testCerts{get: ca.GetCertificate("app.localhost")}, nil)
+	if err := e.Load(config.State{Apps: []config.App{{Name: "app", Domains: []string{"app.localhost"}, Upstream: up.URL}}}); err != nil {
 		b.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -42,7 +42,7 @@ func BenchmarkProxy(b *testing.B) {
 	go e.ServeListener(ctx, ln, true)
 
 	edgeClient := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), ServerName: "app.test"},
+		TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), ServerName: "app.localhost"},
 		MaxIdleConnsPerHost: 64,
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, ln.Addr().String())
@@ -54,7 +54,7 @@ func BenchmarkProxy(b *testing.B) {
 		client *http.Client
 		url    string
 	}{
-		{"edge-https", edgeClient, "https://app.test/"},
+		{"edge-https", edgeClient, "https://app.localhost/"},
 		{"direct-http", direct, up.URL + "/"},
 	} {
 		b.Run(c.name, func(b *testing.B) {

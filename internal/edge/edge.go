@@ -202,22 +202,14 @@ func (e *Edge) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
-	n := 0
-	for ln, secure := range map[net.Listener]bool{httpLn: false, httpsLn: true} {
-		if ln == nil {
-			continue
-		}
-		n++
-		go func() { errc <- e.ServeListener(ctx, ln, secure) }()
+	go func() { errc <- e.ServeListener(ctx, httpsLn, true) }()
+	if httpLn == nil {
+		return <-errc
 	}
-	var first error
-	for range n {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-			cancel() // one side failed: stop the other too
-		}
-	}
-	return first
+	go func() { errc <- e.ServeListener(ctx, httpLn, false) }()
+	err := <-errc
+	cancel() // one side ended: stop the other too
+	return errors.Join(err, <-errc)
 }
 
 // ServeListener serves one side on ln until ctx ends, then shuts down

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -16,13 +17,13 @@ func TestRedirectToHTTPS(t *testing.T) {
 	for _, lc := range []struct {
 		name, listen, origin string
 	}{
-		{"https on 443 leaves the port out", ":443", "https://app.test"},
-		{"https on a high port keeps it", ":8443", "https://app.test:8443"},
+		{"https on 443 leaves the port out", ":443", "https://app.localhost"},
+		{"https on a high port keeps it", ":8443", "https://app.localhost:8443"},
 	} {
 		t.Run(lc.name, func(t *testing.T) {
 			var hits atomic.Int64
 			up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1) }))
-			te := startEdge(t, state(lc.listen, app("app", up, nil, "app.test")))
+			te := startEdge(t, state(lc.listen, app("app", up, nil, "app.localhost")))
 			c := te.httpClient()
 
 			for _, tc := range []struct {
@@ -33,13 +34,13 @@ func TestRedirectToHTTPS(t *testing.T) {
 				{"path and query kept", "/path?q=1", "", 308, lc.origin + "/path?q=1", ""},
 				{"root", "/", "", 308, lc.origin + "/", ""},
 				{"escaped path and query kept", "/a%20b/c%2Fd?x=1&y=%2F#frag", "", 308, lc.origin + "/a%20b/c%2Fd?x=1&y=%2F", ""},
-				{"host with port, case and final dot", "/p", "APP.Test.:8080", 308, lc.origin + "/p", ""},
-				{"unknown host", "/path", "unknown.test", 404, "", "404 Not Found"},
+				{"host with port, case and final dot", "/p", "APP.Localhost.:8080", 308, lc.origin + "/p", ""},
+				{"unknown host", "/path", "unknown.localhost", 404, "", "404 Not Found"},
 				{"acme challenge answered, not redirected", "/.well-known/acme-challenge/tok123", "", 200, "", "challenge answer for tok123"},
-				{"acme challenge for any host", "/.well-known/acme-challenge/tok456", "unknown.test", 200, "", "challenge answer for tok456"},
+				{"acme challenge for any host", "/.well-known/acme-challenge/tok456", "unknown.localhost", 200, "", "challenge answer for tok456"},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
-					resp, body := get(t, c, "http://app.test"+tc.target, tc.host)
+					resp, body := get(t, c, "http://app.localhost"+tc.target, tc.host)
 					if resp.StatusCode != tc.code {
 						t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, tc.code, body)
 					}
@@ -68,13 +69,13 @@ func TestRedirectFallbackHosts(t *testing.T) {
 	te := startEdgeWith(t, state(":8443"), fallback)
 	c := te.httpClient()
 	for _, tc := range []struct{ host, want string }{
-		{"moat.test", "https://moat.test:8443/x?y=1"},
+		{"moat.localhost", "https://moat.localhost:8443/x?y=1"},
 		{"127.0.0.1:8080", "https://127.0.0.1:8443/x?y=1"},
 		{"[::1]:8080", "https://[::1]:8443/x?y=1"},
 		{"[::1]", "https://[::1]:8443/x?y=1"},
 	} {
 		t.Run(tc.host, func(t *testing.T) {
-			resp, _ := get(t, c, "http://moat.test/x?y=1", tc.host)
+			resp, _ := get(t, c, "http://moat.localhost/x?y=1", tc.host)
 			if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != tc.want {
 				t.Errorf("got %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), tc.want)
 			}
@@ -83,7 +84,7 @@ func TestRedirectFallbackHosts(t *testing.T) {
 
 	// On the HTTPS side the fallback answers, with the defaults beneath
 	// its own headers.
-	resp, body := get(t, te.client(true), "https://moat.test/", "")
+	resp, body := get(t, te.client(true), "https://moat.localhost/", "")
 	if resp.StatusCode != 200 || body != "moat's own page" {
 		t.Fatalf("fallback: %d %q", resp.StatusCode, body)
 	}
@@ -104,10 +105,10 @@ func TestSecurityHeaders(t *testing.T) {
 	// edge passes on.
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Host {
-		case "own.test":
+		case "own.localhost":
 			w.Header().Set("X-Frame-Options", "DENY")
 			w.Header().Set("Referrer-Policy", "no-referrer")
-		case "leaky.test":
+		case "leaky.localhost":
 			w.Header().Set("Server", "Apache/2.4.1 (Unix)")
 			w.Header().Set("X-Powered-By", "PHP/5.3.3")
 			w.Header().Set("X-AspNet-Version", "4.0.30319")
@@ -115,14 +116,14 @@ func TestSecurityHeaders(t *testing.T) {
 		fmt.Fprint(w, "app")
 	}))
 	te := startEdge(t, state("",
-		app("plain", up, nil, "plain.test"),
-		app("own", up, nil, "own.test"),
+		app("plain", up, nil, "plain.localhost"),
+		app("own", up, nil, "own.localhost"),
 		app("override", up, map[string]string{
 			"x-frame-options":           "DENY",
 			"Strict-Transport-Security": "max-age=63072000; includeSubDomains",
-		}, "override.test"),
-		app("remove", up, map[string]string{"X-Frame-Options": "", "x-download-options": ""}, "remove.test"),
-		app("leaky", up, nil, "leaky.test"),
+		}, "override.localhost"),
+		app("remove", up, map[string]string{"X-Frame-Options": "", "x-download-options": ""}, "remove.localhost"),
+		app("leaky", up, nil, "leaky.localhost"),
 	))
 
 	// want maps a header to its one expected value; "" means absent.
@@ -138,12 +139,12 @@ func TestSecurityHeaders(t *testing.T) {
 		code       int
 		want       map[string]string
 	}{
-		{"defaults", "plain.test", 200, with(nil)},
-		{"app's own headers kept", "own.test", 200, with(map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})},
-		{"override replaces", "override.test", 200, with(map[string]string{"X-Frame-Options": "DENY", "Strict-Transport-Security": "max-age=63072000; includeSubDomains"})},
-		{"empty override removes", "remove.test", 200, with(map[string]string{"X-Frame-Options": "", "X-Download-Options": ""})},
-		{"version headers dropped", "leaky.test", 200, with(map[string]string{"Server": "", "X-Powered-By": "", "X-AspNet-Version": ""})},
-		{"404 page", "unknown.test", 404, with(nil)},
+		{"defaults", "plain.localhost", 200, with(nil)},
+		{"app's own headers kept", "own.localhost", 200, with(map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})},
+		{"override replaces", "override.localhost", 200, with(map[string]string{"X-Frame-Options": "DENY", "Strict-Transport-Security": "max-age=63072000; includeSubDomains"})},
+		{"empty override removes", "remove.localhost", 200, with(map[string]string{"X-Frame-Options": "", "X-Download-Options": ""})},
+		{"version headers dropped", "leaky.localhost", 200, with(map[string]string{"Server": "", "X-Powered-By": "", "X-AspNet-Version": ""})},
+		{"404 page", "unknown.localhost", 404, with(nil)},
 	}
 	for _, proto := range []struct {
 		name string
@@ -184,16 +185,16 @@ func TestUpstreamDown(t *testing.T) {
 	ln.Close()
 
 	te := startEdge(t, state("",
-		app("down", down, nil, "down.test"),
-		app("down-custom", down, map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": ""}, "custom.test"),
+		app("down", down, nil, "down.localhost"),
+		app("down-custom", down, map[string]string{"X-Frame-Options": "DENY", "Referrer-Policy": ""}, "custom.localhost"),
 	))
 	const page = "502 Bad Gateway: the app behind this address is not answering. If it is yours, check that it is running.\n"
 	for _, tc := range []struct {
 		host string
 		want map[string]string
 	}{
-		{"down.test", DefaultHeaders()},
-		{"custom.test", func() map[string]string {
+		{"down.localhost", DefaultHeaders()},
+		{"custom.localhost", func() map[string]string {
 			m := DefaultHeaders()
 			m["X-Frame-Options"], m["Referrer-Policy"] = "DENY", ""
 			return m
@@ -225,16 +226,16 @@ func TestForwarding(t *testing.T) {
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Clone(r.Context())
 	}))
-	te := startEdge(t, state("", app("app", up, nil, "app.test")))
+	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 
 	// What a client might send to fool the app or the next hop: forged
 	// forwarding headers (loopback values, but not the client's own
 	// address) and hop-by-hop headers meant for the edge only.
 	forged := map[string]string{
 		"X-Forwarded-For":   "127.6.6.6",
-		"X-Forwarded-Host":  "forged.test",
+		"X-Forwarded-Host":  "forged.localhost",
 		"X-Forwarded-Proto": "http",
-		"Forwarded":         "for=127.6.6.6;proto=http;host=forged.test",
+		"Forwarded":         "for=127.6.6.6;proto=http;host=forged.localhost",
 	}
 	hop := map[string]string{
 		"Connection":          "X-Foo, Keep-Alive",
@@ -253,7 +254,7 @@ func TestForwarding(t *testing.T) {
 		{"HTTP/2 with forged headers", true, forged},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodGet, "https://app.test/fwd?x=1", nil)
+			req, _ := http.NewRequest(http.MethodGet, "https://app.localhost/fwd?x=1", nil)
 			for k, v := range tc.send {
 				req.Header.Set(k, v)
 			}
@@ -267,8 +268,8 @@ func TestForwarding(t *testing.T) {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			r := <-seen
-			if r.Host != "app.test" {
-				t.Errorf("upstream Host %q, want app.test", r.Host)
+			if r.Host != "app.localhost" {
+				t.Errorf("upstream Host %q, want app.localhost", r.Host)
 			}
 			if r.URL.RequestURI() != "/fwd?x=1" {
 				t.Errorf("upstream URI %q", r.URL.RequestURI())
@@ -279,7 +280,7 @@ func TestForwarding(t *testing.T) {
 			for k, want := range map[string]string{
 				"X-Forwarded-For":   "127.0.0.1",
 				"X-Forwarded-Proto": "https",
-				"X-Forwarded-Host":  "app.test",
+				"X-Forwarded-Host":  "app.localhost",
 				"X-End-To-End":      "kept",
 			} {
 				if got := r.Header.Values(k); len(got) != 1 || got[0] != want {
@@ -314,7 +315,7 @@ func TestProtocols(t *testing.T) {
 	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "upstream got %s", r.Proto)
 	}))
-	te := startEdge(t, state("", app("app", up, nil, "app.test")))
+	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 	for _, tc := range []struct {
 		name string
 		h2   bool
@@ -324,7 +325,7 @@ func TestProtocols(t *testing.T) {
 		{"HTTP/1.1", false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := get(t, te.client(tc.h2), "https://app.test/", "")
+			resp, body := get(t, te.client(tc.h2), "https://app.localhost/", "")
 			if resp.StatusCode != 200 || resp.ProtoMajor != tc.want {
 				t.Errorf("got %d over %s, want 200 over HTTP/%d", resp.StatusCode, resp.Proto, tc.want)
 			}
@@ -337,7 +338,7 @@ func TestProtocols(t *testing.T) {
 
 func TestTLSVersionsAndSuites(t *testing.T) {
 	up := upstream(t, text("over tls"))
-	te := startEdge(t, state("", app("app", up, nil, "app.test")))
+	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 	for _, tc := range []struct {
 		name        string
 		cfg         *tls.Config
@@ -352,7 +353,7 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg.Clone()
-			cfg.RootCAs, cfg.ServerName, cfg.NextProtos = te.roots, "app.test", []string{"http/1.1"}
+			cfg.RootCAs, cfg.ServerName, cfg.NextProtos = te.roots, "app.localhost", []string{"http/1.1"}
 			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: cfg}
 			conn, err := d.Dial("tcp", te.httpsAddr)
 			if !tc.ok {
@@ -371,7 +372,7 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 				t.Errorf("version %s, want %s", tls.VersionName(v), tls.VersionName(tc.wantVersion))
 			}
 			conn.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+			fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -381,5 +382,23 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 				t.Errorf("status %d over %s", resp.StatusCode, tls.VersionName(tc.wantVersion))
 			}
 		})
+	}
+}
+
+// The TLS settings themselves, since Go's own defaults would pass the
+// handshake tests above even without them.
+func TestTLSConfigIsStrict(t *testing.T) {
+	c := New(slog.New(slog.DiscardHandler), testCerts{}, nil).TLSConfig()
+	if c.MinVersion != tls.VersionTLS12 {
+		t.Errorf("MinVersion %x, want TLS 1.2", c.MinVersion)
+	}
+	if len(c.CipherSuites) == 0 {
+		t.Fatal("no cipher suites listed: Go's defaults include CBC suites")
+	}
+	for _, id := range c.CipherSuites {
+		name := tls.CipherSuiteName(id)
+		if !strings.Contains(name, "_GCM_") && !strings.Contains(name, "CHACHA20_POLY1305") || !strings.HasPrefix(name, "TLS_ECDHE_") {
+			t.Errorf("cipher suite %s is not an AEAD suite with forward secrecy", name)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func startEdgeWith(t *testing.T, st config.State, fallback http.Handler) *testEd
 	if st.Server.Listen.HTTPS == "" {
 		st.Server.Listen.HTTPS = httpsLn.Addr().String()
 	}
-	e := New(slog.New(slog.DiscardHandler), testCerts{get: ca.GetCertificate("*.test", "localhost", "127.0.0.1")}, fallback)
+	e := New(slog.New(slog.DiscardHandler), testCerts{get: ca.GetCertificate("*.localhost", "localhost", "127.0.0.1")}, fallback)
 	if err := e.Load(st); err != nil {
 		t.Fatal(err)
 	}

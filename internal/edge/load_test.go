@@ -15,12 +15,12 @@ import (
 func TestLoadSwapUnderLoad(t *testing.T) {
 	upA := upstream(t, text("A"))
 	upB := upstream(t, text("B"))
-	appA := app("a", upA, nil, "a.test")
+	appA := app("a", upA, nil, "a.localhost")
 	te := startEdge(t, state("", appA))
 	clients := []*http.Client{te.client(false), te.client(true)}
 
-	if resp, _ := get(t, clients[0], "https://b.test/", ""); resp.StatusCode != 404 {
-		t.Fatalf("b.test before it is added: %d, want 404", resp.StatusCode)
+	if resp, _ := get(t, clients[0], "https://b.localhost/", ""); resp.StatusCode != 404 {
+		t.Fatalf("b.localhost before it is added: %d, want 404", resp.StatusCode)
 	}
 
 	var ok, failed atomic.Int64
@@ -37,7 +37,7 @@ func TestLoadSwapUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				if err := fetch(c, "https://a.test/", "A"); err != nil {
+				if err := fetch(c, "https://a.localhost/", "A"); err != nil {
 					failed.Add(1)
 					mu.Lock()
 					if len(failures) < 5 {
@@ -80,21 +80,21 @@ func TestLoadSwapUnderLoad(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	before := ok.Load()
-	if err := te.Load(state("", appA, app("b", upB, nil, "b.test"))); err != nil {
+	if err := te.Load(state("", appA, app("b", upB, nil, "b.localhost"))); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range clients {
-		if err := fetch(c, "https://b.test/", "B"); err != nil {
-			t.Errorf("b.test right after Load: %v", err)
+		if err := fetch(c, "https://b.localhost/", "B"); err != nil {
+			t.Errorf("b.localhost right after Load: %v", err)
 		}
 	}
 	waitFor(before + 50)
 
 	halt()
 	if n := failed.Load(); n != 0 {
-		t.Errorf("%d of %d requests to a.test failed across the swaps, first ones: %q", n, n+ok.Load(), failures)
+		t.Errorf("%d of %d requests to a.localhost failed across the swaps, first ones: %q", n, n+ok.Load(), failures)
 	}
-	t.Logf("%d requests to a.test across 51 swaps", ok.Load())
+	t.Logf("%d requests to a.localhost across 51 swaps", ok.Load())
 }
 
 // fetch GETs url and checks for a 200 with body want.

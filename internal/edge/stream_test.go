@@ -30,14 +30,14 @@ func TestWebSocketEcho(t *testing.T) {
 			}
 		}
 	}))
-	te := startEdge(t, state("", app("app", up, nil, "app.test")))
+	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 
 	d := websocket.Dialer{
 		NetDialContext:   dialTo(te.httpsAddr),
 		TLSClientConfig:  te.client(false).Transport.(*http.Transport).TLSClientConfig,
 		HandshakeTimeout: 10 * time.Second,
 	}
-	conn, resp, err := d.Dial("wss://app.test/ws", nil)
+	conn, resp, err := d.Dial("wss://app.localhost/ws", nil)
 	if err != nil {
 		t.Fatalf("dial through the edge: %v", err)
 	}
@@ -86,7 +86,7 @@ func TestStreamLargeResponse(t *testing.T) {
 			}
 		}
 	}))
-	te := startEdge(t, state("", app("app", up, nil, "app.test")))
+	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 	c := te.client(false)
 
 	runtime.GC()
@@ -112,7 +112,7 @@ func TestStreamLargeResponse(t *testing.T) {
 		}
 	}()
 
-	resp, err := c.Get("https://app.test/big")
+	resp, err := c.Get("https://app.localhost/big")
 	if err != nil {
 		close(stop)
 		<-sampled
@@ -163,7 +163,7 @@ func TestStreamServerSentEvents(t *testing.T) {
 		fmt.Fprint(w, "data: two\n\n")
 		w.(http.Flusher).Flush()
 	}))
-	te := startEdge(t, state("", app("app", up, nil, "app.test")))
+	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 
 	for _, tc := range []struct {
 		name string
@@ -172,7 +172,7 @@ func TestStreamServerSentEvents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := stream{gotFirst: make(chan struct{}), early: make(chan bool, 1)}
 			streams <- s
-			resp, err := te.client(tc.h2).Get("https://app.test/events")
+			resp, err := te.client(tc.h2).Get("https://app.localhost/events")
 			if err != nil {
 				t.Fatal(err)
 			}

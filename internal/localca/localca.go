@@ -4,7 +4,13 @@
 // On first run Open creates an EC P-256 root key and a self-signed root
 // certificate in a directory; later runs load them. The CA then issues
 // short-lived server certificates for local names such as "localhost",
-// "127.0.0.1" and "::1", which clients verify once they trust the root.
+// "app.localhost", "127.0.0.1" and "::1", which clients verify once they
+// trust the root.
+//
+// People are told to trust the root system-wide, so it must never be able
+// to vouch for a real site, even if its key leaks: the root carries
+// critical X.509 name constraints that limit it to localhost, *.localhost
+// and loopback addresses, and Leaf refuses any other name.
 package localca
 
 import (
@@ -18,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +46,16 @@ const (
 	leafValidity   = 7 * 24 * time.Hour
 	leafBackdate   = time.Minute
 	leafRenewal    = 24 * time.Hour // re-issue when less than this is left
+)
+
+// The names the root may vouch for, as critical X.509 name constraints.
+// "localhost" covers localhost itself and every name under it.
+var (
+	permittedDomain = "localhost"
+	permittedIPs    = []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
+	}
 )
 
 // CA is a local certificate authority: a root key and certificate on disk
@@ -104,6 +121,15 @@ func (ca *CA) create() error {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
+
+		PermittedDNSDomainsCritical: true,
+		PermittedDNSDomains:         []string{permittedDomain},
+	}
+	for _, p := range permittedIPs {
+		tmpl.PermittedIPRanges = append(tmpl.PermittedIPRanges, &net.IPNet{
+			IP:   p.Addr().AsSlice(),
+			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+		})
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -163,6 +189,15 @@ func (ca *CA) load() error {
 	if err != nil {
 		return fmt.Errorf("localca: read %s: %w (%s)", certPath, err, fix)
 	}
+	if !constrained(cert) {
+		// Created by a moat before roots were constrained. Re-creating it
+		// here would leave the old root trusted wherever the person
+		// installed it, so make them remove it knowingly.
+		return fmt.Errorf("localca: %s has no name constraints limiting it to localhost "+
+			"(an older moat created it), so it could vouch for any website: remove %s "+
+			"so moat creates a constrained CA, and remove the old root from any trust store "+
+			"you added it to", certPath, ca.dir)
+	}
 	if !ca.now().Before(cert.NotAfter) {
 		return fmt.Errorf("localca: %s expired on %s (%s)",
 			certPath, cert.NotAfter.Format(time.DateOnly), fix)
@@ -203,6 +238,57 @@ func parseRoot(data []byte, key *ecdsa.PrivateKey) (*x509.Certificate, error) {
 		return nil, errors.New("certificate does not match " + rootKeyFile)
 	}
 	return cert, nil
+}
+
+// constrained reports whether cert carries exactly the critical name
+// constraints that create gives a root.
+func constrained(cert *x509.Certificate) bool {
+	if !cert.PermittedDNSDomainsCritical ||
+		!slices.Equal(cert.PermittedDNSDomains, []string{permittedDomain}) ||
+		len(cert.PermittedIPRanges) != len(permittedIPs) {
+		return false
+	}
+	for i, r := range cert.PermittedIPRanges {
+		addr, ok := netip.AddrFromSlice(r.IP)
+		ones, bits := r.Mask.Size()
+		if !ok || bits != addr.BitLen() || netip.PrefixFrom(addr, ones) != permittedIPs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckName returns nil if the CA issues certificates for name (a DNS name
+// or an IP address), and otherwise an error that says why not.
+func CheckName(name string) error {
+	if ip, err := netip.ParseAddr(strings.TrimSpace(name)); err == nil {
+		return checkIP(ip.WithZone("").Unmap())
+	}
+	return checkDNS(strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), ".")))
+}
+
+func checkIP(ip netip.Addr) error {
+	for _, p := range permittedIPs {
+		if p.Contains(ip) {
+			return nil
+		}
+	}
+	return refuse(ip.String())
+}
+
+// checkDNS takes a lower-case name without a trailing dot. A leading "*."
+// (a wildcard) is allowed.
+func checkDNS(name string) error {
+	labels := strings.Split(strings.TrimPrefix(name, "*."), ".")
+	if labels[len(labels)-1] != permittedDomain || slices.Contains(labels, "") {
+		return refuse(name)
+	}
+	return nil
+}
+
+func refuse(name string) error {
+	return fmt.Errorf("localca: refusing to issue for %q: the local CA only issues for "+
+		"localhost, *.localhost and loopback addresses (127.0.0.0/8, ::1)", name)
 }
 
 // writeFileAtomic writes data to a temporary file in the same directory,
@@ -263,10 +349,11 @@ func (ca *CA) Pool() *x509.CertPool {
 }
 
 // Leaf returns a server certificate for the given DNS names and IP
-// addresses, signed by the root. Certificate holds the chain (leaf, root)
-// and Leaf is set. It is valid for 7 days (backdated by a minute) and is
-// cached in memory; a new one is issued when less than a day is left.
-// The order of names does not matter.
+// addresses, signed by the root. Every name must pass CheckName: the root's
+// name constraints would make clients reject any other. Certificate holds
+// the chain (leaf, root) and Leaf is set. It is valid for 7 days (backdated
+// by a minute) and is cached in memory; a new one is issued when less than
+// a day is left. The order of names does not matter.
 func (ca *CA) Leaf(names ...string) (*tls.Certificate, error) {
 	dns, ips, key, err := splitNames(names)
 	if err != nil {
@@ -286,14 +373,17 @@ func (ca *CA) Leaf(names ...string) (*tls.Certificate, error) {
 	return c, nil
 }
 
-// splitNames sorts names into DNS names and IP addresses and returns the
-// cache key for them.
+// splitNames sorts names into DNS names and IP addresses, checks that the
+// CA may issue for them and returns the cache key for them.
 func splitNames(names []string) (dns []string, ips []netip.Addr, key string, err error) {
 	var all []string
 	for _, n := range names {
 		n = strings.TrimSpace(n)
 		if ip, err := netip.ParseAddr(n); err == nil {
-			ip = ip.WithZone("")
+			ip = ip.WithZone("").Unmap()
+			if err := checkIP(ip); err != nil {
+				return nil, nil, "", err
+			}
 			ips = append(ips, ip)
 			all = append(all, ip.String())
 			continue
@@ -301,6 +391,9 @@ func splitNames(names []string) (dns []string, ips []netip.Addr, key string, err
 		n = strings.ToLower(strings.TrimSuffix(n, "."))
 		if n == "" || strings.ContainsAny(n, " \t/:@") {
 			return nil, nil, "", fmt.Errorf("localca: invalid name %q", n)
+		}
+		if err := checkDNS(n); err != nil {
+			return nil, nil, "", err
 		}
 		dns = append(dns, n)
 		all = append(all, n)
@@ -377,7 +470,10 @@ func (ca *CA) TrustHelp() string {
 	fmt.Fprintf(&b, "  curl:\n    curl --cacert %s <the URL moat printed>\n\n", q)
 	fmt.Fprintf(&b, "  Firefox: Settings > Privacy & Security > Certificates > View Certificates >\n    Authorities > Import, choose %s, tick \"Trust this CA to identify websites\".\n\n", root)
 	fmt.Fprintf(&b, "  Chrome: Settings > Privacy and security > Security > Manage certificates >\n    Authorities > Import, choose %s.\n\n", root)
-	fmt.Fprintf(&b, "Only trust it on machines you control: whoever reads %s can impersonate\nany website to them. Remove %s to start over.\n", ca.keyPath(), ca.dir)
+	b.WriteString("The CA is limited to localhost, *.localhost and loopback addresses (X.509 name\n" +
+		"constraints): it cannot vouch for real websites, even if its key leaks.\n")
+	fmt.Fprintf(&b, "Still, only trust it on machines you control, and keep %s private.\n"+
+		"To start over, remove %s and the copy in your trust store.\n", ca.keyPath(), ca.dir)
 	return b.String()
 }
 

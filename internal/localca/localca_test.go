@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +86,18 @@ func TestOpenCreates(t *testing.T) {
 		t.Errorf("root key usage = %v", root.KeyUsage)
 	case len(root.SubjectKeyId) == 0:
 		t.Error("root has no SubjectKeyId")
+	case !root.PermittedDNSDomainsCritical || !slices.Equal(root.PermittedDNSDomains, []string{"localhost"}):
+		t.Errorf("root DNS constraints: critical=%v permitted=%q", root.PermittedDNSDomainsCritical, root.PermittedDNSDomains)
+	}
+	var ranges []string
+	for _, r := range root.PermittedIPRanges {
+		ranges = append(ranges, r.String())
+	}
+	if want := []string{"127.0.0.0/8", "::1/128"}; !slices.Equal(ranges, want) {
+		t.Errorf("root permitted IP ranges = %q, want %q", ranges, want)
+	}
+	if len(root.ExcludedDNSDomains)+len(root.ExcludedIPRanges) != 0 {
+		t.Errorf("root has excluded subtrees: %q %v", root.ExcludedDNSDomains, root.ExcludedIPRanges)
 	}
 	if years := root.NotAfter.Sub(root.NotBefore).Hours() / 24 / 365; years < 9.9 || years > 10.1 {
 		t.Errorf("root valid for %.2f years, want 10", years)
@@ -126,6 +143,10 @@ func TestLeafVerifies(t *testing.T) {
 		{[]string{"127.0.0.1"}, "127.0.0.1", ca.Pool(), true, true},
 		{[]string{"::1"}, "::1", ca.Pool(), true, true},
 		{[]string{"localhost", "127.0.0.1", "::1"}, "::1", ca.Pool(), true, true},
+		{[]string{"app.localhost"}, "app.localhost", ca.Pool(), false, true},
+		{[]string{"*.localhost"}, "app.localhost", ca.Pool(), false, true},
+		{[]string{"a.b.localhost", "127.1.2.3"}, "127.1.2.3", ca.Pool(), true, true},
+		{[]string{"::ffff:127.0.0.1"}, "127.0.0.1", ca.Pool(), true, true},
 		{[]string{"localhost"}, "example.com", ca.Pool(), false, false},
 		{[]string{"localhost"}, "localhost", other.Pool(), false, false},
 	} {
@@ -163,6 +184,98 @@ func TestLeafErrors(t *testing.T) {
 		if _, err := ca.Leaf(names...); err == nil {
 			t.Errorf("Leaf(%q) succeeded", names)
 		}
+	}
+}
+
+// The root must not vouch for real sites, so Leaf refuses names outside
+// localhost and loopback, and says which name and why.
+func TestLeafRefusesNonLocal(t *testing.T) {
+	ca, _ := openTemp(t)
+	for _, tc := range []struct {
+		names []string
+		bad   string // the name the error must quote
+	}{
+		{[]string{"example.com"}, "example.com"},
+		{[]string{"localhost", "example.com"}, "example.com"},
+		{[]string{"*.example.com"}, "*.example.com"},
+		{[]string{"*"}, "*"},
+		{[]string{"localhost.example.com"}, "localhost.example.com"},
+		{[]string{"notlocalhost"}, "notlocalhost"},
+		{[]string{"app..localhost"}, "app..localhost"},
+		{[]string{".localhost"}, ".localhost"},
+		{[]string{"192.0.2.1"}, "192.0.2.1"},
+		{[]string{"10.0.0.1"}, "10.0.0.1"},
+		{[]string{"::2"}, "::2"},
+		{[]string{"::ffff:192.0.2.1"}, "192.0.2.1"},
+	} {
+		t.Run(strings.Join(tc.names, ","), func(t *testing.T) {
+			c, err := ca.Leaf(tc.names...)
+			if err == nil {
+				t.Fatalf("Leaf issued for %v", c.Leaf.DNSNames)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, `"`+tc.bad+`"`) ||
+				!strings.Contains(msg, "only issues for localhost, *.localhost and loopback addresses") {
+				t.Errorf("error %q does not name %q and say what the CA issues for", msg, tc.bad)
+			}
+			if CheckName(tc.bad) == nil {
+				t.Errorf("CheckName(%q) = nil", tc.bad)
+			}
+		})
+	}
+	for _, ok := range []string{"localhost", "LocalHost.", "app.localhost", "*.localhost", "127.0.0.1", "127.255.0.1", "::1"} {
+		if err := CheckName(ok); err != nil {
+			t.Errorf("CheckName(%q) = %v", ok, err)
+		}
+	}
+}
+
+// Even a certificate signed with the root key directly, bypassing Leaf's
+// checks (say, by someone who stole the key), does not verify for a name
+// outside the root's constraints.
+func TestRootConstraintsHold(t *testing.T) {
+	ca, _ := openTemp(t)
+	for _, tc := range []struct {
+		name   string
+		dns    []string
+		ips    []net.IP
+		verify string
+	}{
+		{"dns", []string{"example.com"}, nil, "example.com"},
+		{"dns with a local name too", []string{"localhost", "example.com"}, nil, "localhost"},
+		{"wildcard", []string{"*.example.com"}, nil, "www.example.com"},
+		{"ip", nil, []net.IP{net.ParseIP("192.0.2.1").To4()}, "192.0.2.1"},
+		{"ipv6", nil, []net.IP{net.ParseIP("2001:db8::1")}, "2001:db8::1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl := &x509.Certificate{
+				SerialNumber: big.NewInt(1),
+				Subject:      pkix.Name{CommonName: tc.verify},
+				NotBefore:    time.Now().Add(-time.Minute),
+				NotAfter:     time.Now().Add(time.Hour),
+				KeyUsage:     x509.KeyUsageDigitalSignature,
+				ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+				DNSNames:     tc.dns,
+				IPAddresses:  tc.ips,
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.rootCert, key.Public(), ca.rootKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: tc.verify})
+			var invalid x509.CertificateInvalidError
+			if !errors.As(err, &invalid) || invalid.Reason != x509.CANotAuthorizedForThisName {
+				t.Errorf("Verify = %v, want the root's name constraints to refuse it", err)
+			}
+		})
 	}
 }
 
@@ -315,6 +428,9 @@ func TestOpenErrors(t *testing.T) {
 			}
 			writeFile(t, filepath.Join(dir, "root.key"), string(data), 0o600)
 		}, "root.crt", "does not match"},
+		{"root without name constraints (older moat)", func(t *testing.T, dir string) {
+			writeUnconstrainedRoot(t, dir)
+		}, "root.crt", "so moat creates a constrained CA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, dir := openTemp(t)
@@ -355,14 +471,47 @@ func TestTrustHelp(t *testing.T) {
 		"curl --cacert " + root + " ",
 		"the URL moat printed",
 		"Firefox", "Chrome", "Authorities",
+		"limited to localhost, *.localhost and loopback addresses",
 	} {
 		if !strings.Contains(help, want) {
 			t.Errorf("TrustHelp lacks %q:\n%s", want, help)
 		}
 	}
+	if strings.Contains(help, "any website") {
+		t.Errorf("TrustHelp still says the CA can impersonate any website:\n%s", help)
+	}
 	if got := shellQuote("/tmp/it's here"); got != `'/tmp/it'\''s here'` {
 		t.Errorf("shellQuote = %s", got)
 	}
+}
+
+// writeUnconstrainedRoot replaces the CA in dir with one as an older moat
+// created it: the same, but without name constraints.
+func writeUnconstrainedRoot(t *testing.T, dir string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "moat local CA"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "root.crt"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
+	writeFile(t, filepath.Join(dir, "root.key"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), 0o600)
 }
 
 func writeFile(t *testing.T, path, data string, mode os.FileMode) {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -44,19 +45,23 @@ func (l Log) Notify(ctx context.Context, a Alert) error {
 
 // Webhook POSTs each alert as JSON to a URL.
 type Webhook struct {
+	// URL is where alerts go. It often holds a secret token (Slack and
+	// Discord put one in the path), so errors name only its scheme and host.
 	URL    string
 	Client *http.Client // http.DefaultClient's settings with a 10s timeout when nil
 }
 
-// Notify posts the alert; a non-2xx answer is an error.
+// Notify posts the alert; a non-2xx answer is an error. Errors name the
+// webhook by scheme://host only, never its path, query or userinfo.
 func (w Webhook) Notify(ctx context.Context, a Alert) error {
+	where := redact(w.URL)
 	body, err := json.Marshal(a)
 	if err != nil {
-		return fmt.Errorf("webhook: %w", err)
+		return fmt.Errorf("webhook %s: %w", where, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook %s: %w", w.URL, err)
+		return fmt.Errorf("webhook %s: %w", where, withoutURL(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "moat")
@@ -66,14 +71,36 @@ func (w Webhook) Notify(ctx context.Context, a Alert) error {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook %s: %w", w.URL, err)
+		return fmt.Errorf("webhook %s: %w", where, withoutURL(err))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("webhook %s: answered %s", w.URL, resp.Status)
+		return fmt.Errorf("webhook %s: answered %s", where, resp.Status)
 	}
 	return nil
+}
+
+// redact returns scheme://host of a webhook URL, the part safe to log.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "(invalid URL, not shown as it may hold a secret)"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// withoutURL unwraps the *url.Error that url.Parse, http.NewRequest and
+// http.Client.Do return, since it repeats the full URL (or, after a
+// redirect, the one redirected to), to the cause inside.
+func withoutURL(err error) error {
+	for {
+		ue, ok := err.(*url.Error)
+		if !ok {
+			return err
+		}
+		err = ue.Err
+	}
 }
 
 // Multi sends each alert to every notifier and joins their errors.

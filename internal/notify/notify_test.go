@@ -34,18 +34,35 @@ func TestWebhook(t *testing.T) {
 
 func TestWebhookErrors(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/redirect/SECRET" {
+			http.Redirect(w, r, "http://127.0.0.1:1/hooks/SECRET?token=SECRET", http.StatusTemporaryRedirect)
+			return
+		}
 		http.Error(w, "nope", http.StatusInternalServerError)
 	}))
 	defer srv.Close()
-	tests := []struct{ name, url, want string }{
-		{"non-2xx", srv.URL, "500"},
-		{"unreachable", "http://127.0.0.1:1/hook", "connect"},
+	// Webhook URLs carry secrets in their path, query or userinfo; errors
+	// end up in logs, so they name scheme://host and the cause only.
+	tests := []struct{ name, url, where, want string }{
+		{"non-2xx", srv.URL + "/hooks/SECRET?token=SECRET", srv.URL, "answered 500"},
+		{"unreachable", "http://127.0.0.1:1/hooks/SECRET?token=SECRET", "http://127.0.0.1:1", "connection refused"},
+		{"userinfo", "http://user:SECRET@127.0.0.1:1/hooks/SECRET", "http://127.0.0.1:1", "connection refused"},
+		{"redirected to unreachable", srv.URL + "/redirect/SECRET", srv.URL, "connection refused"},
+		{"unsupported scheme", "ftp://127.0.0.1:1/hooks/SECRET?token=SECRET", "ftp://127.0.0.1:1", "unsupported protocol scheme"},
+		{"invalid URL", "http://127.0.0.1:1/hooks/SECRET%zz", "(invalid URL, not shown as it may hold a secret)", "invalid URL escape"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := Webhook{URL: tt.url}.Notify(context.Background(), Alert{Kind: "x"})
-			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), tt.url) {
-				t.Errorf("error %v, want one naming %q and the URL", err, tt.want)
+			if err == nil {
+				t.Fatal("Notify succeeded")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "webhook "+tt.where+": ") || !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q, want one naming %q and %q", msg, tt.where, tt.want)
+			}
+			if strings.Contains(msg, "SECRET") || strings.Contains(msg, "hooks") || strings.Contains(msg, "user") {
+				t.Errorf("error %q reveals the URL's path, query or userinfo", msg)
 			}
 		})
 	}
