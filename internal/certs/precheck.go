@@ -11,36 +11,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"moat/internal/config"
 )
-
-// cloudflare lists Cloudflare's proxy ranges (cloudflare.com/ips). A domain
-// that resolves there sits behind the orange cloud, and moat says what that
-// means for its certificate.
-var cloudflare = mustPrefixes(
-	"173.245.48.0/20", "103.21.244.0/22", "103.22.200.0/22", "103.31.4.0/22",
-	"141.101.64.0/18", "108.162.192.0/18", "190.93.240.0/20", "188.114.96.0/20",
-	"197.234.240.0/22", "198.41.128.0/17", "162.158.0.0/15", "104.16.0.0/13",
-	"104.24.0.0/14", "172.64.0.0/13", "131.0.72.0/22",
-	"2400:cb00::/32", "2606:4700::/32", "2803:f800::/32", "2405:b500::/32",
-	"2405:8100::/32", "2a06:98c0::/29", "2c0f:f248::/32",
-)
-
-func mustPrefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
-	}
-	return out
-}
-
-func inCloudflare(a netip.Addr) bool {
-	for _, p := range cloudflare {
-		if p.Contains(a.Unmap()) {
-			return true
-		}
-	}
-	return false
-}
 
 // probePrefix is the path under which the edge answers moat's own
 // reachability probe, beside the ACME challenges.
@@ -160,4 +133,13 @@ func httpProbe(port string, dial func(ctx context.Context, network, addr string)
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 		return resp.StatusCode == http.StatusOK && string(body) == tok
 	}
+}
+
+func inCloudflare(a netip.Addr) bool {
+	for _, p := range config.CloudflareRanges() {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,10 +6,14 @@
 // keeps a State, reconcilers make the host match it.
 package config
 
+import "time"
+
 // Defaults that apply where the state leaves a field empty.
 const (
 	DefaultHTTPAddr    = ":80"
 	DefaultHTTPSAddr   = ":443"
+	DefaultAdminAddr   = "127.0.0.1:9180"
+	DefaultCacheTTL    = 3 * time.Second
 	LetsEncrypt        = "https://acme-v02.api.letsencrypt.org/directory"
 	LetsEncryptStaging = "https://acme-staging-v02.api.letsencrypt.org/directory"
 	ChallengeHTTP01    = "http-01"
@@ -45,6 +49,56 @@ type Server struct {
 	// Notify says where alerts (a failed issuance or renewal) go besides
 	// the activity log.
 	Notify Notify `yaml:"notify,omitempty" json:"notify,omitempty"`
+	// RateLimit is the limit per client IP for every app that sets none:
+	// 150 requests per minute by default.
+	RateLimit RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// TrustedProxies are the addresses (CIDRs) of proxies in front of moat
+	// whose X-Forwarded-For is believed; from anyone else it is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies,omitempty" json:"trusted_proxies,omitempty"`
+	// Cloudflare believes CF-Connecting-IP from Cloudflare's ranges.
+	Cloudflare Cloudflare `yaml:"cloudflare,omitempty" json:"cloudflare,omitempty"`
+	// AccessLog turns the JSON access log off with "off"; on by default.
+	AccessLog string `yaml:"access_log,omitempty" json:"access_log,omitempty"`
+}
+
+// RateLimit limits requests per client IP. A zero value means the default
+// (150 per minute) on the server and "as the server" on an app.
+type RateLimit struct {
+	// Requests is how many requests a client may make per Per.
+	Requests int `yaml:"requests,omitempty" json:"requests,omitempty"`
+	// Per is "second", "minute" or a duration like 10s.
+	Per string `yaml:"per,omitempty" json:"per,omitempty"`
+	// Burst is how many may come at once; Requests by default.
+	Burst int `yaml:"burst,omitempty" json:"burst,omitempty"`
+	// Off turns the limit off (for an app: for that app only).
+	Off bool `yaml:"off,omitempty" json:"off,omitempty"`
+	// IPv6Prefix is how many leading bits of an IPv6 address make one
+	// client (64 by default), so a client cannot rotate through its own
+	// subnet. Server only.
+	IPv6Prefix int `yaml:"ipv6_prefix,omitempty" json:"ipv6_prefix,omitempty"`
+	// Allow lists addresses and CIDRs that are never limited. Server only.
+	Allow []string `yaml:"allow,omitempty" json:"allow,omitempty"`
+}
+
+// Cloudflare configures the Cloudflare mode of the real-IP step.
+type Cloudflare struct {
+	// Enabled believes CF-Connecting-IP from Cloudflare's ranges.
+	Enabled bool `yaml:"enabled,omitempty" json:"enabled,omitempty"`
+	// Ranges replaces the built-in list of Cloudflare's ranges.
+	Ranges []string `yaml:"ranges,omitempty" json:"ranges,omitempty"`
+}
+
+// Cache is an app's output cache.
+type Cache struct {
+	// TTL is how long a response is kept, like 3s (the default); 0s
+	// turns the cache off for the app.
+	TTL string `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	// AllowCookies caches requests that carry cookies, for apps whose
+	// cookies do not personalise pages. Off by default: a personalised
+	// page must never reach another user.
+	AllowCookies bool `yaml:"allow_cookies,omitempty" json:"allow_cookies,omitempty"`
+	// HideXCache drops the X-Cache response header.
+	HideXCache bool `yaml:"hide_x_cache,omitempty" json:"hide_x_cache,omitempty"`
 }
 
 // Listen holds the edge's listen addresses.
@@ -53,6 +107,9 @@ type Listen struct {
 	HTTP string `yaml:"http,omitempty" json:"http,omitempty"`
 	// HTTPS serves the apps.
 	HTTPS string `yaml:"https,omitempty" json:"https,omitempty"`
+	// Admin serves metrics; never on the public ports. 127.0.0.1:9180 by
+	// default.
+	Admin string `yaml:"admin,omitempty" json:"admin,omitempty"`
 }
 
 // ACME configures the certificate authority.
@@ -85,6 +142,10 @@ type App struct {
 	// Headers overrides the security headers for this app: a value
 	// replaces the default, an empty value removes the header.
 	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+	// RateLimit overrides the server's limit for this app.
+	RateLimit RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// Cache configures the app's output cache.
+	Cache Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
 }
 
 // App returns the app with that name.
@@ -111,6 +172,9 @@ func (s State) Clone() State {
 	c := s
 	c.Server.PublicIPs = append([]string(nil), s.Server.PublicIPs...)
 	c.Server.ACME.Challenges = append([]string(nil), s.Server.ACME.Challenges...)
+	c.Server.TrustedProxies = append([]string(nil), s.Server.TrustedProxies...)
+	c.Server.Cloudflare.Ranges = append([]string(nil), s.Server.Cloudflare.Ranges...)
+	c.Server.RateLimit = s.Server.RateLimit.clone()
 	c.Apps = make([]App, len(s.Apps))
 	for i, a := range s.Apps {
 		c.Apps[i] = a.Clone()
@@ -125,6 +189,7 @@ func (s State) Clone() State {
 func (a App) Clone() App {
 	c := a
 	c.Domains = append([]string(nil), a.Domains...)
+	c.RateLimit = a.RateLimit.clone()
 	if a.Headers != nil {
 		c.Headers = make(map[string]string, len(a.Headers))
 		for k, v := range a.Headers {
@@ -136,6 +201,9 @@ func (a App) Clone() App {
 
 // HTTPAddr is the HTTP listen address with its default.
 func (s Server) HTTPAddr() string { return or(s.Listen.HTTP, DefaultHTTPAddr) }
+
+// AdminAddr is the admin (metrics) listen address with its default.
+func (s Server) AdminAddr() string { return or(s.Listen.Admin, DefaultAdminAddr) }
 
 // HTTPSAddr is the HTTPS listen address with its default.
 func (s Server) HTTPSAddr() string { return or(s.Listen.HTTPS, DefaultHTTPSAddr) }
@@ -161,4 +229,31 @@ func or(v, def string) string {
 		return def
 	}
 	return v
+}
+
+func (r RateLimit) clone() RateLimit {
+	r.Allow = append([]string(nil), r.Allow...)
+	return r
+}
+
+// CacheTTL is the app's cache TTL with its default; 0 means off. The value
+// was validated.
+func (a App) CacheTTL() time.Duration {
+	if a.Cache.TTL == "" {
+		return DefaultCacheTTL
+	}
+	d, _ := time.ParseDuration(a.Cache.TTL)
+	return d
+}
+
+// PerDuration is the rate limit's period; the value was validated.
+func (r RateLimit) PerDuration() time.Duration {
+	switch r.Per {
+	case "", "minute":
+		return time.Minute
+	case "second":
+		return time.Second
+	}
+	d, _ := time.ParseDuration(r.Per)
+	return d
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // FieldError is a refusal that names the field, the value and the fix.
@@ -102,7 +103,7 @@ func (s *State) Validate() error {
 			add("server.email", sv.Email, "is not an email address", "write a plain address like admin@example.com")
 		}
 	}
-	for _, f := range []struct{ field, v string }{{"server.listen.http", sv.Listen.HTTP}, {"server.listen.https", sv.Listen.HTTPS}} {
+	for _, f := range []struct{ field, v string }{{"server.listen.http", sv.Listen.HTTP}, {"server.listen.https", sv.Listen.HTTPS}, {"server.listen.admin", sv.Listen.Admin}} {
 		if f.v != "" {
 			if p := checkListen(f.v); p != "" {
 				add(f.field, f.v, p, "write host:port or :port, like :443 or 127.0.0.1:8443")
@@ -139,6 +140,20 @@ func (s *State) Validate() error {
 		if p := checkHostPort(r); p != "" {
 			add("server.resolver", r, p, "write a DNS server's address with its port, like 1.1.1.1:53")
 		}
+	}
+	checkRateLimit("server.rate_limit", sv.RateLimit, true, add)
+	for i, p := range sv.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			add(fmt.Sprintf("server.trusted_proxies[%d]", i), p, "is not an IP address or CIDR", "write the proxy's address or network, like 10.0.0.2 or 10.0.0.0/24")
+		}
+	}
+	for i, p := range sv.Cloudflare.Ranges {
+		if _, err := ParsePrefix(p); err != nil {
+			add(fmt.Sprintf("server.cloudflare.ranges[%d]", i), p, "is not a CIDR", "write a network like 173.245.48.0/20, or leave ranges out to use the built-in list")
+		}
+	}
+	if l := sv.AccessLog; l != "" && l != "on" && l != "off" {
+		add("server.access_log", l, "is neither on nor off", "write on or off")
 	}
 	if w := sv.Notify.Webhook; w != "" {
 		if p := checkURL(w, "http", "https"); p != "" {
@@ -185,6 +200,12 @@ func (s *State) Validate() error {
 			add(at+".upstream", a.Upstream, p, fix)
 		}
 		spelt := map[string]string{}
+		checkRateLimit(at+".rate_limit", a.RateLimit, false, add)
+		if t := a.Cache.TTL; t != "" {
+			if d, err := time.ParseDuration(t); err != nil || d < 0 || d > time.Hour {
+				add(at+".cache.ttl", t, "is not a duration from 0s to 1h", "write how long responses are kept, like 3s, or 0s to turn the cache off")
+			}
+		}
 		for _, k := range sortedKeys(a.Headers) {
 			v := a.Headers[k]
 			c := canonicalHeader(k)
@@ -326,4 +347,60 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// checkRateLimit validates a rate limit; server says whether the
+// server-only fields are allowed.
+func checkRateLimit(at string, r RateLimit, server bool, add func(field, value, problem, fix string)) {
+	if r.Requests < 0 || r.Requests > 1_000_000 {
+		add(at+".requests", fmt.Sprint(r.Requests), "is not a count from 1 to 1000000", "write how many requests a client may make per period, like 150")
+	}
+	if r.Requests == 0 && (r.Per != "" || r.Burst != 0) {
+		add(at+".requests", "", "is missing", "give requests with per and burst, like requests: 150, per: minute")
+	}
+	switch r.Per {
+	case "", "second", "minute":
+	default:
+		if d, err := time.ParseDuration(r.Per); err != nil || d < time.Second || d > 24*time.Hour {
+			add(at+".per", r.Per, "is not a period", "write second, minute, or a duration from 1s to 24h like 10s")
+		}
+	}
+	if r.Burst < 0 || (r.Requests > 0 && r.Burst > 100*r.Requests) {
+		add(at+".burst", fmt.Sprint(r.Burst), "is out of range", "write how many requests may come at once, from 1 to 100 times requests, or leave it out (then it is requests)")
+	}
+	if !server {
+		if r.IPv6Prefix != 0 {
+			add(at+".ipv6_prefix", fmt.Sprint(r.IPv6Prefix), "is a server setting", "set server.rate_limit.ipv6_prefix instead")
+		}
+		if len(r.Allow) > 0 {
+			add(at+".allow", strings.Join(r.Allow, ","), "is a server setting", "list never-limited addresses in server.rate_limit.allow")
+		}
+		return
+	}
+	if p := r.IPv6Prefix; p != 0 && (p < 32 || p > 128) {
+		add(at+".ipv6_prefix", fmt.Sprint(p), "is not a prefix length from 32 to 128", "write how many leading bits make one IPv6 client, like 64 (the default)")
+	}
+	for i, a := range r.Allow {
+		if _, err := ParsePrefix(a); err != nil {
+			add(fmt.Sprintf("%s.allow[%d]", at, i), a, "is not an IP address or CIDR", "write an address or network that is never limited, like 203.0.113.7 or 10.0.0.0/8")
+		}
+	}
+}
+
+// ParsePrefix reads an address or a CIDR; an address is its own /32 or
+// /128. The prefix is masked, so 10.0.0.7/8 means 10.0.0.0/8.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -8,10 +8,10 @@ import (
 
 const (
 	knownTop    = "remove it or correct its spelling; known keys here: apps, server"
-	knownServer = "remove it or correct its spelling; known keys here: acme, domain, email, listen, notify, public_ips, resolver"
+	knownServer = "remove it or correct its spelling; known keys here: access_log, acme, cloudflare, domain, email, listen, notify, public_ips, rate_limit, resolver, trusted_proxies"
 	knownACME   = "remove it or correct its spelling; known keys here: ca_roots, challenges, directory"
-	knownApp    = "remove it or correct its spelling; known keys here: domains, headers, name, upstream"
-	knownListen = "remove it or correct its spelling; known keys here: http, https"
+	knownApp    = "remove it or correct its spelling; known keys here: cache, domains, headers, name, rate_limit, upstream"
+	knownListen = "remove it or correct its spelling; known keys here: admin, http, https"
 	knownNotify = "remove it or correct its spelling; known keys here: webhook"
 )
 
