@@ -196,7 +196,7 @@ func TestKill9DuringBurst(t *testing.T) {
 	_, err = st.Update(ctx, store.Actor{Who: "test", From: "test"}, false, func(s *config.State) error {
 		s.Server = config.Server{
 			Domain: "moat.test", Email: "admin@moat.test",
-			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), HTTPS: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))},
+			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), HTTPS: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), Admin: "127.0.0.1:0"},
 			ACME:      config.ACME{Directory: fmt.Sprintf("https://127.0.0.1:%d/directory", freeTCPPort(t))},
 			PublicIPs: []string{"127.0.0.1"},
 			Resolver:  fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),

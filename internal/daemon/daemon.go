@@ -6,14 +6,23 @@
 package daemon
 
 import (
+	"io"
+	"os"
+
 	"context"
 	"fmt"
 	"log/slog"
+	"moat/internal/cache"
+	"moat/internal/ratelimit"
 	"net"
 	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"moat/internal/api"
 	"moat/internal/certs"
@@ -33,14 +42,16 @@ type Options struct {
 	Certs certs.Options
 	// Demo, when set, replaces ACME with a local CA and adds the demo app.
 	Demo *Demo
+	// AccessLog receives the JSON access log; standard output by default.
+	AccessLog io.Writer
 	// Ready is called once the listeners are bound.
 	Ready func(Info)
 }
 
 // Info tells where a started daemon listens.
 type Info struct {
-	HTTP, HTTPS net.Addr
-	Socket      string
+	HTTP, HTTPS, Admin net.Addr
+	Socket             string
 }
 
 // Daemon is a running moat.
@@ -51,7 +62,8 @@ type Daemon struct {
 	certs certSource
 	edge  *edge.Edge
 
-	life context.Context // the daemon's lifetime
+	life    context.Context // the daemon's lifetime
+	metrics http.Handler    // Prometheus, on the admin listener only
 
 	mu        sync.Mutex
 	listening listenState
@@ -83,7 +95,7 @@ func (l *listener) close() {
 }
 
 type listenState struct {
-	http, https *listener
+	http, https, admin *listener
 }
 
 // StorePath is the store's file in a data dir.
@@ -133,7 +145,24 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	d.edge = edge.New(opts.Logger, d.certs, d.fallback())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), certExpiry{d.certs})
+	d.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	limiter := ratelimit.NewMemory(0)
+	go limiter.Run(d.life, ratelimit.DefaultSweepEvery)
+	accessOut := opts.AccessLog
+	if accessOut == nil {
+		accessOut = os.Stdout
+	}
+	d.edge = edge.New(edge.Options{
+		Log:       opts.Logger,
+		Certs:     d.certs,
+		Fallback:  d.fallback(),
+		AccessLog: slog.New(slog.NewJSONHandler(accessOut, nil)),
+		Limiter:   limiter,
+		Cache:     cache.New(0),
+		Metrics:   edge.NewMetrics(reg),
+	})
 	if err := d.Apply(ctx, state); err != nil {
 		return err
 	}
@@ -151,7 +180,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	if opts.Ready != nil {
 		d.mu.Lock()
-		info := Info{HTTP: d.listening.http.ln.Addr(), HTTPS: d.listening.https.ln.Addr(), Socket: opts.Socket}
+		info := Info{HTTP: d.listening.http.ln.Addr(), HTTPS: d.listening.https.ln.Addr(), Admin: d.listening.admin.ln.Addr(), Socket: opts.Socket}
 		d.mu.Unlock()
 		opts.Ready(info)
 	}
@@ -185,6 +214,7 @@ func (d *Daemon) Check(ctx context.Context, s config.State) error {
 	}{
 		{"server.listen.http", s.Server.HTTPAddr(), cur.http, cur.https},
 		{"server.listen.https", s.Server.HTTPSAddr(), cur.https, cur.http},
+		{"server.listen.admin", s.Server.AdminAddr(), cur.admin, nil},
 	} {
 		if a.own != nil && a.own.addr == a.now {
 			continue
@@ -242,14 +272,16 @@ func (d *Daemon) listen(s config.Server) error {
 	cur := d.listening
 	next := cur
 	var opened []*listener
+	serve := map[*listener]func(context.Context, net.Listener) error{}
 	for _, side := range []struct {
 		field, addr string
 		cur         *listener
 		next        **listener
-		secure      bool
+		serve       func(context.Context, net.Listener) error
 	}{
-		{"server.listen.http", s.HTTPAddr(), cur.http, &next.http, false},
-		{"server.listen.https", s.HTTPSAddr(), cur.https, &next.https, true},
+		{"server.listen.http", s.HTTPAddr(), cur.http, &next.http, func(ctx context.Context, ln net.Listener) error { return d.edge.ServeListener(ctx, ln, false) }},
+		{"server.listen.https", s.HTTPSAddr(), cur.https, &next.https, func(ctx context.Context, ln net.Listener) error { return d.edge.ServeListener(ctx, ln, true) }},
+		{"server.listen.admin", s.AdminAddr(), cur.admin, &next.admin, d.serveAdmin},
 	} {
 		if side.cur != nil && side.cur.addr == side.addr {
 			continue
@@ -264,16 +296,16 @@ func (d *Daemon) listen(s config.Server) error {
 		}
 		l := &listener{addr: side.addr, ln: ln, done: make(chan struct{})}
 		opened = append(opened, l)
+		serve[l] = side.serve
 		*side.next = l
 	}
 	for _, l := range opened {
 		sctx, stop := context.WithCancel(d.life)
 		l.stop = stop
-		secure := l == next.https
 		go func() {
 			defer close(l.done)
-			if err := d.edge.ServeListener(sctx, l.ln, secure); err != nil {
-				d.log.Error("edge stopped", "addr", l.addr, "err", err)
+			if err := serve[l](sctx, l.ln); err != nil {
+				d.log.Error("listener stopped", "addr", l.addr, "err", err)
 			}
 		}()
 	}
@@ -286,6 +318,9 @@ func (d *Daemon) listen(s config.Server) error {
 	if next.https != cur.https {
 		cur.https.close()
 	}
+	if next.admin != cur.admin {
+		cur.admin.close()
+	}
 	return nil
 }
 
@@ -295,6 +330,7 @@ func (d *Daemon) stopListening() {
 	d.mu.Unlock()
 	cur.http.close()
 	cur.https.close()
+	cur.admin.close()
 }
 
 // certEvent keeps certificate outcomes in the activity log and alerts a
@@ -318,5 +354,39 @@ func (d *Daemon) certEvent(ev certs.Event) {
 	}
 	if err := n.Notify(ctx, notify.Alert{At: time.Now().UTC(), Kind: "cert." + ev.Kind, Subject: ev.Domain, Message: ev.Message}); err != nil {
 		d.log.Warn("alert not delivered", "err", err)
+	}
+}
+
+// serveAdmin serves the admin listener: metrics, never on the public
+// ports.
+func (d *Daemon) serveAdmin(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", d.metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
+
+// certExpiry reports each domain's certificate expiry at scrape time.
+type certExpiry struct{ certs certSource }
+
+var certExpiryDesc = prometheus.NewDesc("moat_certificate_expiry_timestamp_seconds",
+	"When each domain's current certificate expires (Unix time); absent while none is held.", []string{"domain"}, nil)
+
+func (certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
+
+func (c certExpiry) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.certs.Status() {
+		if !st.NotAfter.IsZero() {
+			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(st.NotAfter.Unix()), st.Domain)
+		}
 	}
 }

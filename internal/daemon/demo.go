@@ -49,7 +49,7 @@ func (dm *Demo) setup(ctx context.Context, d *Daemon) (certSource, error) {
 		app.Close()
 	}()
 	_, err = d.store.Update(ctx, store.Actor{Who: "moat demo", From: "local"}, false, func(s *config.State) error {
-		s.Server.Listen = config.Listen{HTTP: dm.HTTPAddr, HTTPS: dm.HTTPSAddr}
+		s.Server.Listen = config.Listen{HTTP: dm.HTTPAddr, HTTPS: dm.HTTPSAddr, Admin: "127.0.0.1:0"}
 		up := "http://" + ln.Addr().String()
 		if a, ok := s.App("demo"); ok {
 			a.Upstream = up

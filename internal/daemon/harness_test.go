@@ -40,6 +40,8 @@ type env struct {
 	done       chan error
 	upstream   string // a plain app on loopback that says hello
 	zone       string // this env's own DNS zone
+	admin      string // the admin listener's address
+	accessLog  testenv.SyncBuffer
 	validity   time.Duration
 	renewCheck time.Duration
 	challenges []string
@@ -114,9 +116,11 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	_, err = st.Update(context.Background(), store.Actor{Who: "test"}, false, func(s *config.State) error {
 		s.Server = config.Server{
 			Domain: "moat.test", Email: "admin@moat.test",
-			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", e.httpPort), HTTPS: fmt.Sprintf("127.0.0.1:%d", e.httpsPort)},
+			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", e.httpPort), HTTPS: fmt.Sprintf("127.0.0.1:%d", e.httpsPort), Admin: "127.0.0.1:0"},
 			ACME:      config.ACME{Directory: e.pebble.DirectoryURL, CARoots: caFile, Challenges: e.challenges},
 			PublicIPs: []string{"127.0.0.1"},
+			// The tests' request loops stay far below this.
+			RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"},
 			Resolver:  e.dns.Addr(),
 		}
 		return nil
@@ -145,7 +149,11 @@ func (e *env) start() {
 				Backoff:            func(int) time.Duration { return 200 * time.Millisecond },
 				Dial:               loopbackOnly,
 			},
-			Ready: func(Info) { close(ready) },
+			AccessLog: &e.accessLog,
+			Ready: func(info Info) {
+				e.admin = info.Admin.String()
+				close(ready)
+			},
 		})
 	}()
 	select {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,13 +14,17 @@ import (
 )
 
 // BenchmarkProxy measures a small GET through the whole edge (TLS with
-// keep-alive, routing, headers, proxy to a loopback upstream), against
-// the same GET straight to the upstream.
+// keep-alive, real IP, rate limit, cache, headers, proxy to a loopback
+// upstream) as a cache hit and as a bypass, against the same GET straight
+// to the upstream.
 //
 //	go test -run '^$' -bench Proxy -benchtime 20000x ./internal/edge/
 func BenchmarkProxy(b *testing.B) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		if r.URL.Path == "/nostore" {
+			w.Header().Set("Cache-Control", "no-store")
+		}
 		io.WriteString(w, "hello from the app\n")
 	}))
 	defer up.Close()
@@ -29,8 +32,13 @@ func BenchmarkProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := New(slog.New(slog.DiscardHandler), testCerts{get: ca.GetCertificate("app.localhost")}, nil)
-	if err := e.Load(config.State{Apps: []config.App{{Name: "app", Domains: []string{"app.localhost"}, Upstream: up.URL}}}); err != nil {
+	e := New(Options{Certs: testCerts{get: ca.GetCertificate("app.localhost")}})
+	// Every layer on, with a limit so high it never refuses.
+	st := config.State{
+		Server: config.Server{RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"}},
+		Apps:   []config.App{{Name: "app", Domains: []string{"app.localhost"}, Upstream: up.URL}},
+	}
+	if err := e.Load(st); err != nil {
 		b.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -54,8 +62,9 @@ func BenchmarkProxy(b *testing.B) {
 		client *http.Client
 		url    string
 	}{
-		{"edge-https", edgeClient, "https://app.localhost/"},
-		{"direct-http", direct, up.URL + "/"},
+		{"edge-https-hit", edgeClient, "https://app.localhost/"},
+		{"edge-https-bypass", edgeClient, "https://app.localhost/nostore"},
+		{"direct-http", direct, up.URL + "/nostore"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -10,7 +10,10 @@ package edge
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +25,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"moat/internal/cache"
 	"moat/internal/config"
+	"moat/internal/ratelimit"
 )
 
 // CertSource gives the edge its certificates and its ACME HTTP handler.
@@ -32,13 +37,33 @@ type CertSource interface {
 	HTTPHandler(next http.Handler) http.Handler
 }
 
+// Options wire an edge to its surroundings.
+type Options struct {
+	Log   *slog.Logger
+	Certs CertSource
+	// Fallback serves hosts that are no app's, such as moat's own pages;
+	// nil means 404.
+	Fallback http.Handler
+	// AccessLog receives one JSON line per request; nil turns it off.
+	AccessLog *slog.Logger
+	// Limiter keeps the rate limits' state; an in-memory one by default.
+	Limiter ratelimit.Backend
+	// Cache holds the apps' cached responses; 64 MiB in memory by default.
+	Cache *cache.Cache
+	// Metrics, when set, count requests, refusals, cache outcomes and
+	// upstream latency.
+	Metrics *Metrics
+}
+
 // Edge is the HTTP and HTTPS server in front of the apps.
 type Edge struct {
-	log   *slog.Logger
-	certs CertSource
-	// extra serves hosts that are no app's, such as moat's own pages;
-	// nil means 404.
+	log       *slog.Logger
+	certs     CertSource
 	extra     http.Handler
+	accessLog *slog.Logger
+	limiter   ratelimit.Backend
+	cache     *cache.Cache
+	metrics   *Metrics
 	transport *http.Transport
 
 	routes atomic.Pointer[table]
@@ -49,21 +74,35 @@ type table struct {
 	hosts     map[string]*route
 	httpsPort string // "" for 443
 	defaults  headerSet
+	realIP    realIP
+	logOn     bool
 }
 
 type route struct {
 	app     string
-	proxy   *httputil.ReverseProxy
+	handler http.Handler // rate limit -> cache -> proxy (with headers)
 	headers headerSet
 }
 
-// New returns an edge with no routes. fallback serves requests for hosts
-// that are no app's (nil: a plain 404).
-func New(log *slog.Logger, certs CertSource, fallback http.Handler) *Edge {
+// New returns an edge with no routes.
+func New(o Options) *Edge {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Limiter == nil {
+		o.Limiter = ratelimit.NewMemory(0)
+	}
+	if o.Cache == nil {
+		o.Cache = cache.New(0)
+	}
 	e := &Edge{
-		log:   log.With("component", "edge"),
-		certs: certs,
-		extra: fallback,
+		log:       o.Log.With("component", "edge"),
+		certs:     o.Certs,
+		extra:     o.Fallback,
+		accessLog: o.AccessLog,
+		limiter:   o.Limiter,
+		cache:     o.Cache,
+		metrics:   o.Metrics,
 		transport: &http.Transport{
 			Proxy:                 nil, // never send app traffic to an environment proxy
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -81,17 +120,32 @@ func New(log *slog.Logger, certs CertSource, fallback http.Handler) *Edge {
 // Load builds a routing table from the state and swaps it in. Requests
 // under way finish on the table they started with.
 func (e *Edge) Load(s config.State) error {
-	t := &table{hosts: map[string]*route{}, defaults: newHeaderSet(nil)}
+	t := &table{hosts: map[string]*route{}, defaults: newHeaderSet(nil), realIP: newRealIP(s.Server), logOn: s.Server.AccessLog != "off"}
 	if _, port, err := net.SplitHostPort(s.Server.HTTPSAddr()); err == nil && port != "443" {
 		t.httpsPort = port
 	}
-	for _, a := range s.Apps {
+	limits, err := newLimits(s.Server)
+	if err != nil {
+		return err
+	}
+	for i, a := range s.Apps {
 		up, err := url.Parse(a.Upstream)
 		if err != nil {
 			return fmt.Errorf("app %s: upstream %q: %w", a.Name, a.Upstream, err)
 		}
 		r := &route{app: a.Name, headers: newHeaderSet(a.Headers)}
-		r.proxy = e.newProxy(r, up)
+		// The chain of one app, outermost first: rate limit, cache, proxy
+		// (which adds the security headers to what the app answers).
+		var h http.Handler = e.newProxy(r, up)
+		h = e.cache.Handler(cacheScope(a), cache.Config{TTL: a.CacheTTL(), AllowCookies: a.Cache.AllowCookies, HideXCache: a.Cache.HideXCache}, h)
+		policy, err := limits.policy(uint32(i+1), a.RateLimit)
+		if err != nil {
+			return fmt.Errorf("app %s: %w", a.Name, err)
+		}
+		if policy != nil {
+			h = ratelimit.Middleware(e.limiter, policy, h)
+		}
+		r.handler = h
 		for _, d := range a.Domains {
 			t.hosts[d] = r
 		}
@@ -106,8 +160,11 @@ func (e *Edge) newProxy(r *route, up *url.URL) *httputil.ReverseProxy {
 			pr.SetURL(up)
 			pr.Out.Host = pr.In.Host // apps build links from the name the visitor used
 			pr.SetXForwarded()
+			if ip, ok := ClientIP(pr.In.Context()); ok {
+				pr.Out.Header.Set("X-Forwarded-For", ip.String()) // the real client, behind trusted proxies too
+			}
 		},
-		Transport: e.transport,
+		Transport: e.metrics.transport(r.app, e.transport),
 		ModifyResponse: func(resp *http.Response) error {
 			r.headers.apply(resp.Header)
 			return nil
@@ -141,19 +198,31 @@ func host(r *http.Request) string {
 }
 
 // ServeHTTP is the HTTPS side: the chain a request takes, top to bottom.
+// real client IP -> route by host -> the app's chain (rate limit, cache,
+// proxy with security headers), with the access log and metrics around it.
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	t := e.routes.Load()
+	client := t.realIP.client(r, peerAddr(r))
+	r = r.WithContext(context.WithValue(r.Context(), clientKey{}, client))
+	rec := &recorder{ResponseWriter: w}
 	rt := t.hosts[host(r)]
-	if rt == nil {
-		t.defaults.apply(w.Header())
-		if e.extra != nil {
-			e.extra.ServeHTTP(w, r)
-			return
-		}
-		plain(w, http.StatusNotFound, "404 Not Found: no app is configured for this address.")
-		return
+	app := ""
+	switch {
+	case rt != nil:
+		app = rt.app
+		rt.handler.ServeHTTP(rec, r)
+	case e.extra != nil:
+		t.defaults.apply(rec.Header())
+		e.extra.ServeHTTP(rec, r)
+	default:
+		t.defaults.apply(rec.Header())
+		plain(rec, http.StatusNotFound, "404 Not Found: no app is configured for this address.")
 	}
-	rt.proxy.ServeHTTP(w, r)
+	e.metrics.observe(app, rec)
+	if e.accessLog != nil && t.logOn {
+		logAccess(e.accessLog, r, rec, app, client.String(), time.Since(start))
+	}
 }
 
 // redirect is the HTTP side: everything moves to HTTPS, path and query
@@ -242,4 +311,12 @@ func (e *Edge) ServeListener(ctx context.Context, ln net.Listener, secure bool) 
 		s.Shutdown(sctx)
 		return nil
 	}
+}
+
+// cacheScope keys an app's cache entries on its whole config, so that a
+// changed app (headers, upstream) never serves what the old one stored.
+func cacheScope(a config.App) string {
+	b, _ := json.Marshal(a)
+	sum := sha256.Sum256(b)
+	return a.Name + "@" + hex.EncodeToString(sum[:8])
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -388,7 +387,7 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 // The TLS settings themselves, since Go's own defaults would pass the
 // handshake tests above even without them.
 func TestTLSConfigIsStrict(t *testing.T) {
-	c := New(slog.New(slog.DiscardHandler), testCerts{}, nil).TLSConfig()
+	c := New(Options{Certs: testCerts{}}).TLSConfig()
 	if c.MinVersion != tls.VersionTLS12 {
 		t.Errorf("MinVersion %x, want TLS 1.2", c.MinVersion)
 	}

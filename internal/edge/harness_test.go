@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -61,6 +60,12 @@ func startEdge(t *testing.T, st config.State) *testEdge {
 
 func startEdgeWith(t *testing.T, st config.State, fallback http.Handler) *testEdge {
 	t.Helper()
+	return startEdgeOpts(t, st, Options{Fallback: fallback})
+}
+
+// startEdgeOpts is startEdge with the edge's options; Certs is set here.
+func startEdgeOpts(t *testing.T, st config.State, o Options) *testEdge {
+	t.Helper()
 	ca, err := localca.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +75,8 @@ func startEdgeWith(t *testing.T, st config.State, fallback http.Handler) *testEd
 	if st.Server.Listen.HTTPS == "" {
 		st.Server.Listen.HTTPS = httpsLn.Addr().String()
 	}
-	e := New(slog.New(slog.DiscardHandler), testCerts{get: ca.GetCertificate("*.localhost", "localhost", "127.0.0.1")}, fallback)
+	o.Certs = testCerts{get: ca.GetCertificate("*.localhost", "localhost", "127.0.0.1")}
+	e := New(o)
 	if err := e.Load(st); err != nil {
 		t.Fatal(err)
 	}
@@ -168,10 +174,13 @@ func text(body string) http.Handler {
 	})
 }
 
+// state is a server for the proxying tests: the rate limiter and the
+// cache, which have tests of their own, are off so that every request
+// reaches the app.
 func state(https string, apps ...config.App) config.State {
-	return config.State{Server: config.Server{Listen: config.Listen{HTTPS: https}}, Apps: apps}
+	return config.State{Server: config.Server{Listen: config.Listen{HTTPS: https}, RateLimit: config.RateLimit{Off: true}}, Apps: apps}
 }
 
 func app(name, up string, headers map[string]string, domains ...string) config.App {
-	return config.App{Name: name, Domains: domains, Upstream: up, Headers: headers}
+	return config.App{Name: name, Domains: domains, Upstream: up, Headers: headers, Cache: config.Cache{TTL: "0s"}}
 }
