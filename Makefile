@@ -25,6 +25,8 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	@# Timing-bound acceptance tests once more at full speed.
+	$(GO) test -count=1 -timeout 5m -run 'ThroughTheEdge|NotSerialised|Flood|Coalesc' ./internal/edge/ ./internal/cache/
 
 test: deps lint unit
 

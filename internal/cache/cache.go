@@ -5,7 +5,10 @@
 // It stores whole GET answers in memory for seconds, keyed on app, scheme,
 // host, path, query and the request headers the answer Varies on.
 // Concurrent misses for one key make one upstream request (the leader);
-// the others wait for its answer. Anything that might be personal
+// the others wait for its answer. The leader reads that answer at the
+// upstream's speed and is sent it at its own client's, so the others get
+// it the moment the upstream is done, however slowly that client reads.
+// Anything that might be personal
 // (cookies, Authorization, Set-Cookie, Cache-Control private/no-store/
 // no-cache) is never stored, and a key whose answer proved uncacheable is
 // passed straight through for the TTL (hit-for-pass), so an uncacheable

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -99,9 +100,11 @@ func (h *handler) wall() time.Time {
 // app's name). With cfg.TTL 0 it returns next itself.
 //
 // Requests that may not use the cache are passed to next with w untouched
-// (streaming, Flush, Hijack keep working); the request that fetches a key
-// streams its answer to its client (Flush passes through) while keeping a
-// copy of up to MaxBody.
+// (streaming, Flush, Hijack keep working). The request that fetches a key
+// reads the answer at the upstream's speed, keeping up to MaxBody, and is
+// sent it at its own (Flush passes through): the requests waiting for the
+// same key are answered as soon as the upstream is done, however slowly
+// that one client reads.
 func (c *Cache) Handler(scope string, cfg Config, next http.Handler) http.Handler {
 	if cfg.TTL <= 0 {
 		return next
@@ -229,24 +232,39 @@ func (h *handler) follow(w http.ResponseWriter, r *http.Request, f *flight) bool
 	return false
 }
 
-// lead fetches the answer for a key: next serves the request through a
-// fillWriter, which streams to w and keeps a copy for the followers.
+// lead fetches the answer for a key: next writes it into a fillWriter
+// from a goroutine of its own, at the upstream's speed, while this one
+// sends it on to w at the client's. The fetch does not end with the
+// client: an answer that may be stored is fetched on for the followers.
 func (h *handler) lead(w http.ResponseWriter, r *http.Request, s *shard, n *node, f *flight, now int64) {
-	up := r
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	var up *http.Request
 	if r.Method == http.MethodHead || hasConditional(r.Header) {
 		// Fetch what can be stored: the full GET, not a header or a 304.
 		// A HEAD flood then costs the app one GET per TTL, like a GET
 		// flood; the HEAD client is sent the header alone.
-		up = r.Clone(r.Context())
+		up = r.Clone(ctx)
 		up.Method = http.MethodGet
 		for _, k := range conditional {
 			delete(up.Header, k)
 		}
+	} else {
+		up = r.WithContext(ctx)
 	}
-	fw := &fillWriter{h: h, w: w, req: r, s: s, n: n, f: f, hdr: make(http.Header), head: r.Method == http.MethodHead, start: now}
-	defer fw.abandon() // if next panics, release the followers
-	h.next.ServeHTTP(fw, up)
-	fw.finish()
+	fw := &fillWriter{h: h, req: r, s: s, n: n, f: f, hdr: make(http.Header), head: r.Method == http.MethodHead, start: now, cancel: cancel}
+	fw.cond.L = &fw.mu
+	stop := context.AfterFunc(r.Context(), fw.left)
+	defer func() {
+		stop()
+		cancel()
+		fw.mu.Lock()
+		if fw.timer != nil {
+			fw.timer.Stop()
+		}
+		fw.mu.Unlock()
+	}()
+	go fw.produce(up)
+	fw.stream(w)
 }
 
 // bypass sends the request upstream with w untouched.
