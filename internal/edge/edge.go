@@ -22,6 +22,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +66,7 @@ type Edge struct {
 	cache     *cache.Cache
 	metrics   *Metrics
 	transport *http.Transport
+	buffers   httputil.BufferPool // copy buffers, so a response costs no 32 KiB allocation
 
 	routes atomic.Pointer[table]
 }
@@ -103,6 +105,7 @@ func New(o Options) *Edge {
 		limiter:   o.Limiter,
 		cache:     o.Cache,
 		metrics:   o.Metrics,
+		buffers:   &bufferPool{},
 		transport: &http.Transport{
 			Proxy:                 nil, // never send app traffic to an environment proxy
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -164,7 +167,8 @@ func (e *Edge) newProxy(r *route, up *url.URL) *httputil.ReverseProxy {
 				pr.Out.Header.Set("X-Forwarded-For", ip.String()) // the real client, behind trusted proxies too
 			}
 		},
-		Transport: e.metrics.transport(r.app, e.transport),
+		Transport:  e.metrics.transport(r.app, e.transport),
+		BufferPool: e.buffers,
 		ModifyResponse: func(resp *http.Response) error {
 			r.headers.apply(resp.Header)
 			return nil
@@ -320,3 +324,15 @@ func cacheScope(a config.App) string {
 	sum := sha256.Sum256(b)
 	return a.Name + "@" + hex.EncodeToString(sum[:8])
 }
+
+// bufferPool reuses the proxy's copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
