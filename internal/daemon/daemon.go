@@ -16,6 +16,8 @@ import (
 	"moat/internal/ratelimit"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"time"
@@ -357,11 +359,17 @@ func (d *Daemon) certEvent(ev certs.Event) {
 	}
 }
 
-// serveAdmin serves the admin listener: metrics, never on the public
-// ports.
+// serveAdmin serves the admin listener: metrics and profiles, never on
+// the public ports.
 func (d *Daemon) serveAdmin(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", d.metrics)
+	// Profiles, to find where the edge spends its time under load; only
+	// on loopback, as they tell a lot about the process.
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && ap.Addr().IsLoopback() {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

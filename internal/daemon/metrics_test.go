@@ -34,6 +34,11 @@ func TestMetricsOnlyOnAdmin(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	if resp, err := http.Get("http://" + e.admin + "/debug/pprof/"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("profiles on the loopback admin listener: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// On the public HTTPS port /metrics is the app's path like any other.
 	_, public := get(t, c, e.url(e.host("app"), "/metrics"))
 	if strings.Contains(public, "moat_") {
