@@ -90,16 +90,6 @@ func (p *daemonProc) kill() {
 	<-p.done
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -196,8 +186,8 @@ func TestKill9DuringBurst(t *testing.T) {
 	_, err = st.Update(ctx, store.Actor{Who: "test", From: "test"}, false, func(s *config.State) error {
 		s.Server = config.Server{
 			Domain: "moat.test", Email: "admin@moat.test",
-			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), HTTPS: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), Admin: "127.0.0.1:0"},
-			ACME:      config.ACME{Directory: fmt.Sprintf("https://127.0.0.1:%d/directory", freeTCPPort(t))},
+			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), HTTPS: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), Admin: "127.0.0.1:0"},
+			ACME:      config.ACME{Directory: fmt.Sprintf("https://127.0.0.1:%d/directory", testenv.FreePort(t))},
 			PublicIPs: []string{"127.0.0.1"},
 			Resolver:  fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),
 		}

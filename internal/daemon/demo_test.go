@@ -17,6 +17,7 @@ import (
 
 	"moat/internal/config"
 	"moat/internal/store"
+	"moat/internal/testenv"
 )
 
 // `moat serve --demo` on a fresh data dir: a local CA, the demo app behind
@@ -28,8 +29,8 @@ func TestDemo(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	seedApp(t, dir, config.App{Name: "real", Domains: []string{"real.example.com"}, Upstream: "http://127.0.0.1:1"})
-	httpsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	dm := &Demo{HTTPSAddr: httpsAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	httpsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	dm := &Demo{HTTPSAddr: httpsAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	banner := make(chan string, 1)

@@ -61,16 +61,6 @@ func withValidity(d time.Duration) envOption   { return func(e *env) { e.validit
 func withChallenges(c ...string) envOption     { return func(e *env) { e.challenges = c } }
 func withRenewCheck(d time.Duration) envOption { return func(e *env) { e.renewCheck = d } }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // loopbackOnly is the probe's dialer in tests: the DNS pre-check's HTTP
 // probe may reach the test's own addresses and nothing beyond.
 func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -87,7 +77,7 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(e)
 	}
-	e.httpPort, e.httpsPort = freePort(t), freePort(t)
+	e.httpPort, e.httpsPort = testenv.FreePort(t), testenv.FreePort(t)
 	e.dns = testenv.StartDNS(t)
 	e.pebble = testenv.StartPebble(t, testenv.PebbleOptions{
 		HTTPPort: e.httpPort, TLSPort: e.httpsPort, DNSServer: e.dns.Addr(), CertValidity: e.validity,

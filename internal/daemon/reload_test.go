@@ -15,6 +15,7 @@ import (
 	"moat/internal/certs"
 	"moat/internal/config"
 	"moat/internal/store"
+	"moat/internal/testenv"
 )
 
 // Changes applied while clients are busy drop no request: the listeners
@@ -147,7 +148,7 @@ func TestListenAddressChange(t *testing.T) {
 	e.addApp("app", e.host("app"))
 	e.waitCert(e.host("app"), 30*time.Second, isValid)
 	old := e.httpsPort
-	e.httpsPort = freePort(t)
+	e.httpsPort = testenv.FreePort(t)
 	e.change(func(s *config.State) { s.Server.Listen.HTTPS = fmt.Sprintf("127.0.0.1:%d", e.httpsPort) })
 	resp, body := get(t, e.httpsClient(e.pebble.Roots()), e.url(e.host("app"), "/"))
 	if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from "+e.host("app")) {
