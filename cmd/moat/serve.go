@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,14 @@ certificates from a local CA it creates, and prints how to trust that CA.`,
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if os.Getenv("GOGC") == "" {
+				// The daemon's live heap is small (tens of MB at most), so
+				// trading some of it for fewer collections is cheap: on one
+				// core this serves about a tenth more cache hits per second,
+				// for about 2 MB more peak RSS (bench/README.md). GOGC in the
+				// environment overrides it.
+				debug.SetGCPercent(gcPercent)
+			}
 			opts := daemon.Options{DataDir: g.dataDir, Socket: g.socket, Logger: log}
 			if demo {
 				dm := &daemon.Demo{HTTPSAddr: httpsAddr, HTTPAddr: httpAddr}
@@ -54,6 +63,9 @@ certificates from a local CA it creates, and prints how to trust that CA.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
+
+// gcPercent is the daemon's garbage-collection target unless GOGC is set.
+const gcPercent = 200
 
 // demoDir keeps the demo's store and local CA apart from a real install.
 func demoDir() string {

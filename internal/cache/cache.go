@@ -237,6 +237,20 @@ func (n *node) passing(now int64) bool {
 	return n.pass != nil && now < n.pass.expires
 }
 
+// peek is the fast path of a lookup, under the read lock and without
+// allocating: the fresh variant of key k that fits the request header h,
+// or whether k is marked hit-for-pass.
+func (s *shard) peek(hash uint64, k *reqKey, h http.Header, now int64) (e *entry, pass bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if n := s.find(hash, k); n != nil {
+		if pass = n.passing(now); !pass {
+			e = n.lookup(h, now)
+		}
+	}
+	return e, pass
+}
+
 // lookup returns a fresh variant matching the request header, or nil.
 func (n *node) lookup(h http.Header, now int64) *entry {
 	for i := len(n.variants) - 1; i >= 0; i-- {

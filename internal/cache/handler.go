@@ -135,17 +135,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hash := k.hash(h.c.seed)
 	s := h.c.shardFor(hash)
 	for attempt := 1; ; attempt++ {
-		// Fast path: a read lock, no allocation.
 		now := h.mono()
-		var e *entry
-		pass := false
-		s.mu.RLock()
-		if n := s.find(hash, &k); n != nil {
-			if pass = n.passing(now); !pass {
-				e = n.lookup(r.Header, now)
-			}
-		}
-		s.mu.RUnlock()
+		e, pass := s.peek(hash, &k, r.Header, now)
 		switch {
 		case pass:
 			h.bypass(w, r)

@@ -16,10 +16,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -29,6 +31,7 @@ import (
 	"moat/internal/cache"
 	"moat/internal/config"
 	"moat/internal/ratelimit"
+	"moat/internal/upstream"
 )
 
 // CertSource gives the edge its certificates and its ACME HTTP handler.
@@ -65,10 +68,12 @@ type Edge struct {
 	limiter   ratelimit.Backend
 	cache     *cache.Cache
 	metrics   *Metrics
-	transport *http.Transport
+	transport *upstream.Transport
 	buffers   httputil.BufferPool // copy buffers, so a response costs no 32 KiB allocation
+	errorLog  *log.Logger         // for net/http's own complaints, at debug level
 
 	routes atomic.Pointer[table]
+	lane   atomic.Pointer[lane] // the HTTPS side's latest fast lane, for tests
 }
 
 // table is one immutable version of the routing table.
@@ -106,16 +111,20 @@ func New(o Options) *Edge {
 		cache:     o.Cache,
 		metrics:   o.Metrics,
 		buffers:   &bufferPool{},
-		transport: &http.Transport{
-			Proxy:                 nil, // never send app traffic to an environment proxy
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		// GET and HEAD go over moat's lean client; bodies, upgrades and
+		// the rest over net/http's.
+		transport: upstream.New(upstream.Options{Fallback: &http.Transport{
+			Proxy:                 nil,  // never send app traffic to an environment proxy
+			DisableCompression:    true, // pass the visitor's Accept-Encoding on, make none up
+			DialContext:           (&net.Dialer{Timeout: upstream.DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   upstream.DefaultMaxIdle,
+			IdleConnTimeout:       upstream.DefaultIdleTimeout,
 			ResponseHeaderTimeout: 0, // long polls and streams are the app's business
 			ExpectContinueTimeout: time.Second,
-		},
+		}}),
 	}
+	e.errorLog = slog.NewLogLogger(e.log.Handler(), slog.LevelDebug)
 	e.routes.Store(&table{hosts: map[string]*route{}, defaults: newHeaderSet(nil)})
 	return e
 }
@@ -157,34 +166,6 @@ func (e *Edge) Load(s config.State) error {
 	return nil
 }
 
-func (e *Edge) newProxy(r *route, up *url.URL) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(up)
-			pr.Out.Host = pr.In.Host // apps build links from the name the visitor used
-			pr.SetXForwarded()
-			if ip, ok := ClientIP(pr.In.Context()); ok {
-				pr.Out.Header.Set("X-Forwarded-For", ip.String()) // the real client, behind trusted proxies too
-			}
-		},
-		Transport:  e.metrics.transport(r.app, e.transport),
-		BufferPool: e.buffers,
-		ModifyResponse: func(resp *http.Response) error {
-			r.headers.apply(resp.Header)
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			if errors.Is(err, context.Canceled) {
-				return // the client left
-			}
-			e.log.Warn("upstream unreachable", "app", r.app, "upstream", up.Host, "err", err)
-			r.headers.apply(w.Header())
-			plain(w, http.StatusBadGateway, "502 Bad Gateway: the app behind this address is not answering. If it is yours, check that it is running.")
-		},
-		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-	}
-}
-
 func plain(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -209,6 +190,9 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := e.routes.Load()
 	client := t.realIP.client(r, peerAddr(r))
 	r = r.WithContext(context.WithValue(r.Context(), clientKey{}, client))
+	if r.TLS == nil {
+		r.TLS = laneTLS(r.Context()) // a connection that started in the fast lane
+	}
 	rec := &recorder{ResponseWriter: w}
 	rt := t.hosts[host(r)]
 	app := ""
@@ -223,6 +207,11 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.defaults.apply(rec.Header())
 		plain(rec, http.StatusNotFound, "404 Not Found: no app is configured for this address.")
 	}
+	e.finish(t, r, rec, app, client, start)
+}
+
+// finish counts a request that has been answered and logs it.
+func (e *Edge) finish(t *table, r *http.Request, rec *recorder, app string, client netip.Addr, start time.Time) {
 	e.metrics.observe(app, rec)
 	if e.accessLog != nil && t.logOn {
 		logAccess(e.accessLog, r, rec, app, client.String(), time.Since(start))
@@ -295,27 +284,54 @@ func (e *Edge) ServeListener(ctx context.Context, ln net.Listener, secure bool) 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ErrorLog:          e.errorLog,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	errc := make(chan error, 1)
-	if secure {
-		s.Handler = e
-		s.TLSConfig = e.TLSConfig()
-		go func() { errc <- s.ServeTLS(ln, "", "") }()
-	} else {
+	if !secure {
+		errc := make(chan error, 1)
 		go func() { errc <- s.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("edge: %w", err)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			defer cancel()
+			s.Shutdown(sctx)
+			return nil
+		}
 	}
+	// The HTTPS side: the lane takes every connection first and gives
+	// net/http those it does not keep (see lane).
+	s.Handler = e
+	s.TLSConfig = e.TLSConfig()
+	s.ConnContext = laneContext
+	l := &lane{e: e, cfg: s.TLSConfig, handoff: newHandoff(ln.Addr()), idle: s.IdleTimeout, hsTimeout: s.ReadHeaderTimeout, conns: map[*laneConn]struct{}{}}
+	e.lane.Store(l)
+	errc := make(chan error, 2)
+	go func() { errc <- s.Serve(l.handoff) }()
+	go func() { errc <- l.serve(ln) }()
 	select {
 	case err := <-errc:
+		ln.Close()
+		l.handoff.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		l.close(sctx)
+		s.Shutdown(sctx)
 		return fmt.Errorf("edge: %w", err)
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ln.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
-		s.Shutdown(sctx)
+		l.close(sctx)
+		s.Shutdown(sctx) // closes the handoff listener
 		return nil
 	}
 }
+
+// shutdownGrace bounds how long a side waits for its requests under way
+// when it stops.
+const shutdownGrace = 10 * time.Second
 
 // cacheScope keys an app's cache entries on its whole config, so that a
 // changed app (headers, upstream) never serves what the old one stored.

@@ -21,7 +21,7 @@ func TestRedirectToHTTPS(t *testing.T) {
 	} {
 		t.Run(lc.name, func(t *testing.T) {
 			var hits atomic.Int64
-			up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1) }))
+			up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1) }))
 			te := startEdge(t, state(lc.listen, app("app", up, nil, "app.localhost")))
 			c := te.httpClient()
 
@@ -102,7 +102,7 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 	// One upstream plays every app; it tells them apart by the Host the
 	// edge passes on.
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Host {
 		case "own.localhost":
 			w.Header().Set("X-Frame-Options", "DENY")
@@ -222,7 +222,7 @@ func TestUpstreamDown(t *testing.T) {
 
 func TestForwarding(t *testing.T) {
 	seen := make(chan *http.Request, 1)
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Clone(r.Context())
 	}))
 	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
@@ -311,7 +311,7 @@ func merge(ms ...map[string]string) map[string]string {
 }
 
 func TestProtocols(t *testing.T) {
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "upstream got %s", r.Proto)
 	}))
 	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
@@ -336,7 +336,7 @@ func TestProtocols(t *testing.T) {
 }
 
 func TestTLSVersionsAndSuites(t *testing.T) {
-	up := upstream(t, text("over tls"))
+	up := startApp(t, text("over tls"))
 	te := startEdge(t, state("", app("app", up, nil, "app.localhost")))
 	for _, tc := range []struct {
 		name        string

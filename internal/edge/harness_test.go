@@ -66,16 +66,13 @@ func startEdgeWith(t *testing.T, st config.State, fallback http.Handler) *testEd
 // startEdgeOpts is startEdge with the edge's options; Certs is set here.
 func startEdgeOpts(t *testing.T, st config.State, o Options) *testEdge {
 	t.Helper()
-	ca, err := localca.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	certs, roots := testCertSource(t)
 	httpLn := listenLoopback(t)
 	httpsLn := listenLoopback(t)
 	if st.Server.Listen.HTTPS == "" {
 		st.Server.Listen.HTTPS = httpsLn.Addr().String()
 	}
-	o.Certs = testCerts{get: ca.GetCertificate("*.localhost", "localhost", "127.0.0.1")}
+	o.Certs = certs
 	e := New(o)
 	if err := e.Load(st); err != nil {
 		t.Fatal(err)
@@ -94,7 +91,17 @@ func startEdgeOpts(t *testing.T, st config.State, o Options) *testEdge {
 			t.Error("Serve did not return 15 s after its context ended")
 		}
 	})
-	return &testEdge{Edge: e, t: t, httpAddr: httpLn.Addr().String(), httpsAddr: httpsLn.Addr().String(), roots: ca.Pool()}
+	return &testEdge{Edge: e, t: t, httpAddr: httpLn.Addr().String(), httpsAddr: httpsLn.Addr().String(), roots: roots}
+}
+
+// testCertSource is a local CA for *.localhost and the pool that trusts it.
+func testCertSource(t *testing.T) (CertSource, *x509.CertPool) {
+	t.Helper()
+	ca, err := localca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCerts{get: ca.GetCertificate("*.localhost", "localhost", "127.0.0.1")}, ca.Pool()
 }
 
 func listenLoopback(t *testing.T) net.Listener {
@@ -159,8 +166,8 @@ func get(t *testing.T, c *http.Client, url, host string) (*http.Response, string
 	return resp, string(b)
 }
 
-// upstream starts an app on loopback and returns its URL.
-func upstream(t *testing.T, h http.Handler) string {
+// startApp starts an app on loopback and returns its URL.
+func startApp(t *testing.T, h http.Handler) string {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -20,13 +20,14 @@ func DefaultHeaders() map[string]string {
 }
 
 // leaky are response headers that tell an attacker which software and
-// version runs behind the edge.
-var leaky = []string{"Server", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version"}
+// version runs behind the edge, in canonical form (X-AspNet-Version is
+// keyed X-Aspnet-Version).
+var leaky = [...]string{"Server", "X-Powered-By", "X-Aspnet-Version", "X-Aspnetmvc-Version"}
 
 // headerSet is the security headers of one app, ready to apply.
 type headerSet struct {
-	keys []string // canonical, sorted
-	vals []string
+	keys []string   // canonical, sorted
+	vals [][]string // one value each, shared by every response: capacity 1, so an append copies
 }
 
 // newHeaderSet merges the defaults with an app's overrides: a value
@@ -44,7 +45,7 @@ func newHeaderSet(overrides map[string]string) headerSet {
 	var hs headerSet
 	hs.keys = slices.Sorted(maps.Keys(m))
 	for _, k := range hs.keys {
-		hs.vals = append(hs.vals, m[k])
+		hs.vals = append(hs.vals, []string{m[k]}[:1:1])
 	}
 	return hs
 }
@@ -54,10 +55,10 @@ func newHeaderSet(overrides map[string]string) headerSet {
 func (hs headerSet) apply(h http.Header) {
 	for i, k := range hs.keys {
 		if _, set := h[k]; !set {
-			h[k] = []string{hs.vals[i]}
+			h[k] = hs.vals[i]
 		}
 	}
 	for _, k := range leaky {
-		h.Del(k) // canonicalizes: X-AspNet-Version is keyed X-Aspnet-Version
+		delete(h, k)
 	}
 }

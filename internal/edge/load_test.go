@@ -13,8 +13,8 @@ import (
 // Swapping the routing table under load fails no request and makes a new
 // host reachable at once.
 func TestLoadSwapUnderLoad(t *testing.T) {
-	upA := upstream(t, text("A"))
-	upB := upstream(t, text("B"))
+	upA := startApp(t, text("A"))
+	upB := startApp(t, text("B"))
 	appA := app("a", upA, nil, "a.localhost")
 	te := startEdge(t, state("", appA))
 	clients := []*http.Client{te.client(false), te.client(true)}

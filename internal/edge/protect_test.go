@@ -42,7 +42,7 @@ func getAs(t *testing.T, c *http.Client, url, client string) *http.Response {
 // clients are never limited.
 func TestRateLimitThroughTheEdge(t *testing.T) {
 	var hits atomic.Int64
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Cache-Control", "no-store")
 	}))
@@ -87,7 +87,7 @@ func TestRateLimitThroughTheEdge(t *testing.T) {
 
 // A per-second limit for one app, and an app with the limit off.
 func TestRateLimitPerApp(t *testing.T) {
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Cache-Control", "no-store") }))
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Cache-Control", "no-store") }))
 	te := startEdge(t, protected(config.RateLimit{},
 		config.App{Name: "fast", Domains: []string{"fast.localhost"}, Upstream: up, RateLimit: config.RateLimit{Requests: 5, Per: "second"}},
 		config.App{Name: "open", Domains: []string{"open.localhost"}, Upstream: up, RateLimit: config.RateLimit{Off: true}},
@@ -116,7 +116,7 @@ func TestRateLimitPerApp(t *testing.T) {
 // 3 s are hits; after 3 s, one refresh.
 func TestCacheThroughTheEdge(t *testing.T) {
 	var hits atomic.Int64
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		time.Sleep(50 * time.Millisecond)
 		fmt.Fprint(w, "page")
@@ -179,7 +179,7 @@ func TestCacheThroughTheEdge(t *testing.T) {
 // requests take about one app round trip, not 200.
 func TestNoStoreIsNotSerialised(t *testing.T) {
 	var hits, inFlight, maxInFlight atomic.Int64
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		n := inFlight.Add(1)
 		for m := maxInFlight.Load(); n > m && !maxInFlight.CompareAndSwap(m, n); m = maxInFlight.Load() {
@@ -224,7 +224,7 @@ func TestNoStoreIsNotSerialised(t *testing.T) {
 // change nothing; from a trusted one (loopback here) they are believed.
 func TestRealClientIPReachesTheApp(t *testing.T) {
 	seen := make(chan string, 1)
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Header.Get("X-Forwarded-For")
 	}))
 	app := config.App{Name: "app", Domains: []string{"app.localhost"}, Upstream: up, Cache: config.Cache{TTL: "0s"}}
@@ -263,7 +263,7 @@ func TestRealClientIPReachesTheApp(t *testing.T) {
 // One JSON line per request with the real client, status, bytes, cache
 // status and whether the limiter refused it.
 func TestAccessLog(t *testing.T) {
-	up := upstream(t, text("hello"))
+	up := startApp(t, text("hello"))
 	var buf testenv.SyncBuffer
 	te := startEdgeOpts(t, protected(config.RateLimit{Requests: 1, Per: "minute"}, config.App{Name: "app", Domains: []string{"app.localhost"}, Upstream: up}),
 		Options{AccessLog: slog.New(slog.NewJSONHandler(&buf, nil))})

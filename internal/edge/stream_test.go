@@ -14,7 +14,7 @@ import (
 )
 
 func TestWebSocketEcho(t *testing.T) {
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
 		if err != nil {
 			return // Upgrade has answered already
@@ -78,7 +78,7 @@ func TestStreamLargeResponse(t *testing.T) {
 	for i := range buf {
 		buf[i] = byte(i)
 	}
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		for n := 0; n < total; n += chunk {
 			if _, err := w.Write(buf); err != nil {
@@ -145,7 +145,7 @@ func TestStreamServerSentEvents(t *testing.T) {
 		early    chan bool     // whether it arrived before the second was written
 	}
 	streams := make(chan stream, 1)
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		s := <-streams
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
