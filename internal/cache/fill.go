@@ -356,7 +356,11 @@ func informational(w http.ResponseWriter, code int, hdr http.Header) {
 // finish stores the answer once next has returned, or settles the flight.
 func (fw *fillWriter) finish() {
 	if fw.code == 0 {
-		fw.WriteHeader(http.StatusOK) // what net/http would send
+		// next wrote nothing: its request was cut off (the proxy says
+		// nothing when its request was cancelled). The leader's client
+		// gets what net/http would send, but nothing is stored.
+		fw.WriteHeader(http.StatusOK)
+		fw.failed = true
 	}
 	fw.finished = true
 	if fw.released {

@@ -305,28 +305,31 @@ func (e *Edge) ServeListener(ctx context.Context, ln net.Listener, secure bool) 
 	s.Handler = e
 	s.TLSConfig = e.TLSConfig()
 	s.ConnContext = laneContext
-	l := &lane{e: e, cfg: s.TLSConfig, handoff: newHandoff(ln.Addr()), idle: s.IdleTimeout, hsTimeout: s.ReadHeaderTimeout, conns: map[*laneConn]struct{}{}}
+	l := &lane{e: e, cfg: s.TLSConfig.Clone(), base: context.WithValue(s.BaseContext(ln), http.ServerContextKey, s), handoff: newHandoff(ln.Addr()), idle: s.IdleTimeout, headerTimeout: s.ReadHeaderTimeout, conns: map[*tls.Conn]struct{}{}}
 	e.lane.Store(l)
 	errc := make(chan error, 2)
 	go func() { errc <- s.Serve(l.handoff) }()
 	go func() { errc <- l.serve(ln) }()
+	var err error
 	select {
-	case err := <-errc:
-		ln.Close()
-		l.handoff.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		l.close(sctx)
-		s.Shutdown(sctx)
-		return fmt.Errorf("edge: %w", err)
+	case err = <-errc:
+		err = fmt.Errorf("edge: %w", err)
 	case <-ctx.Done():
-		ln.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		l.close(sctx)
-		s.Shutdown(sctx) // closes the handoff listener
-		return nil
 	}
+	// Both halves stop together, within one grace period: connections
+	// waiting in the lane or in their handshake are closed, requests under
+	// way on either finish.
+	ln.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	laneDone := make(chan struct{})
+	go func() {
+		l.close(sctx)
+		close(laneDone)
+	}()
+	s.Shutdown(sctx) // closes the handoff listener too
+	<-laneDone
+	return err
 }
 
 // shutdownGrace bounds how long a side waits for its requests under way

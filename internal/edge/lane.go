@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -49,14 +50,15 @@ import (
 //
 // HTTP/2 connections go to net/http straight after the handshake.
 type lane struct {
-	e         *Edge
-	cfg       *tls.Config
-	handoff   *handoffListener
-	idle      time.Duration // how long a connection may wait for its next request
-	hsTimeout time.Duration // how long a TLS handshake may take
+	e             *Edge
+	base          context.Context // the server's, for every request's context
+	cfg           *tls.Config
+	handoff       *handoffListener
+	idle          time.Duration // how long a connection may wait for its next request
+	headerTimeout time.Duration // how long the TLS handshake, and then the first request, may take
 
 	mu      sync.Mutex
-	conns   map[*laneConn]struct{} // connections in the lane
+	conns   map[*tls.Conn]struct{} // connections in the lane, from before their handshake
 	closing bool
 	wg      sync.WaitGroup
 
@@ -120,36 +122,53 @@ func (l *lane) serve(ln net.Listener) error {
 // for as long as its requests are hits.
 func (l *lane) conn(raw net.Conn) {
 	tc := tls.Server(raw, l.cfg)
-	tc.SetDeadline(time.Now().Add(l.hsTimeout))
+	if !l.track(tc, true) {
+		raw.Close()
+		return
+	}
 	if err := tc.Handshake(); err != nil {
+		l.track(tc, false)
+		if re, ok := err.(tls.RecordHeaderError); ok && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+			// As net/http says it: plain HTTP sent to the HTTPS port.
+			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		}
 		l.e.log.Debug("TLS handshake error", "from", raw.RemoteAddr().String(), "err", err)
 		raw.Close()
 		return
 	}
-	tc.SetDeadline(time.Time{})
 	state := tc.ConnectionState()
 	if p := state.NegotiatedProtocol; p != "" && p != "http/1.1" {
+		l.track(tc, false)
+		tc.SetDeadline(time.Time{})
 		l.handoff.give(tc) // h2, or an ACME TLS-ALPN-01 check
 		return
 	}
+	tc.SetWriteDeadline(time.Time{})
 	c := &laneConn{Conn: tc, br: bufio.NewReaderSize(tc, 4<<10), state: &state}
-	if !l.track(c, true) {
-		tc.Close()
-		return
-	}
-	if l.loop(c) {
-		l.track(c, false)
+	handoff := l.loop(c)
+	l.track(tc, false)
+	if handoff {
 		c.SetReadDeadline(time.Time{})
 		l.handoff.give(c)
 		return
 	}
-	l.track(c, false)
 	tc.Close()
 }
 
-// track adds c to (or removes it from) the connections in the lane; it
-// refuses to add one once the lane is closing.
-func (l *lane) track(c *laneConn, add bool) bool {
+// looksLikeHTTP reports whether a TLS record header is the start of a
+// plain HTTP request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// track adds c to (or removes it from) the connections in the lane,
+// giving a new one the time its handshake may take; it refuses to add one
+// once the lane is closing.
+func (l *lane) track(c *tls.Conn, add bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !add {
@@ -160,6 +179,7 @@ func (l *lane) track(c *laneConn, add bool) bool {
 		return false
 	}
 	l.conns[c] = struct{}{}
+	c.SetDeadline(time.Now().Add(l.headerTimeout))
 	return true
 }
 
@@ -169,7 +189,7 @@ func (l *lane) close(ctx context.Context) {
 	l.mu.Lock()
 	l.closing = true
 	for c := range l.conns {
-		c.SetReadDeadline(time.Unix(1, 0)) // wakes the wait for a request
+		c.SetReadDeadline(time.Unix(1, 0)) // ends a handshake, or the wait for a request
 	}
 	l.mu.Unlock()
 	done := make(chan struct{})
@@ -183,16 +203,16 @@ func (l *lane) close(ctx context.Context) {
 	}
 }
 
-// waitFor sets how long c may wait for its next request, unless the lane
-// is closing. close sets the deadlines under the same lock, so a
+// waitFor sets how long c may wait for its next request (d), unless the
+// lane is closing. close sets the deadlines under the same lock, so a
 // connection cannot slip back into a long wait after close woke it.
-func (l *lane) waitFor(c *laneConn) bool {
+func (l *lane) waitFor(c *laneConn, d time.Duration) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closing {
 		return false
 	}
-	c.SetReadDeadline(time.Now().Add(l.idle))
+	c.SetReadDeadline(time.Now().Add(d))
 	return true
 }
 
@@ -214,8 +234,10 @@ type laneState struct {
 	remote string
 	w      laneWriter
 	rec    recorder
-	ctx    context.Context // carries client
-	client netip.Addr
+	base   context.Context // the connection's: the server, addresses, client, watchKey
+	client netip.Addr      // the client in base
+	reqCtx context.Context // the current request's, cancelled when it ends or the client leaves
+	cancel context.CancelFunc
 	date   dateCache
 }
 
@@ -231,10 +253,14 @@ func (l *lane) loop(c *laneConn) (handoff bool) {
 	// Before a connection goes to net/http, what the lane answered must
 	// be on its way: net/http writes on the connection directly.
 	handOver := func() bool { return s.bw.Flush() == nil }
+	// As with net/http: the first request must come within the header
+	// timeout, later ones within the idle timeout.
+	wait := l.headerTimeout
 	for {
-		if !l.waitFor(c) {
+		if !l.waitFor(c, wait) {
 			return false
 		}
+		wait = l.idle
 		if _, err := c.br.Peek(1); err != nil || l.isClosing() {
 			return false
 		}
@@ -248,14 +274,9 @@ func (l *lane) loop(c *laneConn) (handoff bool) {
 			return handOver()
 		}
 		c.br.Discard(end + 4)
-		if !l.answer(s, r, rt, t, client) {
-			s.bw.Flush()
+		keep := l.answer(s, r, rt, t, client)
+		if err := s.bw.Flush(); err != nil || !keep {
 			return false
-		}
-		if c.br.Buffered() == 0 { // nothing pipelined behind it: send now
-			if err := s.bw.Flush(); err != nil {
-				return false
-			}
 		}
 	}
 }
@@ -267,16 +288,19 @@ func (l *lane) take(s *laneState, head []byte) (*http.Request, *route, *table, n
 	s.head.Reset(head)
 	s.parse.Reset(&s.head)
 	r, err := http.ReadRequest(s.parse)
-	if err != nil || !laneRequest(r, head) {
+	// The head must end exactly where the lane thinks it does: a bare-LF
+	// blank line ends it earlier for net/http's parser, and the lane must
+	// never consume bytes of the next request.
+	if err != nil || s.head.Len()+s.parse.Buffered() != 0 || !laneRequest(r, head) {
 		return nil, nil, nil, netip.Addr{}
 	}
 	t := l.e.routes.Load()
 	client := t.realIP.client(r, s.peer)
-	if s.ctx == nil || client != s.client {
-		ctx := context.WithValue(context.Background(), clientKey{}, client)
-		s.ctx, s.client = context.WithValue(ctx, watchKey{}, s), client
+	if s.base == nil || client != s.client {
+		ctx := context.WithValue(l.base, http.LocalAddrContextKey, s.c.LocalAddr())
+		ctx = context.WithValue(ctx, clientKey{}, client)
+		s.base, s.client = context.WithValue(ctx, watchKey{}, s), client
 	}
-	r = r.WithContext(s.ctx)
 	r.RemoteAddr = s.remote
 	r.TLS = s.c.state
 	rt := t.hosts[host(r)]
@@ -288,22 +312,25 @@ func (l *lane) take(s *laneState, head []byte) (*http.Request, *route, *table, n
 
 type watchKey struct{}
 
-// watchClient returns the context to ask the app with: for a request in
-// the lane, one that ends when the client leaves (stop ends the watch);
-// for one on net/http, which watches itself, the request's own.
-func watchClient(r *http.Request) (context.Context, func()) {
-	if s, ok := r.Context().Value(watchKey{}).(*laneState); ok {
-		return s.watch(r.Context())
+// watchClient watches the client of a request in the lane while the app
+// is asked, so that its leaving cancels the request's context, as
+// net/http's background read does for the requests it serves; stop ends
+// the watch. Only the lane's request itself is watched: a context derived
+// from it (the cache's fetch, which outlives its client on purpose) is
+// not.
+func watchClient(r *http.Request) (stop func()) {
+	ctx := r.Context()
+	if s, ok := ctx.Value(watchKey{}).(*laneState); ok && ctx == s.reqCtx {
+		return s.watch()
 	}
-	return r.Context(), func() {}
+	return func() {}
 }
 
-// watch reads ahead on the connection while the app is asked, as
-// net/http's background read does: the client closing the connection (or
-// resetting it) cancels the returned context. A pipelined request that
-// arrives meanwhile ends the watch and stays buffered for the loop.
-func (s *laneState) watch(parent context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(parent)
+// watch reads ahead on the connection: the client closing the connection
+// (or resetting it) cancels the request. A pipelined request that arrives
+// meanwhile ends the watch and stays buffered for the loop.
+func (s *laneState) watch() (stop func()) {
+	cancel := s.cancel
 	s.l.mu.Lock()
 	if !s.l.closing {
 		s.c.SetReadDeadline(time.Time{}) // an answer may stream for longer than the idle timeout
@@ -319,10 +346,9 @@ func (s *laneState) watch(parent context.Context) (context.Context, func()) {
 			}
 		}
 	}()
-	return ctx, func() {
+	return func() {
 		s.c.SetReadDeadline(time.Unix(1, 0))
 		<-done
-		cancel()
 	}
 }
 
@@ -332,6 +358,9 @@ func (s *laneState) watch(parent context.Context) (context.Context, func()) {
 func (l *lane) answer(s *laneState, r *http.Request, rt *route, t *table, client netip.Addr) (keep bool) {
 	start := time.Now()
 	l.answered.Add(1)
+	s.reqCtx, s.cancel = context.WithCancel(s.base)
+	defer s.cancel()
+	r = r.WithContext(s.reqCtx)
 	s.w.reset(s.bw, s.date.now(start))
 	s.rec = recorder{ResponseWriter: &s.w}
 	defer func() {
@@ -466,13 +495,34 @@ func (w *laneWriter) Write(p []byte) (int, error) {
 		return 0, http.ErrBodyNotAllowed
 	}
 	if !w.sent {
+		if cl, ok := w.hdr["Content-Length"]; ok {
+			if n, err := strconv.ParseInt(textproto.TrimString(first(cl)), 10, 64); err == nil && int64(len(w.held)+len(p)) > n {
+				return 0, http.ErrContentLength // as net/http: more than announced
+			}
+		}
 		if len(w.held)+len(p) <= laneHold {
 			w.held = append(w.held, p...)
 			return len(p), nil
 		}
+		w.sniff(p)
 		w.sendHead(false)
 	}
 	return w.body(p)
+}
+
+// sniff sets the Content-Type from the first bytes of the body (those held
+// and then p), as net/http does, unless the answer has one or is encoded.
+func (w *laneWriter) sniff(p []byte) {
+	if _, ok := w.hdr["Content-Type"]; ok || !bodyAllowed(w.code) || w.hdr.Get("Content-Encoding") != "" {
+		return
+	}
+	start := w.held
+	if len(start) < 512 && len(p) > 0 {
+		start = append(start[:len(start):len(start)], p[:min(len(p), 512-len(start))]...)
+	}
+	if len(start) > 0 {
+		w.hdr["Content-Type"] = []string{http.DetectContentType(start)}
+	}
 }
 
 // FlushError sends what is held and written so far.
@@ -540,10 +590,12 @@ func (w *laneWriter) sendHead(final bool) {
 			trailers = true
 		}
 	}
-	if _, ok := h["Content-Type"]; !ok && allowed && len(w.held) > 0 && h.Get("Content-Encoding") == "" {
-		h["Content-Type"] = []string{http.DetectContentType(w.held)}
-	}
+	w.sniff(nil)
 	delete(h, "Transfer-Encoding") // the lane frames the body itself
+	if code == http.StatusNotModified {
+		delete(h, "Content-Type") // as net/http: a 304 describes no body
+		delete(h, "Content-Length")
+	}
 	if cl, ok := h["Content-Length"]; ok && allowed {
 		n, err := strconv.ParseInt(textproto.TrimString(first(cl)), 10, 64)
 		if err != nil || n < 0 {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,6 +65,9 @@ func TestLaneMatchesNetHTTP(t *testing.T) {
 		{"cache hit", "cached.localhost", "GET /plain?hit HTTP/1.1", ""},
 		{"cache hit, untyped", "cached.localhost", "GET /raw-untyped HTTP/1.1", ""},
 		{"cache bypass", "cached.localhost", "GET /cookie HTTP/1.1", ""}, // hit-for-pass after the warm-up
+		{"cache 304", "cached.localhost", "GET /etag HTTP/1.1", "If-None-Match: \"v1\"\r\n"},
+		{"big untyped body is sniffed", "diff.localhost", "GET /raw-untyped-big HTTP/1.1", ""},
+		{"cache hit, big untyped", "cached.localhost", "GET /raw-untyped-big HTTP/1.1", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -114,7 +119,11 @@ func TestLaneMatchesNetHTTP(t *testing.T) {
 				if lane.body != "https" {
 					t.Errorf("X-Forwarded-Proto %q, want https", lane.body)
 				}
-			case "untyped body is sniffed":
+			case "cache 304":
+				if lane.status != http.StatusNotModified {
+					t.Errorf("status %d, want 304", lane.status)
+				}
+			case "untyped body is sniffed", "big untyped body is sniffed", "cache hit, big untyped":
 				if ct := lane.header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
 					t.Errorf("Content-Type %q, want the sniffed text/html", ct)
 				}
@@ -325,5 +334,140 @@ func TestLaneShutdown(t *testing.T) {
 		t.Error("the idle connection is still open after the shutdown")
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Error("the idle connection is still open after the shutdown")
+	}
+}
+
+// TestLaneNeverSwallowsARequest: however a head ends (bare LF lines are
+// legal for net/http's parser), every pipelined request gets its answer.
+func TestLaneNeverSwallowsARequest(t *testing.T) {
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.URL.Path) }))
+	te := startEdge(t, state("", app_("a", up, "a.localhost")))
+	cases := map[string]string{
+		"bare LF blank line, then CRLF": "GET /one HTTP/1.1\r\nHost: a.localhost\r\n\nGET /two HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+		"bare LF throughout":            "GET /one HTTP/1.1\nHost: a.localhost\n\nGET /two HTTP/1.1\nHost: a.localhost\n\n",
+		"CRLF, then bare LF":            "GET /one HTTP/1.1\r\nHost: a.localhost\r\n\r\nGET /two HTTP/1.1\nHost: a.localhost\n\n",
+		// A head that ends in a bare LF, then a request whose body looks
+		// like a request: it must stay a body, as net/http reads it.
+		"body that looks like a request": "GET /one HTTP/1.1\r\nHost: a.localhost\r\n\n" +
+			"POST /two HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 45\r\n\r\n" +
+			"GET /smuggled HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+		"the same, the POST without a Host line": "GET /one HTTP/1.1\r\nHost: a.localhost\r\n\n" +
+			"POST http://a.localhost/two HTTP/1.0\r\nContent-Length: 45\r\n\r\n" +
+			"GET /smuggled HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+	}
+	for name, pipelined := range cases {
+		t.Run(name, func(t *testing.T) {
+			conn, br := te.dialLane("a.localhost")
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, pipelined); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"/one", "/two"} {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer for %s: %v", want, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) != want {
+					t.Errorf("answer %q, want %q", b, want)
+				}
+			}
+			conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if extra, err := br.Peek(1); err == nil {
+				t.Errorf("a third answer came: %q…", extra)
+			}
+		})
+	}
+}
+
+// TestLaneLeaderLeaves: a client that leaves while its GET fetches a
+// cacheable page neither cancels the fetch for the others nor leaves an
+// empty page in the cache.
+func TestLaneLeaderLeaves(t *testing.T) {
+	var fetches atomic.Int32
+	up := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		time.Sleep(300 * time.Millisecond)
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "the whole page")
+	}))
+	cached := config.App{Name: "c", Domains: []string{"c.localhost"}, Upstream: up, Cache: config.Cache{TTL: "1m"}}
+	te := startEdge(t, state("", cached))
+	conn, _ := te.dialLane("c.localhost")
+	before := te.answered()
+	io.WriteString(conn, "GET /page HTTP/1.1\r\nHost: c.localhost\r\n\r\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for fetches.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	conn.Close() // leaves while the app works on it
+	if te.answered()-before != 1 {
+		t.Fatal("the lane did not take the request")
+	}
+	for i := range 2 {
+		resp, body := get(t, te.client(false), "https://c.localhost/page", "")
+		if resp.StatusCode != 200 || body != "the whole page" {
+			t.Fatalf("request %d after the leader left: %d %q (X-Cache %s), want the whole page", i, resp.StatusCode, body, resp.Header.Get("X-Cache"))
+		}
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("the app was asked %d times, want 1: the fetch should have gone on for the others", n)
+	}
+}
+
+// TestLaneKeepsUpstreamConnections: a visitor's Connection: close is
+// about the visitor's connection; the one to the app is kept.
+func TestLaneKeepsUpstreamConnections(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(text("ok"))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	te := startEdge(t, state("", app_("a", srv.URL, "a.localhost")))
+	for range 3 {
+		conn, br := te.dialLane("a.localhost")
+		if x := exchangeOn(t, conn, br, "GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n"); x.body != "ok" {
+			t.Fatalf("answer %q %s", x.body, x.broken)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the app saw %d connections, want 1", n)
+	}
+}
+
+// TestPlainHTTPToTheHTTPSPort gets net/http's explanation.
+func TestPlainHTTPToTheHTTPSPort(t *testing.T) {
+	te := startEdge(t, state("", app_("a", startApp(t, text("ok")), "a.localhost")))
+	c, err := net.Dial("tcp", te.httpsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.0 400 Bad Request") || !strings.Contains(string(b), "HTTP request to an HTTPS server") {
+		t.Errorf("answer %q", b)
+	}
+}
+
+// TestInvalidTargetIsTheVisitors: a request the app cannot be sent is a
+// 400, not a 502 that blames the app.
+func TestInvalidTargetIsTheVisitors(t *testing.T) {
+	e := New(Options{})
+	if err := e.Load(state("", app_("a", startApp(t, text("ok")), "a.localhost"))); err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "https://a.localhost/", nil)
+	r.URL.RawQuery = "q=with space" // what an HTTP/2 :path may hold; it would break the request line
+	w := httptest.NewRecorder()
+	e.ServeHTTP(w, r)
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("status %d, want 400", w.Code)
 	}
 }

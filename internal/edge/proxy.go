@@ -91,6 +91,12 @@ func (e *Edge) upstreamFailed(w http.ResponseWriter, req *http.Request, r *route
 	if errors.Is(err, context.Canceled) || req.Context().Err() != nil {
 		return // the client left
 	}
+	if errors.Is(err, upstream.ErrInvalidRequest) {
+		e.log.Debug("request refused", "app", r.app, "err", err)
+		r.headers.apply(w.Header())
+		plain(w, http.StatusBadRequest, "400 Bad Request: this request cannot be passed on to the app.")
+		return
+	}
 	e.log.Warn("upstream unreachable", "app", r.app, "upstream", upHost, "err", err)
 	r.headers.apply(w.Header())
 	plain(w, http.StatusBadGateway, "502 Bad Gateway: the app behind this address is not answering. If it is yours, check that it is running.")
@@ -125,10 +131,7 @@ func isHex(c byte) bool {
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if ctx, stop := watchClient(r); ctx != r.Context() {
-		defer stop()
-		r = r.WithContext(ctx)
-	}
+	defer watchClient(r)()
 	if !p.lean || !leanRequest(r) {
 		p.rp.ServeHTTP(w, r)
 		return

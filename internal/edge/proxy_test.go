@@ -92,7 +92,12 @@ func (a *diffApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/big":
 		h.Set("Content-Type", "application/octet-stream")
 		w.Write(bytes.Repeat([]byte("0123456789abcdef"), 8<<10)) // 128 KiB, sent chunked by the app
-	case "/raw-untyped", "/raw-short", "/raw-close":
+	case "/etag":
+		h.Set("ETag", `"v1"`)
+		h.Set("Cache-Control", "max-age=60")
+		h.Set("Content-Type", "text/plain")
+		fmt.Fprint(w, "tagged")
+	case "/raw-untyped", "/raw-untyped-big", "/raw-short", "/raw-close":
 		// Answers net/http would not write: no Content-Type, a body
 		// shorter than announced, a body that ends with the connection.
 		c, bw, err := http.NewResponseController(w).Hijack()
@@ -103,6 +108,9 @@ func (a *diffApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/raw-untyped":
 			bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>")
+		case "/raw-untyped-big":
+			page := "<html>" + strings.Repeat("big ", 4<<10) + "</html>"
+			fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(page), page)
 		case "/raw-short":
 			bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nabc")
 		case "/raw-close":

@@ -24,7 +24,10 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for a Transport's zero fields.
@@ -108,7 +111,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if trace := httptrace.ContextClientTrace(r.Context()); trace != nil && trace.Got1xxResponse != nil {
 		on1xx = func(code int, h http.Header) error { return trace.Got1xxResponse(code, textproto.MIMEHeader(h)) }
 	}
-	return t.Do(r, r.URL.Host, func(bw *bufio.Writer) error { return writeRequest(bw, r) }, on1xx)
+	return t.do(r, r.URL.Host, func(bw *bufio.Writer) error { return writeRequest(bw, r) }, on1xx, true)
 }
 
 // Do sends a GET or HEAD without a body to addr (host:port, or a host for
@@ -118,8 +121,16 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 // informational answers (103 Early Hints) before the final one.
 //
 // The response's body gives the connection back to the pool when it has
-// been read to the end and closed.
+// been read to the end and closed. The connection is kept unless the app
+// closes it: r.Close (the visitor's Connection: close) is about the
+// visitor's connection, not this one.
 func (t *Transport) Do(r *http.Request, addr string, write func(bw *bufio.Writer) error, on1xx func(code int, h http.Header) error) (*http.Response, error) {
+	return t.do(r, addr, write, on1xx, false)
+}
+
+// do is Do; closeAfter says that write asked the app to close the
+// connection when r.Close is set (RoundTrip's writeRequest does).
+func (t *Transport) do(r *http.Request, addr string, write func(bw *bufio.Writer) error, on1xx func(code int, h http.Header) error, closeAfter bool) (*http.Response, error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return nil, fmt.Errorf("upstream: Do sends GET and HEAD, not %s", r.Method)
 	}
@@ -136,7 +147,7 @@ func (t *Transport) Do(r *http.Request, addr string, write func(bw *bufio.Writer
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, c, r, write, on1xx)
+		resp, err := t.exchange(ctx, c, r, write, on1xx, closeAfter)
 		if err == nil {
 			return resp, nil
 		}
@@ -166,7 +177,7 @@ func retryable(err error) bool {
 }
 
 // exchange writes the request on c and reads the head of its response.
-func (t *Transport) exchange(ctx context.Context, c *conn, r *http.Request, write func(*bufio.Writer) error, on1xx func(int, http.Header) error) (*http.Response, error) {
+func (t *Transport) exchange(ctx context.Context, c *conn, r *http.Request, write func(*bufio.Writer) error, on1xx func(int, http.Header) error, closeAfter bool) (*http.Response, error) {
 	// Cancelling the request unblocks the connection's reads and writes;
 	// the connection is not reused after that.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
@@ -204,7 +215,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r *http.Request, writ
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			return fail(fmt.Errorf("upstream %s: answered 101 Switching Protocols to a request that asked for no upgrade", c.host))
 		}
-		reuse := !resp.Close && !r.Close
+		reuse := !resp.Close && !(closeAfter && r.Close)
 		resp.Body = &body{ReadCloser: resp.Body, t: t, c: c, reuse: reuse, stop: stop}
 		return resp, nil
 	}
@@ -252,22 +263,17 @@ func (b *body) Close() error {
 
 // get returns an idle connection to addr, if pooled, or dials one.
 func (t *Transport) get(ctx context.Context, addr string, pooled bool) (*conn, bool, error) {
-	now := time.Now()
-	t.mu.Lock()
 	for pooled {
-		list := t.idle[addr]
-		if len(list) == 0 {
+		c := t.takeIdle(addr)
+		if c == nil {
 			break
 		}
-		c := list[len(list)-1]
-		list[len(list)-1] = nil
-		t.idle[addr] = list[:len(list)-1]
-		if now.Sub(c.used) < t.idleTimeout {
-			t.mu.Unlock()
+		if c.quiet() {
 			return c, true, nil
 		}
 		c.Close()
 	}
+	t.mu.Lock()
 	closed := t.closed
 	t.mu.Unlock()
 	if closed {
@@ -278,6 +284,53 @@ func (t *Transport) get(ctx context.Context, addr string, pooled bool) (*conn, b
 		return nil, false, fmt.Errorf("upstream %s: %w", addr, err)
 	}
 	return &conn{Conn: nc, host: addr, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+}
+
+// takeIdle takes the most recently used idle connection to addr that has
+// not been idle too long, or returns nil.
+func (t *Transport) takeIdle(addr string) *conn {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		list := t.idle[addr]
+		if len(list) == 0 {
+			return nil
+		}
+		c := list[len(list)-1]
+		list[len(list)-1] = nil
+		t.idle[addr] = list[:len(list)-1]
+		if now.Sub(c.used) < t.idleTimeout {
+			return c
+		}
+		c.Close()
+	}
+}
+
+// quiet reports whether an idle connection is as it was left: the app
+// has neither closed it nor sent anything unasked (a stray body after a
+// HEAD or 204, a 408 on its idle timeout). Bytes that came unasked would
+// otherwise be read as the answer to the next request, someone else's.
+func (c *conn) quiet() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return true // not a socket (tests): nothing to look at
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	quiet := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		quiet = n < 0 && (rerr == unix.EAGAIN || rerr == unix.EWOULDBLOCK)
+		return true
+	})
+	return err == nil && quiet
 }
 
 // put keeps c for the next request, unless the pool is full or closed.

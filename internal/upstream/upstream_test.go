@@ -1120,3 +1120,43 @@ func TestTooManyInformationalAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestUnaskedBytesRetireAConnection: an app that sends more than its
+// answer (here a body after a HEAD's header) must not have those bytes
+// read as the next request's answer, someone else's.
+func TestUnaskedBytesRetireAConnection(t *testing.T) {
+	srv := newRawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			head, err := readHead(br)
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(head[0], "HEAD") {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
+				// Later, when the connection already sits in the pool:
+				time.Sleep(50 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+		}
+	})
+	tr := newTransport(t, Options{})
+	resp, err := tr.RoundTrip(newRequest(t, context.Background(), http.MethodHead, srv.url()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n := tr.idleCount(srv.addr()); n != 1 {
+		t.Fatalf("%d idle connections after the HEAD, want 1", n)
+	}
+	time.Sleep(200 * time.Millisecond) // let the stray bytes arrive
+	if code, body := get(t, tr, srv.url()); code != 200 || body != "real" {
+		t.Errorf("GET after the stray bytes: %d %q, want 200 \"real\"", code, body)
+	}
+	if n := srv.accepted.Load(); n != 2 {
+		t.Errorf("the app saw %d connections, want 2 (the tainted one retired)", n)
+	}
+}

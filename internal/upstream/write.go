@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/http"
 )
@@ -53,15 +54,19 @@ func writeRequest(bw *bufio.Writer, r *http.Request) error {
 	return err
 }
 
+// ErrInvalidRequest marks a request that cannot be sent as it is: the
+// visitor's mistake (or attack), not the app's.
+var ErrInvalidRequest = errors.New("invalid request")
+
 // WriteField writes one header line, if name and value may stand in one:
 // a field name that is not a token, or a value with a control character
 // (which could end the line and start a forged header), is refused.
 func WriteField(bw *bufio.Writer, name, value string) error {
 	if !validName(name) {
-		return fmt.Errorf("invalid header field name %q", name)
+		return fmt.Errorf("%w: header field name %q", ErrInvalidRequest, name)
 	}
 	if !validValue(value) {
-		return fmt.Errorf("invalid header field value for %q", name)
+		return fmt.Errorf("%w: header field value for %q", ErrInvalidRequest, name)
 	}
 	writeField(bw, name, value)
 	return nil
@@ -70,10 +75,10 @@ func WriteField(bw *bufio.Writer, name, value string) error {
 // WriteRequestLine writes "METHOD TARGET HTTP/1.1" and the Host line.
 func WriteRequestLine(bw *bufio.Writer, method, target, host string) error {
 	if !validURI(target) {
-		return fmt.Errorf("invalid request target %q", target)
+		return fmt.Errorf("%w: request target", ErrInvalidRequest) // the target is not logged: queries can hold secrets
 	}
 	if !validValue(host) || host == "" {
-		return fmt.Errorf("invalid Host %q", host)
+		return fmt.Errorf("%w: Host %q", ErrInvalidRequest, host)
 	}
 	bw.WriteString(method)
 	bw.WriteByte(' ')
