@@ -145,15 +145,28 @@ func (l *lane) conn(raw net.Conn) {
 	}
 	tc.SetWriteDeadline(time.Time{})
 	c := &laneConn{Conn: tc, br: bufio.NewReaderSize(tc, 4<<10), state: &state}
-	handoff := l.loop(c)
+	handoff, linger := l.loop(c)
 	l.track(tc, false)
 	if handoff {
 		c.SetReadDeadline(time.Time{})
 		l.handoff.give(c)
 		return
 	}
+	if linger {
+		// An answer that ends the connection: close our side first and
+		// let the client's pending bytes drain for a moment, as net/http
+		// does, so that the client's kernel does not discard the answer
+		// on a reset.
+		tc.CloseWrite()
+		tc.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, c.br)
+	}
 	tc.Close()
 }
+
+// lingerTime is how long a connection closed after an answer drains the
+// client's bytes (net/http waits as long).
+const lingerTime = 500 * time.Millisecond
 
 // looksLikeHTTP reports whether a TLS record header is the start of a
 // plain HTTP request.
@@ -225,25 +238,27 @@ func (l *lane) isClosing() bool {
 // laneState is what one connection in the lane reuses from request to
 // request.
 type laneState struct {
-	l      *lane
-	c      *laneConn
-	bw     *bufio.Writer
-	parse  *bufio.Reader // reads a request head from head
-	head   bytes.Reader
-	peer   netip.Addr
-	remote string
-	w      laneWriter
-	rec    recorder
-	base   context.Context // the connection's: the server, addresses, client, watchKey
-	client netip.Addr      // the client in base
-	reqCtx context.Context // the current request's, cancelled when it ends or the client leaves
-	cancel context.CancelFunc
-	date   dateCache
+	l       *lane
+	c       *laneConn
+	bw      *bufio.Writer
+	parse   *bufio.Reader // reads a request head from head
+	head    bytes.Reader
+	peer    netip.Addr
+	remote  string
+	w       laneWriter
+	rec     recorder
+	base    context.Context // the connection's: the server, addresses, client, watchKey
+	client  netip.Addr      // the client in base
+	reqCtx  context.Context // the current request's, cancelled when it ends or the client leaves
+	cancel  context.CancelFunc
+	aborted bool // the last answer broke off (a panic, http.ErrAbortHandler)
+	date    dateCache
 }
 
-// loop answers requests on c until one is not for the lane (it returns
-// true: hand c over) or the connection ends (false: close it).
-func (l *lane) loop(c *laneConn) (handoff bool) {
+// loop answers requests on c until one is not for the lane (handoff: hand
+// c over) or the connection ends (close it; linger when an answer ended
+// it).
+func (l *lane) loop(c *laneConn) (handoff, linger bool) {
 	s := &laneState{l: l, c: c, bw: bufio.NewWriterSize(c.Conn, 4<<10), remote: c.RemoteAddr().String()}
 	s.parse = bufio.NewReaderSize(&s.head, 4<<10)
 	if ap, err := netip.ParseAddrPort(s.remote); err == nil {
@@ -252,17 +267,17 @@ func (l *lane) loop(c *laneConn) (handoff bool) {
 	s.w.hdr = make(http.Header, 16)
 	// Before a connection goes to net/http, what the lane answered must
 	// be on its way: net/http writes on the connection directly.
-	handOver := func() bool { return s.bw.Flush() == nil }
+	handOver := func() (bool, bool) { return s.bw.Flush() == nil, false }
 	// As with net/http: the first request must come within the header
 	// timeout, later ones within the idle timeout.
 	wait := l.headerTimeout
 	for {
 		if !l.waitFor(c, wait) {
-			return false
+			return false, false
 		}
 		wait = l.idle
 		if _, err := c.br.Peek(1); err != nil || l.isClosing() {
-			return false
+			return false, false
 		}
 		buf, _ := c.br.Peek(c.br.Buffered())
 		end := bytes.Index(buf, []byte("\r\n\r\n"))
@@ -275,8 +290,11 @@ func (l *lane) loop(c *laneConn) (handoff bool) {
 		}
 		c.br.Discard(end + 4)
 		keep := l.answer(s, r, rt, t, client)
-		if err := s.bw.Flush(); err != nil || !keep {
-			return false
+		if err := s.bw.Flush(); err != nil {
+			return false, false
+		}
+		if !keep {
+			return false, !s.aborted && s.w.err == nil
 		}
 	}
 }
@@ -360,6 +378,7 @@ func (l *lane) answer(s *laneState, r *http.Request, rt *route, t *table, client
 	l.answered.Add(1)
 	s.reqCtx, s.cancel = context.WithCancel(s.base)
 	defer s.cancel()
+	s.aborted = false
 	r = r.WithContext(s.reqCtx)
 	s.w.reset(s.bw, s.date.now(start))
 	s.rec = recorder{ResponseWriter: &s.w}
@@ -370,7 +389,7 @@ func (l *lane) answer(s *laneState, r *http.Request, rt *route, t *table, client
 				buf = buf[:runtime.Stack(buf, false)]
 				l.e.log.Error("panic serving a request", "from", s.remote, "panic", fmt.Sprint(p), "stack", string(buf))
 			}
-			keep = false
+			keep, s.aborted = false, true
 		}
 	}()
 	rt.handler.ServeHTTP(&s.rec, r)
