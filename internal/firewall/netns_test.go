@@ -1,0 +1,323 @@
+package firewall
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"moat/internal/testenv"
+)
+
+// lab is a small network made of namespaces: host runs moat's nftables;
+// two clients reach it over veth pairs (IPv4 and IPv6); svc sits behind
+// host, reached through a DNAT as Docker's containers are.
+type lab struct {
+	host, c1, c2, svc *testenv.Netns
+	m                 *Manager
+}
+
+const (
+	hostC1  = "10.61.1.1"
+	c1Addr  = "10.61.1.2"
+	hostC2  = "10.61.2.1"
+	c2Addr  = "10.61.2.2"
+	hostSvc = "10.61.3.1"
+	svcAddr = "10.61.3.2"
+	hostC16 = "fd61:1::1"
+	c1Addr6 = "fd61:1::2"
+)
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("firewall: these tests need nft (Debian package nftables); make test installs it")
+	}
+	l := &lab{host: testenv.NewNetns(t), c1: testenv.NewNetns(t), c2: testenv.NewNetns(t), svc: testenv.NewNetns(t)}
+	pfx := netip.MustParsePrefix
+	testenv.Link(t, l.host, []netip.Prefix{pfx(hostC1 + "/24"), pfx(hostC16 + "/64")}, l.c1, []netip.Prefix{pfx(c1Addr + "/24"), pfx(c1Addr6 + "/64")})
+	testenv.Link(t, l.host, []netip.Prefix{pfx(hostC2 + "/24")}, l.c2, []netip.Prefix{pfx(c2Addr + "/24")})
+	testenv.Link(t, l.host, []netip.Prefix{pfx(hostSvc + "/24")}, l.svc, []netip.Prefix{pfx(svcAddr + "/24")})
+	l.host.EnableForwarding(t)
+	l.svc.Route(t, pfx("0.0.0.0/0"), netip.MustParseAddr(hostSvc))
+	l.m = NewManager(NFT{Netns: l.host.Name})
+	return l
+}
+
+// serve listens on port in ns on every address, answering each
+// connection with one byte.
+func serve(t *testing.T, ns *testenv.Netns, port string) {
+	t.Helper()
+	for _, network := range []string{"tcp4", "tcp6"} {
+		addr := "0.0.0.0:" + port
+		if network == "tcp6" {
+			addr = "[::]:" + port
+		}
+		ln := ns.Listen(t, network, addr)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte{'!'})
+				c.Close()
+			}
+		}()
+	}
+}
+
+// reach reports whether a TCP connection from ns to addr gets its byte
+// within a short time (a dropped SYN times out).
+func reach(t *testing.T, ns *testenv.Netns, addr string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	c, err := ns.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 1)
+	_, err = c.Read(b)
+	return err == nil && b[0] == '!'
+}
+
+// expect checks what each client reaches.
+func (l *lab) expect(t *testing.T, when string, want map[string]bool) {
+	t.Helper()
+	for key, ok := range want {
+		who, addr, _ := strings.Cut(key, " ")
+		ns := map[string]*testenv.Netns{"c1": l.c1, "c2": l.c2}[who]
+		got := reach(t, ns, addr)
+		// A path that opens again may take a moment: after a ban, the
+		// neighbour discovery that the ban dropped is retried.
+		for deadline := time.Now().Add(5 * time.Second); ok && !got && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			got = reach(t, ns, addr)
+		}
+		if got != ok {
+			t.Errorf("%s: %s reaching %s: %v, want %v", when, who, addr, got, ok)
+		}
+	}
+}
+
+func mustRules(t testing.TB, specs ...string) []Rule {
+	t.Helper()
+	var rules []Rule
+	for _, s := range specs {
+		ports, from, _ := strings.Cut(s, " from ")
+		proto, f, to, err := ParsePorts(ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := Rule{Proto: proto, From: f, To: to}
+		if from != "" {
+			for _, src := range strings.Split(from, ",") {
+				p, err := ParseSource(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Sources = append(r.Sources, p)
+			}
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func TestOnlyAllowedPortsConnect(t *testing.T) {
+	l := newLab(t)
+	for _, p := range []string{"22", "80", "5432"} {
+		serve(t, l.host, p)
+	}
+	ctx := context.Background()
+	l.expect(t, "before moat", map[string]bool{"c1 " + hostC1 + ":5432": true})
+
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp", "80/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "22 and 80 open", map[string]bool{
+		"c1 " + hostC1 + ":22": true, "c1 " + hostC1 + ":80": true, "c1 " + hostC1 + ":5432": false,
+		"c2 " + hostC2 + ":22": true, "c2 " + hostC2 + ":5432": false,
+		"c1 [" + hostC16 + "]:22": true, "c1 [" + hostC16 + "]:5432": false,
+	})
+
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp", "80/tcp", "5432/tcp from "+c1Addr+"/32,"+c1Addr6)); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "5432 open to client 1", map[string]bool{
+		"c1 " + hostC1 + ":5432": true, "c2 " + hostC2 + ":5432": false,
+		"c1 [" + hostC16 + "]:5432": true,
+	})
+}
+
+func TestPublishedPortObeysTheRules(t *testing.T) {
+	l := newLab(t)
+	serve(t, l.svc, "5432")
+	docker := "table ip dockerish {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\ttcp dport 5433 dnat to " + svcAddr + ":5432\n\t}\n}\n"
+	load := func() {
+		if _, err := (NFT{Netns: l.host.Name}).run(context.Background(), docker, "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load()
+	published := "c1 " + hostC1 + ":5433"
+	l.expect(t, "before moat", map[string]bool{published: true})
+
+	ctx := context.Background()
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "5433 not allowed", map[string]bool{published: false})
+
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp", "5433/tcp from "+c1Addr)); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "5433 allowed to client 1", map[string]bool{published: true})
+
+	// Docker restarting: its table deleted and written again.
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (NFT{Netns: l.host.Name}).run(ctx, "", "delete", "table", "ip", "dockerish"); err != nil {
+		t.Fatal(err)
+	}
+	load()
+	l.expect(t, "after Docker rewrote its table", map[string]bool{published: false})
+}
+
+func TestBans(t *testing.T) {
+	l := newLab(t)
+	serve(t, l.host, "22")
+	ctx := context.Background()
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.Ban(ctx, netip.MustParsePrefix(c1Addr+"/32"), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.Ban(ctx, netip.MustParsePrefix(c1Addr6+"/128"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "client 1 banned", map[string]bool{
+		"c1 " + hostC1 + ":22": false, "c2 " + hostC2 + ":22": true, "c1 [" + hostC16 + "]:22": false,
+	})
+	bans, err := l.m.Bans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bans) != 2 || bans[0].Prefix.String() != c1Addr+"/32" || bans[0].Expires <= 0 || bans[0].Expires > 2*time.Second {
+		t.Errorf("bans %v, want %s with under 2 s left and the IPv6 one", bans, c1Addr)
+	}
+	// A new ruleset keeps the bans.
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp", "80/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "after a new ruleset", map[string]bool{"c1 " + hostC1 + ":22": false})
+	time.Sleep(2500 * time.Millisecond)
+	l.expect(t, "after the IPv4 ban expired", map[string]bool{
+		"c1 " + hostC1 + ":22": true, "c1 [" + hostC16 + "]:22": false,
+	})
+	if err := l.m.Unban(ctx, netip.MustParsePrefix(c1Addr6+"/128")); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "after the unban", map[string]bool{"c1 [" + hostC16 + "]:22": true})
+}
+
+func TestOtherTablesUntouched(t *testing.T) {
+	l := newLab(t)
+	serve(t, l.host, "5432")
+	nft := NFT{Netns: l.host.Name}
+	ctx := context.Background()
+	other := "table inet other {\n\tset friends {\n\t\ttype ipv4_addr\n\t\telements = { 192.0.2.1, 192.0.2.2 }\n\t}\n\n\tchain in {\n\t\ttype filter hook input priority filter + 5; policy accept;\n\t\ttcp dport 9 ip saddr @friends accept\n\t}\n}\n"
+	if _, err := nft.run(ctx, other, "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	list := func() string {
+		out, err := nft.run(ctx, "", "list", "table", "inet", "other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := list()
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"apply", func() error { return l.m.Apply(ctx, mustRules(t, "22/tcp")) }},
+		{"off", func() error { return l.m.Off(ctx) }},
+		{"on", func() error { return l.m.Apply(ctx, mustRules(t, "22/tcp")) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if after := list(); after != before {
+			t.Errorf("after %s the other table changed:\n%s\nwas:\n%s", s.name, after, before)
+		}
+	}
+	// The other table's owner deletes and recreates it: moat's rules stay.
+	if _, err := nft.run(ctx, "", "delete", "table", "inet", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nft.run(ctx, other, "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "after the other table was recreated", map[string]bool{"c1 " + hostC1 + ":5432": false})
+}
+
+func TestConfirmOrRollBack(t *testing.T) {
+	l := newLab(t)
+	serve(t, l.host, "22")
+	serve(t, l.host, "5432")
+	ctx := context.Background()
+	before := mustRules(t, "22/tcp", "5432/tcp")
+	if err := l.m.Apply(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	if err := l.m.ApplyConfirm(ctx, mustRules(t, "80/tcp"), before, true, time.Second, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "the unconfirmed change", map[string]bool{"c1 " + hostC1 + ":22": false, "c1 " + hostC1 + ":5432": false})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("rollback: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no rollback 10 s after a 1 s window")
+	}
+	l.expect(t, "after the rollback", map[string]bool{"c1 " + hostC1 + ":22": true, "c1 " + hostC1 + ":5432": true})
+	if err := l.m.Confirm(); err != ErrNothingToConfirm {
+		t.Errorf("Confirm after the rollback: %v, want ErrNothingToConfirm", err)
+	}
+
+	// Confirmed in time, the change stays.
+	if err := l.m.ApplyConfirm(ctx, mustRules(t, "22/tcp"), before, true, time.Second, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	l.expect(t, "after the window of a confirmed change", map[string]bool{"c1 " + hostC1 + ":22": true, "c1 " + hostC1 + ":5432": false})
+
+	// No table before: the rollback removes moat's.
+	if err := l.m.Off(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.ApplyConfirm(ctx, mustRules(t, "80/tcp"), nil, false, 500*time.Millisecond, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "unconfirmed, from no table", map[string]bool{"c1 " + hostC1 + ":22": false})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "rolled back to no table", map[string]bool{"c1 " + hostC1 + ":22": true, "c1 " + hostC1 + ":5432": true})
+}

@@ -1,0 +1,338 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// NFT runs the nft command: on the host, or inside a network namespace
+// (tests).
+type NFT struct {
+	Path  string // the nft binary; "nft" when empty
+	Netns string // when set, run inside this namespace (ip netns exec)
+}
+
+// run runs nft with args, stdin as its input, and returns its output; an
+// error carries what nft said.
+func (n NFT) run(ctx context.Context, stdin string, args ...string) (string, error) {
+	path := n.Path
+	if path == "" {
+		path = "nft"
+	}
+	name, argv := path, args
+	if n.Netns != "" {
+		name, argv = "ip", append([]string{"netns", "exec", n.Netns, path}, args...)
+	}
+	cmd := exec.CommandContext(ctx, name, argv...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(errb.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return out.String(), fmt.Errorf("nft %s: %s", strings.Join(args, " "), msg)
+	}
+	return out.String(), nil
+}
+
+// Manager applies rules and bans to the kernel, one change at a time.
+type Manager struct {
+	nft NFT
+
+	mu      sync.Mutex
+	pending *pending // an apply waiting for its confirmation
+}
+
+// pending is an applied ruleset that rolls back unless confirmed.
+type pending struct {
+	previous []Rule // nil: there was no table
+	hadTable bool
+	timer    *time.Timer
+	done     chan struct{}
+	err      error // the rollback's outcome, once done is closed
+}
+
+// NewManager returns a Manager that runs nft as n says.
+func NewManager(n NFT) *Manager { return &Manager{nft: n} }
+
+// Apply replaces moat's table with one for rules, keeping the bans in
+// force with the time they have left. It is one transaction: on any error
+// the kernel keeps the previous ruleset whole.
+func (m *Manager) Apply(ctx context.Context, rules []Rule) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.apply(ctx, rules)
+}
+
+func (m *Manager) apply(ctx context.Context, rules []Rule) error {
+	if err := Check(rules); err != nil {
+		return err
+	}
+	bans, err := m.bans(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := m.nft.run(ctx, Render(rules, bans), "-f", "-"); err != nil {
+		return fmt.Errorf("firewall: applying the ruleset: %w", err)
+	}
+	return nil
+}
+
+// Off removes moat's table: the server is then open to whatever the other
+// tables allow. The bans go with it.
+func (m *Manager) Off(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.nft.run(ctx, fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-"); err != nil {
+		return fmt.Errorf("firewall: removing the table: %w", err)
+	}
+	return nil
+}
+
+// Active reports whether moat's table is in the kernel.
+func (m *Manager) Active(ctx context.Context) (bool, error) {
+	out, err := m.nft.run(ctx, "", "list", "tables", "inet")
+	if err != nil {
+		return false, err
+	}
+	return tableListed(out), nil
+}
+
+func tableListed(out string) bool {
+	for line := range strings.Lines(out) {
+		if strings.TrimSpace(line) == "table inet "+Table {
+			return true
+		}
+	}
+	return false
+}
+
+// Ban adds a ban for prefix, expiring after d (0: until removed). The
+// table must be in force.
+func (m *Manager) Ban(ctx context.Context, prefix netip.Prefix, d time.Duration) error {
+	return m.Load(ctx, []Ban{{Prefix: prefix, Expires: d}})
+}
+
+// Load adds many bans in one transaction.
+func (m *Manager) Load(ctx context.Context, bans []Ban) error {
+	var b strings.Builder
+	for _, ban := range bans {
+		p := ban.Prefix.Masked()
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		set := "ban6"
+		if p.Addr().Is4() {
+			set = "ban4"
+		}
+		fmt.Fprintf(&b, "add element inet %s %s { %s", Table, set, p)
+		if ban.Expires > 0 {
+			fmt.Fprintf(&b, " timeout %dms", max(ban.Expires.Milliseconds(), 1000))
+		}
+		b.WriteString(" }\n")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.nft.run(ctx, b.String(), "-f", "-"); err != nil {
+		return fmt.Errorf("firewall: adding bans: %w", err)
+	}
+	return nil
+}
+
+// Unban removes the ban of exactly prefix.
+func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) error {
+	set := "ban6"
+	if prefix.Addr().Unmap().Is4() {
+		set, prefix = "ban4", netip.PrefixFrom(prefix.Addr().Unmap(), min(prefix.Bits(), 32))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	script := fmt.Sprintf("delete element inet %s %s { %s }\n", Table, set, prefix.Masked())
+	if _, err := m.nft.run(ctx, script, "-f", "-"); err != nil {
+		return fmt.Errorf("firewall: removing the ban of %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// Bans lists the bans in force with the time they have left.
+func (m *Manager) Bans(ctx context.Context) ([]Ban, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bans(ctx)
+}
+
+func (m *Manager) bans(ctx context.Context) ([]Ban, error) {
+	out, err := m.nft.run(ctx, "", "list", "tables", "inet")
+	if err != nil {
+		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	if !tableListed(out) {
+		return nil, nil
+	}
+	var bans []Ban
+	for _, set := range []string{"ban4", "ban6"} {
+		out, err := m.nft.run(ctx, "", "-j", "list", "set", "inet", Table, set)
+		if err != nil {
+			return nil, fmt.Errorf("firewall: reading the bans: %w", err)
+		}
+		got, err := parseSet(out)
+		if err != nil {
+			return nil, fmt.Errorf("firewall: reading the bans: %w", err)
+		}
+		bans = append(bans, got...)
+	}
+	return bans, nil
+}
+
+// parseSet reads the elements of `nft -j list set`.
+func parseSet(out string) ([]Ban, error) {
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []json.RawMessage `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return nil, err
+	}
+	var bans []Ban
+	for _, item := range doc.Nftables {
+		if item.Set == nil {
+			continue
+		}
+		for _, raw := range item.Set.Elem {
+			b, err := parseElem(raw)
+			if err != nil {
+				return nil, err
+			}
+			bans = append(bans, b)
+		}
+	}
+	return bans, nil
+}
+
+// parseElem reads one set element: "1.2.3.4", {"prefix": …}, or
+// {"elem": {"val": …, "expires": seconds}}.
+func parseElem(raw json.RawMessage) (Ban, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return Ban{}, err
+		}
+		return Ban{Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
+	}
+	var obj struct {
+		Prefix *struct {
+			Addr string `json:"addr"`
+			Len  int    `json:"len"`
+		} `json:"prefix"`
+		Range []string `json:"range"`
+		Elem  *struct {
+			Val     json.RawMessage `json:"val"`
+			Expires float64         `json:"expires"`
+		} `json:"elem"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return Ban{}, err
+	}
+	switch {
+	case obj.Elem != nil:
+		b, err := parseElem(obj.Elem.Val)
+		b.Expires = time.Duration(obj.Elem.Expires * float64(time.Second))
+		return b, err
+	case obj.Prefix != nil:
+		a, err := netip.ParseAddr(obj.Prefix.Addr)
+		if err != nil {
+			return Ban{}, err
+		}
+		return Ban{Prefix: netip.PrefixFrom(a, obj.Prefix.Len)}, nil
+	}
+	return Ban{}, errors.New("unknown set element " + string(raw))
+}
+
+// ErrNothingToConfirm is Confirm's answer when no apply waits for it.
+var ErrNothingToConfirm = errors.New("firewall: no change is waiting for confirmation")
+
+// ApplyConfirm applies next like Apply, then, unless Confirm comes within
+// d, puts back what was in force before: previous if wasActive, no table
+// at all otherwise. (The caller passes the previous rules: it keeps the
+// desired state.) done, if not nil, is told the rollback's outcome when
+// one happens.
+//
+// A change that could cut the owner off is applied this way, so that the
+// server comes back by itself when the owner's connection was cut.
+func (m *Manager) ApplyConfirm(ctx context.Context, next, previous []Rule, wasActive bool, d time.Duration, done func(error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pending != nil {
+		return errors.New("firewall: another change is waiting for confirmation; confirm it, or wait until it rolls back")
+	}
+	if wasActive {
+		if err := Check(previous); err != nil {
+			return fmt.Errorf("firewall: the rules to fall back to are not valid: %w", err)
+		}
+	}
+	if err := m.apply(ctx, next); err != nil {
+		return err
+	}
+	p := &pending{previous: previous, hadTable: wasActive, done: make(chan struct{})}
+	p.timer = time.AfterFunc(d, func() { m.rollback(p, done) })
+	m.pending = p
+	return nil
+}
+
+// rollback restores what was in force before p's apply, unless p was
+// confirmed meanwhile.
+func (m *Manager) rollback(p *pending, done func(error)) {
+	m.mu.Lock()
+	if m.pending != p {
+		m.mu.Unlock()
+		return // confirmed
+	}
+	m.pending = nil
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	if p.hadTable {
+		err = m.apply(ctx, p.previous)
+	} else {
+		_, err = m.nft.run(ctx, fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-")
+	}
+	p.err = err
+	close(p.done)
+	m.mu.Unlock()
+	if done != nil {
+		done(err)
+	}
+}
+
+// Confirm keeps the change ApplyConfirm made.
+func (m *Manager) Confirm() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pending == nil {
+		return ErrNothingToConfirm
+	}
+	m.pending.timer.Stop()
+	m.pending = nil
+	return nil
+}
+
+// Pending reports whether a change waits for its confirmation.
+func (m *Manager) Pending() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending != nil
+}
