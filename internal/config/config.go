@@ -27,6 +27,8 @@ type State struct {
 	Server Server `yaml:"server" json:"server"`
 	// Apps are the applications behind the edge, by name.
 	Apps []App `yaml:"apps,omitempty" json:"apps,omitempty"`
+	// Firewall is the network firewall: which ports are open, to whom.
+	Firewall Firewall `yaml:"firewall,omitempty" json:"firewall,omitempty"`
 }
 
 // Server holds the settings that are not about one app.
@@ -175,6 +177,7 @@ func (s State) Clone() State {
 	c.Server.TrustedProxies = append([]string(nil), s.Server.TrustedProxies...)
 	c.Server.Cloudflare.Ranges = append([]string(nil), s.Server.Cloudflare.Ranges...)
 	c.Server.RateLimit = s.Server.RateLimit.clone()
+	c.Firewall = s.Firewall.clone()
 	c.Apps = make([]App, len(s.Apps))
 	for i, a := range s.Apps {
 		c.Apps[i] = a.Clone()

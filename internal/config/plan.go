@@ -20,7 +20,7 @@ const (
 // Step is one object's change: the server settings or one app.
 type Step struct {
 	Op Op `json:"op"`
-	// Object is "server" or "app NAME".
+	// Object is "server", "firewall" or "app NAME".
 	Object string `json:"object"`
 	// Fields lists what differs, as "field: old -> new".
 	Fields []string `json:"fields,omitempty"`
@@ -37,6 +37,9 @@ func Diff(from, to State) Plan {
 	var p Plan
 	if f := diffFields(flatten(from.Server), flatten(to.Server)); len(f) > 0 {
 		p = append(p, Step{Op: Change, Object: "server", Fields: f, Before: mustJSON(from.Server), After: mustJSON(to.Server)})
+	}
+	if f := diffFields(flatten(from.Firewall), flatten(to.Firewall)); len(f) > 0 {
+		p = append(p, Step{Op: Change, Object: "firewall", Fields: f, Before: mustJSON(from.Firewall), After: mustJSON(to.Firewall)})
 	}
 	old := map[string]App{}
 	for _, a := range from.Apps {

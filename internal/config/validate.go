@@ -45,6 +45,7 @@ func (s *State) Normalize() {
 // can validate with the indexes of the file the user wrote.
 func (s *State) normalizeValues() {
 	s.Server.Domain = normalHost(s.Server.Domain)
+	s.Firewall.normalize()
 	for i := range s.Apps {
 		a := &s.Apps[i]
 		for j, d := range a.Domains {
@@ -223,6 +224,7 @@ func (s *State) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, s.Firewall.validate(add)...)
 	return errors.Join(errs...)
 }
 

@@ -168,9 +168,9 @@ func Check(rules []Rule) error {
 				continue
 			}
 			switch {
-			case covers(a, b):
+			case Covers(a, b):
 				errs = append(errs, fmt.Errorf("rule %d (%s) already opens what rule %d (%s) opens: drop rule %d", i+1, a, j+1, b, j+1))
-			case covers(b, a):
+			case Covers(b, a):
 				errs = append(errs, fmt.Errorf("rule %d (%s) already opens what rule %d (%s) opens: drop rule %d", j+1, b, i+1, a, i+1))
 			}
 		}
@@ -178,8 +178,8 @@ func Check(rules []Rule) error {
 	return errors.Join(errs...)
 }
 
-// covers reports whether rule a opens everything rule b opens.
-func covers(a, b Rule) bool {
+// Covers reports whether rule a opens everything rule b opens.
+func Covers(a, b Rule) bool {
 	if a.Proto != b.Proto || a.From > b.From || a.To < b.To {
 		return false
 	}

@@ -1,0 +1,76 @@
+package firewall
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestGuard(t *testing.T) {
+	office := netip.MustParseAddr("203.0.113.7")
+	access := Access{Caller: office, SSHPort: 22, HTTP01Domains: []string{"a.example.com"}, HTTPPort: 80, EdgeServes: true, HTTPSPort: 443}
+	cases := []struct {
+		name    string
+		rules   []Rule
+		a       Access
+		force   bool
+		refuses []string // parts of the message; none for no refusal
+		lockout bool
+	}{
+		{"all open", []Rule{rule("22/tcp"), rule("80/tcp"), rule("443/tcp")}, access, false, nil, false},
+		{"ssh only from the caller", []Rule{rule("22/tcp", "203.0.113.0/24"), rule("80/tcp"), rule("443/tcp")}, access, false, nil, false},
+		{"80 closed while HTTP-01 renews", []Rule{rule("22/tcp"), rule("443/tcp")}, access, false, []string{"close 80/tcp", "a.example.com renew over HTTP-01", "TLS-ALPN-01"}, false},
+		{"80 open to some only", []Rule{rule("22/tcp"), rule("80/tcp", "198.51.100.0/24"), rule("443/tcp")}, access, false, []string{"close 80/tcp"}, false},
+		{"80 closed without HTTP-01", []Rule{rule("22/tcp"), rule("443/tcp")}, Access{Caller: office, SSHPort: 22, HTTPPort: 80, EdgeServes: true, HTTPSPort: 443}, false, nil, false},
+		{"443 closed while the edge serves", []Rule{rule("22/tcp"), rule("80/tcp")}, access, false, []string{"close 443/tcp", "apps would go offline"}, false},
+		{"ssh cut off", []Rule{rule("22/tcp", "198.51.100.0/24"), rule("80/tcp"), rule("443/tcp")}, access, false, []string{"connected from 203.0.113.7 to port 22", "moat firewall allow 22/tcp from 203.0.113.7", "--confirm-within"}, true},
+		{"ssh cut off, forced", []Rule{rule("80/tcp"), rule("443/tcp")}, access, true, nil, false},
+		{"force does not open 443", []Rule{rule("80/tcp")}, access, true, []string{"close 443/tcp"}, false},
+		{"not over ssh", []Rule{rule("80/tcp"), rule("443/tcp")}, Access{HTTPPort: 80, HTTPSPort: 443}, false, nil, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := Guard(c.rules, c.a, c.force)
+			if len(c.refuses) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("not refused")
+			}
+			for _, part := range c.refuses {
+				if !strings.Contains(err.Error(), part) {
+					t.Errorf("message lacks %q:\n%v", part, err)
+				}
+			}
+			if errors.Is(err, ErrLockout) != c.lockout {
+				t.Errorf("errors.Is(err, ErrLockout) = %v, want %v", !c.lockout, c.lockout)
+			}
+		})
+	}
+}
+
+func TestSSHCaller(t *testing.T) {
+	cases := []struct {
+		in   string
+		addr string
+		port uint16
+		ok   bool
+	}{
+		{"203.0.113.7 51234 198.51.100.1 22", "203.0.113.7", 22, true},
+		{"2001:db8::7 51234 2001:db8::1 2222", "2001:db8::7", 2222, true},
+		{"::ffff:203.0.113.7 1 10.0.0.1 22", "203.0.113.7", 22, true},
+		{"", "", 0, false},
+		{"nonsense", "", 0, false},
+		{"203.0.113.7 1 10.0.0.1 0", "", 0, false},
+	}
+	for _, c := range cases {
+		a, p, ok := SSHCaller(c.in)
+		if ok != c.ok || (ok && (a.String() != c.addr || p != c.port)) {
+			t.Errorf("SSHCaller(%q) = %v %d %v, want %s %d %v", c.in, a, p, ok, c.addr, c.port, c.ok)
+		}
+	}
+}
