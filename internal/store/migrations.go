@@ -60,4 +60,13 @@ BEGIN
 	SELECT RAISE(ABORT, 'activity log is append-only: entries cannot be deleted');
 END;
 `,
+	// 2: the firewall's desired state.
+	`
+-- The firewall: one row, config.Firewall as JSON.
+CREATE TABLE firewall (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	desired TEXT NOT NULL CHECK (json_valid(desired))
+) STRICT;
+INSERT INTO firewall (id, desired) VALUES (1, '{}');
+`,
 }

@@ -485,6 +485,13 @@ func readState(ctx context.Context, q querier) (config.State, int64, error) {
 	if err := json.Unmarshal([]byte(settings), &st.Server); err != nil {
 		return st, 0, fmt.Errorf("server settings: %w", err)
 	}
+	var fw string
+	if err := q.QueryRowContext(ctx, "SELECT desired FROM firewall WHERE id = 1").Scan(&fw); err != nil {
+		return st, 0, fmt.Errorf("firewall: %w", err)
+	}
+	if err := json.Unmarshal([]byte(fw), &st.Firewall); err != nil {
+		return st, 0, fmt.Errorf("firewall: %w", err)
+	}
 	rows, err := q.QueryContext(ctx, "SELECT name, spec FROM apps ORDER BY name")
 	if err != nil {
 		return st, 0, fmt.Errorf("apps: %w", err)
@@ -531,6 +538,14 @@ func writeState(ctx context.Context, tx *sql.Tx, next config.State, plan config.
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE server SET settings = ? WHERE id = 1", string(settings)); err != nil {
 				return fmt.Errorf("server settings: %w", err)
+			}
+		case "firewall":
+			desired, err := json.Marshal(next.Firewall)
+			if err != nil {
+				return fmt.Errorf("firewall: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE firewall SET desired = ? WHERE id = 1", string(desired)); err != nil {
+				return fmt.Errorf("firewall: %w", err)
 			}
 		case "app":
 			as := appStep{op: step.Op}

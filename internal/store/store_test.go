@@ -842,3 +842,32 @@ func slicesDelete(apps []config.App, name string) []config.App {
 	}
 	return out
 }
+
+func TestFirewallIsStored(t *testing.T) {
+	s, path := openTest(t)
+	ctx := context.Background()
+	rules := []config.FirewallRule{{Port: "22/tcp", Comment: "ssh"}, {Port: "5432/tcp", From: []string{"203.0.113.0/24"}}}
+	if _, err := s.Update(ctx, testActor, false, func(st *config.State) error {
+		st.Firewall.Rules = rules
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	st, _, err := s2.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Firewall.Rules) != 2 || st.Firewall.Rules[1].From[0] != "203.0.113.0/24" || st.Firewall.Rules[0].Comment != "ssh" {
+		t.Errorf("firewall after reopening: %+v", st.Firewall)
+	}
+	entries, err := s2.Activity(ctx, Query{Target: "firewall"})
+	if err != nil || len(entries) != 1 || entries[0].Action != "firewall.change" {
+		t.Errorf("activity %+v, %v; want one firewall.change", entries, err)
+	}
+}
