@@ -36,6 +36,9 @@ type Runtime interface {
 	Apply(ctx context.Context, s config.State) error
 	// Certificates reports each domain's certificate status.
 	Certificates() []certs.Status
+	// Firewall is the daemon's hold on the kernel's firewall, nil when it
+	// does not manage it.
+	Firewall() Firewall
 }
 
 // Server holds the handlers' dependencies.
@@ -79,6 +82,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/apps/{name}", s.removeApp)
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/activity", s.activity)
+	s.firewallRoutes(mux)
 	return mux
 }
 
@@ -112,9 +116,12 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	body.Error = err.Error()
 	code := http.StatusInternalServerError
 	var nf notFound
+	var cf conflict
 	switch {
 	case errors.As(err, &nf):
 		code = http.StatusNotFound
+	case errors.As(err, &cf):
+		code = http.StatusConflict
 	case isInput(err):
 		code = http.StatusBadRequest
 	}

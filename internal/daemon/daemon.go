@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"moat/internal/cache"
+	"moat/internal/firewall"
 	"moat/internal/ratelimit"
 	"net"
 	"net/http"
@@ -48,6 +49,11 @@ type Options struct {
 	AccessLog io.Writer
 	// Ready is called once the listeners are bound.
 	Ready func(Info)
+	// Firewall, when set, is the kernel firewall the daemon manages: the
+	// stored rules are put in force when it starts, and the API's
+	// firewall commands act on it. nil leaves the host's firewall alone
+	// (the demo, most tests).
+	Firewall *firewall.Manager
 }
 
 // Info tells where a started daemon listens.
@@ -169,6 +175,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer d.stopListening()
+	d.startFirewall(ctx, st, state)
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
 	if err != nil {
@@ -261,6 +268,45 @@ func notifierFor(s config.Server, log *slog.Logger) notify.Notifier {
 		n = append(n, notify.Webhook{URL: s.Notify.Webhook})
 	}
 	return n
+}
+
+// Firewall implements api.Runtime.
+func (d *Daemon) Firewall() api.Firewall {
+	if d.opts.Firewall == nil {
+		return nil // a nil *firewall.Manager in the interface would not be nil
+	}
+	return d.opts.Firewall
+}
+
+// startFirewall puts the stored firewall in force, as the owner last left
+// it: the rules, or no table when it was turned off. A firewall with no
+// rules yet is left alone: applying it would drop SSH too. A failure is
+// logged and recorded, and the daemon serves on.
+func (d *Daemon) startFirewall(ctx context.Context, st *store.SQLite, state config.State) {
+	fw := d.opts.Firewall
+	if fw == nil {
+		return
+	}
+	rules, err := state.FirewallRules()
+	action, detail := "firewall.apply", fmt.Sprintf("%d rules, on start", len(rules))
+	switch {
+	case err != nil:
+	case state.Firewall.Off:
+		action, detail = "firewall.off", "on start: the firewall was turned off"
+		err = fw.Off(ctx)
+	case len(rules) == 0:
+		d.log.Warn("the firewall has no rules yet, so moat leaves the host's firewall as it is; add rules with moat firewall allow, then moat firewall apply")
+		return
+	default:
+		err = fw.Apply(ctx, rules)
+	}
+	if err != nil {
+		d.log.Error("firewall not in force", "err", err)
+		detail = "failed on start: " + err.Error()
+	}
+	if rerr := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: action, Target: "firewall", Detail: detail}); rerr != nil {
+		d.log.Error("activity", "err", rerr)
+	}
 }
 
 // Certificates implements api.Runtime.

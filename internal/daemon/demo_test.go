@@ -29,8 +29,9 @@ func TestDemo(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	seedApp(t, dir, config.App{Name: "real", Domains: []string{"real.example.com"}, Upstream: "http://127.0.0.1:1"})
-	httpsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	dm := &Demo{HTTPSAddr: httpsAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+	ports := testenv.FreePorts(t, 2)
+	httpsAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	dm := &Demo{HTTPSAddr: httpsAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	banner := make(chan string, 1)

@@ -77,7 +77,8 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(e)
 	}
-	e.httpPort, e.httpsPort = testenv.FreePort(t), testenv.FreePort(t)
+	ports := testenv.FreePorts(t, 2)
+	e.httpPort, e.httpsPort = ports[0], ports[1]
 	e.dns = testenv.StartDNS(t)
 	e.pebble = testenv.StartPebble(t, testenv.PebbleOptions{
 		HTTPPort: e.httpPort, TLSPort: e.httpsPort, DNSServer: e.dns.Addr(), CertValidity: e.validity,

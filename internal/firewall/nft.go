@@ -51,6 +51,8 @@ type Manager struct {
 
 	mu      sync.Mutex
 	pending *pending // an apply waiting for its confirmation
+	inForce []Rule   // what this Manager last put in force
+	known   bool     // inForce is known: this Manager applied or removed the table
 }
 
 // pending is an applied ruleset that rolls back unless confirmed.
@@ -85,6 +87,25 @@ func (m *Manager) apply(ctx context.Context, rules []Rule) error {
 	if _, err := m.nft.run(ctx, Render(rules, bans), "-f", "-"); err != nil {
 		return fmt.Errorf("firewall: applying the ruleset: %w", err)
 	}
+	m.inForce, m.known = append([]Rule(nil), rules...), true
+	return nil
+}
+
+// InForce returns the rules this Manager last put in force; nil with
+// known when it removed the table, and known false before it did
+// anything (what is in the kernel then is not its doing).
+func (m *Manager) InForce() (rules []Rule, known bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Rule(nil), m.inForce...), m.known
+}
+
+// remove deletes moat's table.
+func (m *Manager) remove(ctx context.Context) error {
+	if _, err := m.nft.run(ctx, fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-"); err != nil {
+		return fmt.Errorf("firewall: removing the table: %w", err)
+	}
+	m.inForce, m.known = nil, true
 	return nil
 }
 
@@ -93,10 +114,7 @@ func (m *Manager) apply(ctx context.Context, rules []Rule) error {
 func (m *Manager) Off(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, err := m.nft.run(ctx, fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-"); err != nil {
-		return fmt.Errorf("firewall: removing the table: %w", err)
-	}
-	return nil
+	return m.remove(ctx)
 }
 
 // Active reports whether moat's table is in the kernel.
@@ -308,7 +326,7 @@ func (m *Manager) rollback(p *pending, done func(error)) {
 	if p.hadTable {
 		err = m.apply(ctx, p.previous)
 	} else {
-		_, err = m.nft.run(ctx, fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-")
+		err = m.remove(ctx)
 	}
 	p.err = err
 	close(p.done)

@@ -1,0 +1,365 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"moat/internal/config"
+	"moat/internal/firewall"
+	"moat/internal/store"
+)
+
+// Firewall is the running daemon's hold on the kernel's firewall; nil
+// when the daemon does not manage it (the demo) or no daemon runs.
+// *firewall.Manager is one.
+type Firewall interface {
+	Apply(ctx context.Context, rules []firewall.Rule) error
+	ApplyConfirm(ctx context.Context, next, previous []firewall.Rule, wasActive bool, d time.Duration, done func(error)) error
+	Confirm() error
+	Off(ctx context.Context) error
+	Active(ctx context.Context) (bool, error)
+	Pending() bool
+	InForce() ([]firewall.Rule, bool)
+}
+
+// FirewallStatus is the firewall as GET /v1/firewall reports it.
+type FirewallStatus struct {
+	Rules []config.FirewallRule `json:"rules"`
+	Off   bool                  `json:"off,omitempty"`
+	// Managed is false when no daemon runs, or it does not manage the
+	// firewall: the rules are then only stored.
+	Managed bool `json:"managed"`
+	// Active says that moat's table is in the kernel.
+	Active bool `json:"active"`
+	// Pending says that an apply waits for its confirmation.
+	Pending bool `json:"pending,omitempty"`
+	// Plan is what applying the stored rules would change.
+	Plan FirewallPlan `json:"plan"`
+}
+
+// FirewallPlan lists the rules an apply would add and remove, as
+// "5432/tcp from 203.0.113.0/24"; Unknown when what is in force is not
+// known (the daemon has not applied anything since it started).
+type FirewallPlan struct {
+	Add     []string `json:"add,omitempty"`
+	Remove  []string `json:"remove,omitempty"`
+	Unknown bool     `json:"unknown,omitempty"`
+}
+
+// ApplyRequest is the body of POST /v1/firewall/apply.
+type ApplyRequest struct {
+	// ConfirmWithin, like "60s", applies with a rollback unless POST
+	// /v1/firewall/confirm comes in time.
+	ConfirmWithin string `json:"confirm_within,omitempty"`
+	// Force skips the check that the caller's SSH connection survives.
+	Force bool `json:"force,omitempty"`
+	// SSHConnection is the caller's SSH_CONNECTION, when it runs over SSH.
+	SSHConnection string `json:"ssh_connection,omitempty"`
+}
+
+// RuleRequest names a rule: the body of POST and DELETE
+// /v1/firewall/rules.
+type RuleRequest = config.FirewallRule
+
+func (s *Server) firewallRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/firewall", s.firewallStatus)
+	mux.HandleFunc("POST /v1/firewall/rules", s.allow)
+	mux.HandleFunc("DELETE /v1/firewall/rules", s.deny)
+	mux.HandleFunc("POST /v1/firewall/apply", s.firewallApply)
+	mux.HandleFunc("POST /v1/firewall/confirm", s.firewallConfirm)
+	mux.HandleFunc("POST /v1/firewall/off", s.firewallOff)
+	mux.HandleFunc("POST /v1/firewall/on", s.firewallOn)
+}
+
+// firewall returns the daemon's firewall, or nil.
+func (s *Server) firewall() Firewall {
+	if s.Runtime == nil {
+		return nil
+	}
+	return s.Runtime.Firewall()
+}
+
+var errUnmanaged = inputError{errors.New("no running moat daemon manages the firewall here: the rules are stored, and `moat serve` applies them when it starts")}
+
+func (s *Server) firewallStatus(w http.ResponseWriter, r *http.Request) {
+	st, _, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := FirewallStatus{Rules: st.Firewall.Rules, Off: st.Firewall.Off}
+	if out.Rules == nil {
+		out.Rules = []config.FirewallRule{}
+	}
+	fw := s.firewall()
+	want, err := st.FirewallRules()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if st.Firewall.Off {
+		want = nil
+	}
+	if fw == nil {
+		out.Plan = plan(want, nil, false)
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	out.Managed, out.Pending = true, fw.Pending()
+	if out.Active, err = fw.Active(r.Context()); err != nil {
+		s.fail(w, err)
+		return
+	}
+	inForce, known := fw.InForce()
+	out.Plan = plan(want, inForce, known)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// plan compares the rules wanted with those in force.
+func plan(want, inForce []firewall.Rule, known bool) FirewallPlan {
+	p := FirewallPlan{Unknown: !known}
+	has := func(rules []firewall.Rule, x firewall.Rule) bool {
+		return slices.ContainsFunc(rules, func(r firewall.Rule) bool { return r.String() == x.String() })
+	}
+	for _, r := range want {
+		if !known || !has(inForce, r) {
+			p.Add = append(p.Add, r.String())
+		}
+	}
+	for _, r := range inForce {
+		if !has(want, r) {
+			p.Remove = append(p.Remove, r.String())
+		}
+	}
+	return p
+}
+
+func (s *Server) allow(w http.ResponseWriter, r *http.Request) {
+	var rule RuleRequest
+	if err := decode(r, &rule); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.update(w, r, func(st *config.State) error {
+		st.Firewall.Rules = append(st.Firewall.Rules, rule)
+		return nil // Validate names a repeat or an overlap
+	})
+}
+
+func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
+	var rule RuleRequest
+	if err := decode(r, &rule); err != nil {
+		s.fail(w, err)
+		return
+	}
+	probe := config.State{Firewall: config.Firewall{Rules: []config.FirewallRule{rule}}}
+	probe.Normalize()
+	target, err := probe.FirewallRules()
+	if err != nil {
+		s.fail(w, inputError{err})
+		return
+	}
+	s.update(w, r, func(st *config.State) error {
+		rules, err := st.FirewallRules()
+		if err != nil {
+			return err
+		}
+		for i, x := range rules {
+			if x.Proto == target[0].Proto && x.From == target[0].From && x.To == target[0].To &&
+				(len(rule.From) == 0 || slices.Equal(x.Sources, target[0].Sources)) {
+				st.Firewall.Rules = slices.Delete(st.Firewall.Rules, i, i+1)
+				return nil
+			}
+		}
+		return notFound(fmt.Sprintf("no rule opens %s: `moat firewall list` shows the rules", target[0]))
+	})
+}
+
+// access is what the stored state and the caller say a new ruleset must
+// leave open.
+func access(st config.State, sshConnection string) firewall.Access {
+	var a firewall.Access
+	if caller, port, ok := firewall.SSHCaller(sshConnection); ok {
+		a.Caller, a.SSHPort = caller, port
+	}
+	a.HTTPPort = portOf(st.Server.HTTPAddr())
+	a.HTTPSPort = portOf(st.Server.HTTPSAddr())
+	a.EdgeServes = len(st.Apps) > 0
+	if st.Server.ACME.Allows(config.ChallengeHTTP01) {
+		a.HTTP01Domains = st.Domains()
+	}
+	return a
+}
+
+func portOf(addr string) uint16 {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(p, 10, 16)
+	return uint16(n)
+}
+
+func (s *Server) firewallApply(w http.ResponseWriter, r *http.Request) {
+	var req ApplyRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	fw := s.firewall()
+	if fw == nil {
+		s.fail(w, errUnmanaged)
+		return
+	}
+	st, _, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.applyRules(w, r, fw, st, req, "firewall.apply")
+}
+
+// applyRules puts the stored rules in force, after the guards.
+func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall, st config.State, req ApplyRequest, action string) {
+	ctx := r.Context()
+	rules, err := st.FirewallRules()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if len(rules) == 0 {
+		s.fail(w, inputError{errors.New("there are no rules: applying would drop everything inbound, SSH included. Add rules first, like `moat firewall allow 22/tcp`")})
+		return
+	}
+	if err := firewall.Guard(rules, access(st, req.SSHConnection), req.Force); err != nil {
+		s.fail(w, conflict{err})
+		return
+	}
+	detail := fmt.Sprintf("%d rules", len(rules))
+	if req.ConfirmWithin != "" {
+		d, err := time.ParseDuration(req.ConfirmWithin)
+		if err != nil || d < 5*time.Second || d > time.Hour {
+			s.fail(w, &config.FieldError{Field: "confirm_within", Value: req.ConfirmWithin, Problem: "is not a duration from 5s to 1h", Fix: "write it like 60s or 2m"})
+			return
+		}
+		previous, wasActive := fw.InForce()
+		if active, err := fw.Active(ctx); err == nil && !active {
+			wasActive = false
+		}
+		actor := actor(ctx)
+		done := func(err error) {
+			e := store.Entry{At: time.Now(), Who: actor.Who, From: actor.From, Action: "firewall.rollback", Target: "firewall", Detail: "no confirmation within " + d.String() + ": the previous rules are back"}
+			if err != nil {
+				e.Detail = "no confirmation within " + d.String() + ", and putting the previous rules back failed: " + err.Error()
+				s.Log.Error("firewall rollback", "err", err)
+			}
+			if rerr := s.Store.Record(context.Background(), e); rerr != nil {
+				s.Log.Error("activity", "err", rerr)
+			}
+		}
+		if err := fw.ApplyConfirm(ctx, rules, previous, wasActive, d, done); err != nil {
+			s.fail(w, err)
+			return
+		}
+		detail += ", rolls back unless confirmed within " + d.String()
+	} else if err := fw.Apply(ctx, rules); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if req.Force {
+		detail += ", SSH check skipped (--force)"
+	}
+	s.record(ctx, action, detail)
+	s.firewallStatus(w, r)
+}
+
+func (s *Server) record(ctx context.Context, action, detail string) {
+	a := actor(ctx)
+	if err := s.Store.Record(ctx, store.Entry{At: time.Now(), Who: a.Who, From: a.From, Action: action, Target: "firewall", Detail: detail}); err != nil {
+		s.Log.Error("activity", "err", err)
+	}
+}
+
+func (s *Server) firewallConfirm(w http.ResponseWriter, r *http.Request) {
+	fw := s.firewall()
+	if fw == nil {
+		s.fail(w, errUnmanaged)
+		return
+	}
+	if err := fw.Confirm(); err != nil {
+		s.fail(w, inputError{err})
+		return
+	}
+	s.record(r.Context(), "firewall.confirm", "the applied rules stay")
+	s.firewallStatus(w, r)
+}
+
+func (s *Server) firewallOff(w http.ResponseWriter, r *http.Request) {
+	fw := s.firewall()
+	if fw == nil {
+		s.fail(w, errUnmanaged)
+		return
+	}
+	ctx := r.Context()
+	if _, err := s.Store.Update(ctx, actor(ctx), false, func(st *config.State) error {
+		st.Firewall.Off = true
+		return nil
+	}); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if err := fw.Off(ctx); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.record(ctx, "firewall.off", "moat's table removed: the server is open to whatever other tables allow; the rules are kept")
+	s.firewallStatus(w, r)
+}
+
+func (s *Server) firewallOn(w http.ResponseWriter, r *http.Request) {
+	var req ApplyRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	fw := s.firewall()
+	if fw == nil {
+		s.fail(w, errUnmanaged)
+		return
+	}
+	ctx := r.Context()
+	st, _, err := s.Store.State(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	rules, err := st.FirewallRules()
+	if err == nil && len(rules) > 0 {
+		err = firewall.Guard(rules, access(st, req.SSHConnection), req.Force)
+	}
+	if err != nil {
+		s.fail(w, conflict{err})
+		return
+	}
+	if _, err := s.Store.Update(ctx, actor(ctx), false, func(st *config.State) error {
+		st.Firewall.Off = false
+		return nil
+	}); err != nil {
+		s.fail(w, err)
+		return
+	}
+	st.Firewall.Off = false
+	s.applyRules(w, r, fw, st, req, "firewall.on")
+}
+
+// conflict is a refusal because of what the change would do, not how it
+// is written: 409.
+type conflict struct{ error }
+
+func (c conflict) Unwrap() error { return c.error }
