@@ -10,10 +10,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"moat/internal/daemon"
+	"moat/internal/firewall"
 )
 
 func newServe(g *globals) *cobra.Command {
-	var demo bool
+	var demo, manageFirewall bool
 	var httpsAddr, httpAddr, logLevel string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -43,6 +44,9 @@ certificates from a local CA it creates, and prints how to trust that CA.`,
 				debug.SetGCPercent(gcPercent)
 			}
 			opts := daemon.Options{DataDir: g.dataDir, Socket: g.socket, Logger: log}
+			if manageFirewall && !demo {
+				opts.Firewall = firewall.NewManager(firewall.NFT{})
+			}
 			if demo {
 				dm := &daemon.Demo{HTTPSAddr: httpsAddr, HTTPAddr: httpAddr}
 				opts.Demo = dm
@@ -61,6 +65,7 @@ certificates from a local CA it creates, and prints how to trust that CA.`,
 	cmd.Flags().StringVar(&httpsAddr, "https-addr", "127.0.0.1:8443", "with --demo: the HTTPS address")
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "with --demo: the HTTP address (redirects to HTTPS)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().BoolVar(&manageFirewall, "firewall", true, "put the stored firewall rules in force with nftables (never with --demo)")
 	return cmd
 }
 

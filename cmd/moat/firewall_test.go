@@ -1,0 +1,60 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestFirewallCommands runs the firewall commands without a daemon: the
+// rules are stored, listed and planned; what needs the kernel says so.
+func TestFirewallCommands(t *testing.T) {
+	c := newCLI(t)
+	c.ok("firewall", "allow", "22/tcp", "--comment", "ssh")
+	c.ok("firewall", "allow", "5432/tcp", "from", "203.0.113.0/24,::ffff:198.51.100.7", "--comment", "office")
+	c.ok("firewall", "allow", "60000-61000/udp")
+	list := c.ok("firewall", "list")
+	for _, want := range []string{"22/tcp", "any", "ssh", "5432/tcp", "203.0.113.0/24,198.51.100.7/32", "office", "60000-61000/udp", "moat serve puts them in force"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list lacks %q:\n%s", want, list)
+		}
+	}
+	if plan := c.ok("firewall", "plan"); !strings.Contains(plan, "+ allow 5432/tcp from 203.0.113.0/24,198.51.100.7/32") {
+		t.Errorf("plan:\n%s", plan)
+	}
+
+	bad := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"firewall", "allow", "70000/tcp"}, []string{"firewall.rules[3].port", "70000/tcp", "from 1 to 65535"}},
+		{[]string{"firewall", "allow", "22/sctp"}, []string{"not tcp or udp", "PORT/tcp or PORT/udp"}},
+		{[]string{"firewall", "allow", "80/tcp", "from", "10.0.0.1/8"}, []string{"firewall.rules[3].from[0]", "write 10.0.0.0/8"}},
+		{[]string{"firewall", "allow", "22/tcp"}, []string{"firewall.rules[3]", "22/tcp", "remove one of the two"}},
+		{[]string{"firewall", "allow", "5432/tcp", "to", "x"}, []string{"PORT/PROTO from SOURCE"}},
+		{[]string{"firewall", "deny", "8080/tcp"}, []string{"no rule opens 8080/tcp"}},
+		{[]string{"firewall", "delete", "9"}, []string{"1 to 3"}},
+		{[]string{"firewall", "apply"}, []string{"no running moat daemon manages the firewall"}},
+		{[]string{"firewall", "confirm"}, []string{"no running moat daemon manages the firewall"}},
+	}
+	for _, b := range bad {
+		out, err := c.run("", b.args...)
+		if err == nil {
+			t.Errorf("moat %s succeeded:\n%s", strings.Join(b.args, " "), out)
+			continue
+		}
+		for _, w := range b.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("moat %s: %v\nlacks %q", strings.Join(b.args, " "), err, w)
+			}
+		}
+	}
+
+	c.ok("firewall", "deny", "5432/tcp")
+	c.ok("firewall", "delete", "2")
+	if list := c.ok("firewall", "list"); strings.Contains(list, "5432") || strings.Contains(list, "60000") || !strings.Contains(list, "22/tcp") {
+		t.Errorf("after deny and delete:\n%s", list)
+	}
+	if act := c.ok("activity"); strings.Count(act, "firewall.change") != 5 {
+		t.Errorf("activity has %d firewall changes, want 5:\n%s", strings.Count(act, "firewall.change"), act)
+	}
+}
