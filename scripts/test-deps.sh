@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft"; do
+for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy"; do
   pkg=${pair%%:*} probe=${pair#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need_apt+=("$pkg"); else command -v "$probe" >/dev/null || need_apt+=("$pkg"); fi
 done

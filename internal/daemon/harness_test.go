@@ -21,6 +21,7 @@ import (
 	"moat/internal/api"
 	"moat/internal/certs"
 	"moat/internal/config"
+	"moat/internal/firewall"
 	"moat/internal/store"
 	"moat/internal/testenv"
 )
@@ -45,6 +46,7 @@ type env struct {
 	validity   time.Duration
 	renewCheck time.Duration
 	challenges []string
+	firewall   *firewall.Manager
 }
 
 type envOption func(*env)
@@ -57,9 +59,10 @@ var envCount atomic.Int64
 // host is a name in this env's zone.
 func (e *env) host(label string) string { return label + "." + e.zone }
 
-func withValidity(d time.Duration) envOption   { return func(e *env) { e.validity = d } }
-func withChallenges(c ...string) envOption     { return func(e *env) { e.challenges = c } }
-func withRenewCheck(d time.Duration) envOption { return func(e *env) { e.renewCheck = d } }
+func withValidity(d time.Duration) envOption     { return func(e *env) { e.validity = d } }
+func withChallenges(c ...string) envOption       { return func(e *env) { e.challenges = c } }
+func withRenewCheck(d time.Duration) envOption   { return func(e *env) { e.renewCheck = d } }
+func withFirewall(m *firewall.Manager) envOption { return func(e *env) { e.firewall = m } }
 
 // loopbackOnly is the probe's dialer in tests: the DNS pre-check's HTTP
 // probe may reach the test's own addresses and nothing beyond.
@@ -141,6 +144,7 @@ func (e *env) start() {
 				Dial:               loopbackOnly,
 			},
 			AccessLog: &e.accessLog,
+			Firewall:  e.firewall,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
 				close(ready)

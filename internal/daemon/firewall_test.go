@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+
+	"moat/internal/api"
+	"moat/internal/config"
+	"moat/internal/firewall"
+	"moat/internal/testenv"
+)
+
+// TestFirewallOnStart: the stored rules are put in force when the daemon
+// starts, and a firewall turned off stays off.
+func TestFirewallOnStart(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("daemon: this test needs nft (Debian package nftables); make test installs it")
+	}
+	host := testenv.NewNetns(t)
+	nft := firewall.NFT{Netns: host.Name}
+	ctx := context.Background()
+	e := startEnv(t, withFirewall(firewall.NewManager(nft)))
+	for _, port := range []string{"22/tcp", "443/tcp"} {
+		if err := e.client.Do(ctx, "POST", "/v1/firewall/rules", config.FirewallRule{Port: port}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if active, err := e.firewall.Active(ctx); err != nil || active {
+		t.Fatalf("rules in force before apply or a restart (active %v, %v)", active, err)
+	}
+	e.shutdown()
+
+	restart := func() *firewall.Manager {
+		t.Helper()
+		e.firewall = firewall.NewManager(nft)
+		e.start()
+		return e.firewall
+	}
+	m := restart()
+	if active, err := m.Active(ctx); err != nil || !active {
+		t.Fatalf("after a restart the table is not in force (active %v, %v)", active, err)
+	}
+	if rules, known := m.InForce(); !known || len(rules) != 2 {
+		t.Errorf("in force after a restart: %v (known %v), want the two stored rules", rules, known)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/off", nil, &api.FirewallStatus{}); err != nil {
+		t.Fatal(err)
+	}
+	e.shutdown()
+	// Something puts a table back while moat is down; the next start
+	// removes it, since the owner turned the firewall off.
+	if err := firewall.NewManager(nft).Apply(ctx, []firewall.Rule{{Proto: "tcp", From: 22, To: 22}}); err != nil {
+		t.Fatal(err)
+	}
+	m = restart()
+	if active, err := m.Active(ctx); err != nil || active {
+		t.Errorf("a firewall turned off came back on at start (active %v, %v)", active, err)
+	}
+}
