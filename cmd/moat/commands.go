@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,12 +26,16 @@ import (
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newInit(g *globals) *cobra.Command {
-	var domain, email string
+	var domain, email, sshdConfig string
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "Write the server's first settings: its domain and the contact email",
+		Short: "Write the server's first settings: its domain, the contact email, the first firewall rules",
 		Long: `init sets the server's own domain and the email address used for the ACME
-account and for alerts. Run it again to change them.`,
+account and for alerts. Run it again to change them.
+
+The first time, it also opens the ports the server needs in the firewall:
+sshd's port (read from its configuration) and the edge's HTTP and HTTPS
+ports. moat serve puts them in force when it starts.`,
 		Example: "  moat init --domain moat.example.com --email admin@example.com",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -45,12 +53,100 @@ account and for alerts. Run it again to change them.`,
 			if err := g.call(cmd, "PATCH", "/v1/server", p, &res); err != nil {
 				return err
 			}
-			return printChange(cmd.OutOrStdout(), res)
+			if err := printChange(cmd.OutOrStdout(), res); err != nil {
+				return err
+			}
+			return initFirewall(g, cmd, sshdConfig)
 		},
 	}
 	cmd.Flags().StringVar(&domain, "domain", "", "the server's own domain, like moat.example.com")
 	cmd.Flags().StringVar(&email, "email", "", "contact for the certificate authority and for alerts")
+	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration, to read its port from")
 	return cmd
+}
+
+// initFirewall opens sshd's ports and the edge's when the firewall has no
+// rules yet.
+func initFirewall(g *globals, cmd *cobra.Command, sshdConfig string) error {
+	s, err := getFirewall(g, cmd)
+	if err != nil || len(s.Rules) > 0 {
+		return err
+	}
+	var st api.StateResponse
+	if err := g.call(cmd, "GET", "/v1/state", nil, &st); err != nil {
+		return err
+	}
+	ports, note := sshdPorts(sshdConfig)
+	var rules []config.FirewallRule
+	for _, p := range ports {
+		rules = append(rules, config.FirewallRule{Port: fmt.Sprintf("%d/tcp", p), Comment: "ssh"})
+	}
+	for _, e := range []struct{ addr, comment string }{{st.State.Server.HTTPAddr(), "edge: HTTP and ACME"}, {st.State.Server.HTTPSAddr(), "edge: HTTPS"}} {
+		if _, port, err := net.SplitHostPort(e.addr); err == nil && !slices.ContainsFunc(rules, func(r config.FirewallRule) bool { return r.Port == port+"/tcp" }) {
+			rules = append(rules, config.FirewallRule{Port: port + "/tcp", Comment: e.comment})
+		}
+	}
+	w := cmd.OutOrStdout()
+	for _, r := range rules {
+		if err := g.call(cmd, "POST", "/v1/firewall/rules", r, &api.ChangeResponse{}); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "Firewall: opened %s (%s).\n", r.Port, r.Comment)
+	}
+	if note != "" {
+		fmt.Fprintln(w, "Firewall: "+note)
+	}
+	fmt.Fprintln(w, "Everything else inbound will be dropped once the rules are in force: moat serve applies them when it starts (moat firewall list shows them).")
+	return nil
+}
+
+// sshdPorts reads the Port lines of sshd's configuration and the files it
+// includes; without any, sshd listens on 22. The note says what was
+// assumed, if anything.
+func sshdPorts(path string) ([]uint16, string) {
+	var ports []uint16
+	if err := readSSHDPorts(path, filepath.Dir(path), &ports, 0); err != nil {
+		return []uint16{22}, fmt.Sprintf("could not read sshd's configuration (%v), so SSH is assumed on port 22; if sshd listens elsewhere, run moat firewall allow PORT/tcp before moat serve", err)
+	}
+	if len(ports) == 0 {
+		return []uint16{22}, ""
+	}
+	return ports, ""
+}
+
+func readSSHDPorts(path, base string, ports *[]uint16, depth int) error {
+	if depth > 8 {
+		return fmt.Errorf("%s: Include nested too deep", path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+		case strings.EqualFold(f[0], "Match"):
+			return nil // what follows applies to some connections only
+		case strings.EqualFold(f[0], "Include"):
+			for _, pattern := range f[1:] {
+				if !filepath.IsAbs(pattern) {
+					pattern = filepath.Join(base, pattern)
+				}
+				matches, _ := filepath.Glob(pattern)
+				for _, m := range matches {
+					if err := readSSHDPorts(m, base, ports, depth+1); err != nil {
+						return err
+					}
+				}
+			}
+		case strings.EqualFold(f[0], "Port") && len(f) >= 2:
+			if n, err := strconv.ParseUint(f[1], 10, 16); err == nil && n > 0 && !slices.Contains(*ports, uint16(n)) {
+				*ports = append(*ports, uint16(n))
+			}
+		}
+	}
+	return nil
 }
 
 func newApp(g *globals) *cobra.Command {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -56,5 +58,37 @@ func TestFirewallCommands(t *testing.T) {
 	}
 	if act := c.ok("activity"); strings.Count(act, "firewall.change") != 5 {
 		t.Errorf("activity has %d firewall changes, want 5:\n%s", strings.Count(act, "firewall.change"), act)
+	}
+}
+
+func TestInitOpensSSHAndTheEdge(t *testing.T) {
+	c := newCLI(t)
+	if err := os.MkdirAll(filepath.Join(c.dir, "sshd_config.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.file("sshd_config.d/port.conf", "Port 2222\n")
+	conf := c.file("sshd_config", "# moat test\nInclude sshd_config.d/*.conf\nPasswordAuthentication no\nPort 22\nMatch User backup\n  Port 9999\n")
+	out := c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com", "--sshd-config", conf)
+	for _, want := range []string{"opened 2222/tcp (ssh)", "opened 22/tcp (ssh)", "opened 80/tcp", "opened 443/tcp"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("init said:\n%s\nlacks %q", out, want)
+		}
+	}
+	if strings.Contains(out, "9999") {
+		t.Errorf("a Port under Match was opened:\n%s", out)
+	}
+	// A second init changes the settings and leaves the rules alone.
+	out = c.ok("init", "--email", "ops@example.com", "--sshd-config", conf)
+	if strings.Contains(out, "opened") {
+		t.Errorf("the second init opened ports again:\n%s", out)
+	}
+	if list := c.ok("firewall", "list"); strings.Count(list, "/tcp") != 4 {
+		t.Errorf("rules after two inits:\n%s", list)
+	}
+	// No readable sshd configuration: 22, and a note.
+	c2 := newCLI(t)
+	out = c2.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com", "--sshd-config", "/nonexistent/sshd_config")
+	if !strings.Contains(out, "opened 22/tcp") || !strings.Contains(out, "assumed on port 22") {
+		t.Errorf("init without sshd's configuration:\n%s", out)
 	}
 }
