@@ -268,7 +268,7 @@ func TestExportApplyRoundTrip(t *testing.T) {
 	// A changed file: the dry run shows every step and changes nothing.
 	changed := strings.Replace(exported, "http://127.0.0.1:3001", "http://127.0.0.1:3002", 1)
 	changed = strings.Replace(changed, "X-Frame-Options: DENY", "X-Frame-Options: SAMEORIGIN", 1)
-	changed += "  - name: wiki\n    domains:\n      - wiki.example.com\n    upstream: http://127.0.0.1:3003\n"
+	changed = strings.Replace(changed, "apps:\n", "apps:\n  - name: wiki\n    domains:\n      - wiki.example.com\n    upstream: http://127.0.0.1:3003\n", 1)
 	if changed == exported {
 		t.Fatal("the edit did not change the file")
 	}
