@@ -181,7 +181,7 @@ func parseHeaders(hs []string) (map[string]string, error) {
 }
 
 func newAppAdd(g *globals) *cobra.Command {
-	var domains, headers []string
+	var domains, headers, ports []string
 	var upstream string
 	var dry bool
 	cmd := &cobra.Command{
@@ -197,8 +197,12 @@ gets certificates for the domains once their DNS points here.`,
 			if err != nil {
 				return err
 			}
+			ps, err := parsePorts(ports)
+			if err != nil {
+				return err
+			}
 			var res api.ChangeResponse
-			a := config.App{Name: args[0], Domains: domains, Upstream: upstream, Headers: h}
+			a := config.App{Name: args[0], Domains: domains, Upstream: upstream, Headers: h, Ports: ps}
 			if err := g.call(cmd, "POST", "/v1/apps"+dryQuery(dry), a, &res); err != nil {
 				return err
 			}
@@ -208,8 +212,31 @@ gets certificates for the domains once their DNS points here.`,
 	cmd.Flags().StringArrayVar(&domains, "domain", nil, "a domain of the app (repeat for more)")
 	cmd.Flags().StringVar(&upstream, "upstream", "", "where the app listens, like http://127.0.0.1:3000")
 	cmd.Flags().StringArrayVar(&headers, "header", nil, "override a security header: NAME=VALUE, or NAME= to remove it")
+	cmd.Flags().StringArrayVar(&ports, "port", nil, portHelp)
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
+}
+
+const portHelp = "a port the app listens on beside the edge, and who may reach it: 6379/tcp (internal: loopback and private networks), 27015/udp=public, 5432/tcp=private:203.0.113.0/24 (repeat for more)"
+
+// parsePorts reads --port flags: PORT[/PROTO][=ACCESS[:SOURCE,...]].
+func parsePorts(specs []string) ([]config.AppPort, error) {
+	var out []config.AppPort
+	for _, spec := range specs {
+		port, rest, _ := strings.Cut(spec, "=")
+		access, from, _ := strings.Cut(rest, ":")
+		p := config.AppPort{Port: port, Access: access}
+		for _, src := range strings.Split(from, ",") {
+			if src = strings.TrimSpace(src); src != "" {
+				p.From = append(p.From, src)
+			}
+		}
+		if port == "" {
+			return nil, fmt.Errorf("--port %q: write PORT/PROTO, optionally =public, =internal or =private:SOURCES, like 5432/tcp=private:203.0.113.0/24", spec)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func dryQuery(dry bool) string {
@@ -266,9 +293,9 @@ func newAppShow(g *globals) *cobra.Command {
 }
 
 func newAppSet(g *globals) *cobra.Command {
-	var domains, headers []string
+	var domains, headers, ports []string
 	var upstream string
-	var resetHeaders, dry bool
+	var resetHeaders, noPorts, dry bool
 	cmd := &cobra.Command{
 		Use:   "set NAME [--domain D]... [--upstream URL] [--header NAME=VALUE]...",
 		Short: "Change an app: its domains (replaced as a whole), upstream or headers",
@@ -289,6 +316,16 @@ func newAppSet(g *globals) *cobra.Command {
 				return err
 			}
 			p.Headers, p.ResetHeaders = h, resetHeaders
+			if cmd.Flags().Changed("port") || noPorts {
+				ps, err := parsePorts(ports)
+				if err != nil {
+					return err
+				}
+				if ps == nil {
+					ps = []config.AppPort{}
+				}
+				p.Ports = &ps
+			}
 			var res api.ChangeResponse
 			if err := g.call(cmd, "PATCH", "/v1/apps/"+url.PathEscape(args[0])+dryQuery(dry), p, &res); err != nil {
 				return err
@@ -300,6 +337,8 @@ func newAppSet(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&upstream, "upstream", "", "where the app listens")
 	cmd.Flags().StringArrayVar(&headers, "header", nil, "override a security header: NAME=VALUE, or NAME= to remove it")
 	cmd.Flags().BoolVar(&resetHeaders, "reset-headers", false, "drop every header override first")
+	cmd.Flags().StringArrayVar(&ports, "port", nil, portHelp+"; replaces the list")
+	cmd.Flags().BoolVar(&noPorts, "no-ports", false, "remove the app's ports")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
 }

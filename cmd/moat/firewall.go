@@ -89,6 +89,9 @@ func newFirewallList(g *globals) *cobra.Command {
 				}
 				tw.Flush()
 			}
+			for _, a := range s.AppPorts {
+				fmt.Fprintf(w, "app %s: %s (%s)\n", a.App, a.Rule, a.Access)
+			}
 			printFirewallState(w, s)
 			return nil
 		},

@@ -92,3 +92,25 @@ func TestInitOpensSSHAndTheEdge(t *testing.T) {
 		t.Errorf("init without sshd's configuration:\n%s", out)
 	}
 }
+
+func TestAppPortsFromTheCLI(t *testing.T) {
+	c := newCLI(t)
+	c.ok("app", "add", "db", "--domain", "db.example.com", "--upstream", "http://127.0.0.1:8080",
+		"--port", "5432/tcp=private:203.0.113.0/24", "--port", "6379", "--port", "27015/udp=public")
+	list := c.ok("firewall", "list")
+	for _, want := range []string{"app db: 5432/tcp from 203.0.113.0/24 (private)", "app db: 6379/tcp from 10.0.0.0/8", "(internal)", "app db: 27015/udp (public)"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list lacks %q:\n%s", want, list)
+		}
+	}
+	if _, err := c.run("", "firewall", "deny", "6379/tcp"); err == nil || !strings.Contains(err.Error(), "app db's port") {
+		t.Errorf("deny of an app's port: %v", err)
+	}
+	if _, err := c.run("", "app", "set", "db", "--port", "5432/tcp=private"); err == nil || !strings.Contains(err.Error(), "ports[0].from") {
+		t.Errorf("a private port without sources: %v", err)
+	}
+	c.ok("app", "set", "db", "--no-ports")
+	if list := c.ok("firewall", "list"); strings.Contains(list, "app db") {
+		t.Errorf("ports still listed after --no-ports:\n%s", list)
+	}
+}

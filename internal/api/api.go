@@ -368,6 +368,8 @@ type AppPatch struct {
 	Headers  map[string]string `json:"headers,omitempty"` // merged; "" removes a default
 	// ResetHeaders drops every override before Headers is merged.
 	ResetHeaders bool `json:"reset_headers,omitempty"`
+	// Ports replaces the app's ports (an empty list removes them).
+	Ports *[]config.AppPort `json:"ports,omitempty"`
 }
 
 func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
@@ -393,6 +395,9 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 		}
 		if p.ResetHeaders {
 			a.Headers = nil
+		}
+		if p.Ports != nil {
+			a.Ports = *p.Ports
 		}
 		for k, v := range p.Headers {
 			if a.Headers == nil {

@@ -31,7 +31,10 @@ type Firewall interface {
 // FirewallStatus is the firewall as GET /v1/firewall reports it.
 type FirewallStatus struct {
 	Rules []config.FirewallRule `json:"rules"`
-	Off   bool                  `json:"off,omitempty"`
+	// AppPorts are the rules the apps' ports add, as "5432/tcp from
+	// 10.0.0.0/8,…" with the app's name.
+	AppPorts []AppPortRule `json:"app_ports,omitempty"`
+	Off      bool          `json:"off,omitempty"`
 	// Managed is false when no daemon runs, or it does not manage the
 	// firewall: the rules are then only stored.
 	Managed bool `json:"managed"`
@@ -41,6 +44,13 @@ type FirewallStatus struct {
 	Pending bool `json:"pending,omitempty"`
 	// Plan is what applying the stored rules would change.
 	Plan FirewallPlan `json:"plan"`
+}
+
+// AppPortRule is a rule an app's port adds.
+type AppPortRule struct {
+	App    string `json:"app"`
+	Rule   string `json:"rule"`
+	Access string `json:"access"`
 }
 
 // FirewallPlan lists the rules an apply would add and remove, as
@@ -102,6 +112,9 @@ func (s *Server) firewallStatus(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.fail(w, err)
 		return
+	}
+	for _, r := range want[len(st.Firewall.Rules):] {
+		out.AppPorts = append(out.AppPorts, AppPortRule{App: r.App, Rule: r.String(), Access: r.Comment})
 	}
 	if st.Firewall.Off {
 		want = nil
@@ -170,11 +183,18 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		for i, x := range rules {
+		// The firewall's own rules come first; the apps' ports are the
+		// apps' to change.
+		for i, x := range rules[:len(st.Firewall.Rules)] {
 			if x.Proto == target[0].Proto && x.From == target[0].From && x.To == target[0].To &&
 				(len(rule.From) == 0 || slices.Equal(x.Sources, target[0].Sources)) {
 				st.Firewall.Rules = slices.Delete(st.Firewall.Rules, i, i+1)
 				return nil
+			}
+		}
+		for _, x := range rules[len(st.Firewall.Rules):] {
+			if x.Proto == target[0].Proto && x.From <= target[0].From && target[0].To <= x.To {
+				return notFound(fmt.Sprintf("%s is app %s's port: change it in the app's ports (moat export, edit, moat apply -f)", target[0], x.App))
 			}
 		}
 		return notFound(fmt.Sprintf("no rule opens %s: `moat firewall list` shows the rules", target[0]))

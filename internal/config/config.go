@@ -148,6 +148,9 @@ type App struct {
 	RateLimit RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
 	// Cache configures the app's output cache.
 	Cache Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
+	// Ports are the ports the app itself listens on beside the edge (a
+	// database, a game server), and who may reach them.
+	Ports []AppPort `yaml:"ports,omitempty" json:"ports,omitempty"`
 }
 
 // App returns the app with that name.
@@ -193,6 +196,13 @@ func (a App) Clone() App {
 	c := a
 	c.Domains = append([]string(nil), a.Domains...)
 	c.RateLimit = a.RateLimit.clone()
+	if a.Ports != nil {
+		c.Ports = make([]AppPort, len(a.Ports))
+		for i, p := range a.Ports {
+			c.Ports[i] = p
+			c.Ports[i].From = append([]string(nil), p.From...)
+		}
+	}
 	if a.Headers != nil {
 		c.Headers = make(map[string]string, len(a.Headers))
 		for k, v := range a.Headers {

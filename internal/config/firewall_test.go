@@ -57,3 +57,55 @@ func TestFirewallNormalizeAndConvert(t *testing.T) {
 		t.Errorf("Diff = %v, want one firewall step", plan)
 	}
 }
+
+func TestAppPorts(t *testing.T) {
+	app := func(ports ...AppPort) App {
+		return App{Name: "db", Domains: []string{"db.example.com"}, Upstream: "http://127.0.0.1:1", Ports: ports}
+	}
+	tests := []struct {
+		name  string
+		s     State
+		want  []wantErr
+		rules string // FirewallRules, when valid
+	}{
+		{"kinds", State{Firewall: Firewall{Rules: []FirewallRule{{Port: "22/tcp"}}}, Apps: []App{app(
+			AppPort{Port: "5432", Access: "private", From: []string{"203.0.113.0/24"}},
+			AppPort{Port: "27015/udp", Access: "Public"},
+			AppPort{Port: "6379/tcp"},
+		)}}, nil, "22/tcp; 5432/tcp from 203.0.113.0/24; 27015/udp; 6379/tcp from 10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fc00::/7,fe80::/10"},
+		{"bad access", State{Apps: []App{app(AppPort{Port: "5432/tcp", Access: "secret"})}},
+			[]wantErr{{"apps[0].ports[0].access", "secret", "not public, private or internal", "write public (anyone), private (with from) or internal (loopback and private networks)"}}, ""},
+		{"private without sources", State{Apps: []App{app(AppPort{Port: "5432/tcp", Access: "private"})}},
+			[]wantErr{{"apps[0].ports[0].from", "", "private port", "list who may connect, like from: [203.0.113.0/24], or make the port internal"}}, ""},
+		{"sources on a public port", State{Apps: []App{app(AppPort{Port: "5432/tcp", Access: "public", From: []string{"203.0.113.0/24"}})}},
+			[]wantErr{{"apps[0].ports[0].from", "203.0.113.0/24", "private ports only", "make the port private, or remove from"}}, ""},
+		{"bad port", State{Apps: []App{app(AppPort{Port: "0/tcp"})}},
+			[]wantErr{{"apps[0].ports[0].port", "0/tcp", "from 1 to 65535", "write one port like 5432/tcp, or a range like 8000-8100/tcp"}}, ""},
+		{"app port repeats a rule", State{Firewall: Firewall{Rules: []FirewallRule{{Port: "5432/tcp"}}}, Apps: []App{app(AppPort{Port: "5432/tcp", Access: "public"})}},
+			[]wantErr{{"apps[0].ports[0]", "5432/tcp", "firewall.rules[0] (5432/tcp)", "remove one of the two"}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.s.Normalize()
+			err := tt.s.Validate()
+			if tt.want != nil {
+				checkErrors(t, err, tt.want)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rules, err := tt.s.FirewallRules()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range rules {
+				got = append(got, r.String())
+			}
+			if strings.Join(got, "; ") != tt.rules {
+				t.Errorf("rules:\n %s\nwant\n %s", strings.Join(got, "; "), tt.rules)
+			}
+		})
+	}
+}

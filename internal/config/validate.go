@@ -45,7 +45,7 @@ func (s *State) Normalize() {
 // can validate with the indexes of the file the user wrote.
 func (s *State) normalizeValues() {
 	s.Server.Domain = normalHost(s.Server.Domain)
-	s.Firewall.normalize()
+	s.normalizeFirewall()
 	for i := range s.Apps {
 		a := &s.Apps[i]
 		for j, d := range a.Domains {
@@ -224,7 +224,7 @@ func (s *State) Validate() error {
 			}
 		}
 	}
-	errs = append(errs, s.Firewall.validate(add)...)
+	s.validateFirewall(add)
 	return errors.Join(errs...)
 }
 

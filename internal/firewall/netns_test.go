@@ -22,8 +22,8 @@ type lab struct {
 const (
 	hostC1  = "10.61.1.1"
 	c1Addr  = "10.61.1.2"
-	hostC2  = "10.61.2.1"
-	c2Addr  = "10.61.2.2"
+	hostC2  = "198.51.100.1" // client 2 is on the internet side: not a private address
+	c2Addr  = "198.51.100.2"
 	hostSvc = "10.61.3.1"
 	svcAddr = "10.61.3.2"
 	hostC16 = "fd61:1::1"
@@ -221,6 +221,20 @@ func TestPublishedPortObeysTheRules(t *testing.T) {
 			l.expect(t, "after Docker rewrote its rules", map[string]bool{published: false})
 		})
 	}
+}
+
+// TestInternalPorts: an app's internal port is open to private networks
+// (client 1) and not to the internet (client 2).
+func TestInternalPorts(t *testing.T) {
+	l := newLab(t)
+	serve(t, l.host, "6379")
+	rules := append(mustRules(t, "22/tcp"), Rule{Proto: "tcp", From: 6379, To: 6379, Sources: PrivateNetworks(), App: "cache", Comment: "internal"})
+	if err := l.m.Apply(context.Background(), rules); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "internal port", map[string]bool{
+		"c1 " + hostC1 + ":6379": true, "c1 [" + hostC16 + "]:6379": true, "c2 " + hostC2 + ":6379": false,
+	})
 }
 
 func TestBans(t *testing.T) {

@@ -225,3 +225,15 @@ func plainText(s string) bool {
 	}
 	return true
 }
+
+// PrivateNetworks are the sources an app's internal port is open to: the
+// private IPv4 ranges (RFC 1918), shared address space (RFC 6598, used by
+// Tailscale and carrier NAT), and IPv6 unique-local and link-local
+// addresses. Loopback needs no rule.
+func PrivateNetworks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{"10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10"} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
