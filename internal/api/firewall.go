@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -291,12 +292,26 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 	} else if err := fw.Apply(ctx, rules); err != nil {
 		s.fail(w, err)
 		return
+	} else {
+		s.saveInForce(ctx, firewall.InForce{Rules: rules})
 	}
 	if req.Force {
 		detail += ", SSH check skipped (--force)"
 	}
 	s.record(ctx, action, detail)
 	s.firewallStatus(w, r)
+}
+
+// saveInForce records what is now in force, for the daemon to put back
+// when it starts.
+func (s *Server) saveInForce(ctx context.Context, v firewall.InForce) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = s.Store.SetInForce(ctx, firewall.StoreName, b)
+	}
+	if err != nil {
+		s.Log.Error("firewall: recording what is in force", "err", err)
+	}
 }
 
 func (s *Server) record(ctx context.Context, action, detail string) {
@@ -315,6 +330,9 @@ func (s *Server) firewallConfirm(w http.ResponseWriter, r *http.Request) {
 	if err := fw.Confirm(); err != nil {
 		s.fail(w, inputError{err})
 		return
+	}
+	if rules, _ := fw.InForce(); len(rules) > 0 {
+		s.saveInForce(r.Context(), firewall.InForce{Rules: rules})
 	}
 	s.record(r.Context(), "firewall.confirm", "the applied rules stay")
 	s.firewallStatus(w, r)
@@ -338,6 +356,7 @@ func (s *Server) firewallOff(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	s.saveInForce(ctx, firewall.InForce{Off: true})
 	s.record(ctx, "firewall.off", "moat's table removed: the server is open to whatever other tables allow; the rules are kept")
 	s.firewallStatus(w, r)
 }

@@ -6,6 +6,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 
@@ -278,27 +279,45 @@ func (d *Daemon) Firewall() api.Firewall {
 	return d.opts.Firewall
 }
 
-// startFirewall puts the stored firewall in force, as the owner last left
-// it: the rules, or no table when it was turned off. A firewall with no
-// rules yet is left alone: applying it would drop SSH too. A failure is
-// logged and recorded, and the daemon serves on.
+// startFirewall puts back what was in force when moat last stopped: the
+// rules last applied (and confirmed), or no table when the firewall was
+// turned off. (Not the desired rules: a change that rolled back for want
+// of a confirmation is desired, and must not lock the owner out after a
+// reboot.) On the first start, with nothing in force yet, it applies the
+// desired rules, those moat init wrote; never an empty ruleset, which
+// would drop SSH too. A failure is logged and recorded, and the daemon
+// serves on.
 func (d *Daemon) startFirewall(ctx context.Context, st *store.SQLite, state config.State) {
 	fw := d.opts.Firewall
 	if fw == nil {
 		return
 	}
-	rules, err := state.FirewallRules()
-	action, detail := "firewall.apply", fmt.Sprintf("%d rules, on start", len(rules))
+	var was firewall.InForce
+	raw, err := st.InForce(ctx, firewall.StoreName)
+	if err == nil && raw != nil {
+		err = json.Unmarshal(raw, &was)
+	}
+	if err == nil && raw == nil {
+		// The first start: the desired state is all there is.
+		was.Off = state.Firewall.Off
+		was.Rules, err = state.FirewallRules()
+	}
+	action, detail := "firewall.apply", fmt.Sprintf("%d rules, as in force before the start", len(was.Rules))
 	switch {
 	case err != nil:
-	case state.Firewall.Off:
+	case was.Off:
 		action, detail = "firewall.off", "on start: the firewall was turned off"
 		err = fw.Off(ctx)
-	case len(rules) == 0:
+	case len(was.Rules) == 0:
 		d.log.Warn("the firewall has no rules yet, so moat leaves the host's firewall as it is; add rules with moat firewall allow, then moat firewall apply")
 		return
 	default:
-		err = fw.Apply(ctx, rules)
+		err = fw.Apply(ctx, was.Rules)
+	}
+	if err == nil && raw == nil {
+		if b, merr := json.Marshal(was); merr == nil {
+			err = st.SetInForce(ctx, firewall.StoreName, b)
+		}
 	}
 	if err != nil {
 		d.log.Error("firewall not in force", "err", err)

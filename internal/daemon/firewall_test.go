@@ -58,3 +58,35 @@ func TestFirewallOnStart(t *testing.T) {
 		t.Errorf("a firewall turned off came back on at start (active %v, %v)", active, err)
 	}
 }
+
+// TestUnconfirmedRulesDoNotComeBackOnStart: rules applied with a
+// confirmation window and never confirmed are not what a restart puts in
+// force; the rules in force before them are.
+func TestUnconfirmedRulesDoNotComeBackOnStart(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("daemon: this test needs nft (Debian package nftables); make test installs it")
+	}
+	nft := firewall.NFT{Netns: testenv.NewNetns(t).Name}
+	ctx := context.Background()
+	e := startEnv(t, withFirewall(firewall.NewManager(nft)))
+	do := func(method, path string, body any) {
+		t.Helper()
+		if err := e.client.Do(ctx, method, path, body, nil); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	do("POST", "/v1/firewall/rules", config.FirewallRule{Port: "22/tcp"})
+	do("POST", "/v1/firewall/apply", api.ApplyRequest{})
+	do("POST", "/v1/firewall/rules", config.FirewallRule{Port: "8080/tcp"})
+	do("DELETE", "/v1/firewall/rules", config.FirewallRule{Port: "22/tcp"})
+	do("POST", "/v1/firewall/apply", api.ApplyRequest{ConfirmWithin: "60s", Force: true})
+	if rules, _ := e.firewall.InForce(); len(rules) != 1 || rules[0].String() != "8080/tcp" {
+		t.Fatalf("in force before the restart: %v", rules)
+	}
+	e.shutdown() // before the confirmation, and before the rollback
+	e.firewall = firewall.NewManager(nft)
+	e.start()
+	if rules, _ := e.firewall.InForce(); len(rules) != 1 || rules[0].String() != "22/tcp" {
+		t.Errorf("in force after the restart: %v, want 22/tcp, the last confirmed rules", rules)
+	}
+}

@@ -354,3 +354,15 @@ func (m *Manager) Pending() bool {
 	defer m.mu.Unlock()
 	return m.pending != nil
 }
+
+// InForce is what was put in force: the rules, or no table at all (Off).
+// The daemon keeps it (under the store name StoreName), so that a restart
+// puts back what was in force, not rules that were applied and rolled
+// back for want of a confirmation.
+type InForce struct {
+	Off   bool   `json:"off,omitempty"`
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// StoreName is the name InForce is kept under.
+const StoreName = "firewall"

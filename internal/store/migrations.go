@@ -69,4 +69,15 @@ CREATE TABLE firewall (
 ) STRICT;
 INSERT INTO firewall (id, desired) VALUES (1, '{}');
 `,
+	// 3: what the reconcilers last put in force on the host.
+	`
+-- What a reconciler last put in force (the firewall's rules), by name, as
+-- JSON: a restart puts back what was in force, not what is merely desired
+-- (a change that rolled back is desired, but was never confirmed).
+CREATE TABLE in_force (
+	name  TEXT PRIMARY KEY,
+	value TEXT NOT NULL CHECK (json_valid(value)),
+	at    TEXT NOT NULL
+) STRICT;
+`,
 }

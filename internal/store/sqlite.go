@@ -270,6 +270,32 @@ func stepEntry(at time.Time, actor Actor, step config.Step) Entry {
 	}
 }
 
+// InForce returns what was last put in force under name; see Store.
+func (s *SQLite) InForce(ctx context.Context, name string) (json.RawMessage, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, "SELECT value FROM in_force WHERE name = ?", name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.errorf("in force", fmt.Errorf("%s: %w", name, err))
+	}
+	return json.RawMessage(v), nil
+}
+
+// SetInForce records what was put in force under name; see Store.
+func (s *SQLite) SetInForce(ctx context.Context, name string, v json.RawMessage) error {
+	if !json.Valid(v) {
+		return fmt.Errorf("store: in force %s: not valid JSON", name)
+	}
+	_, err := s.db.ExecContext(ctx, "INSERT INTO in_force (name, value, at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, at = excluded.at",
+		name, string(v), s.now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return s.errorf("in force", fmt.Errorf("%s: %w", name, err))
+	}
+	return nil
+}
+
 // Record appends an event to the activity log; see Store.
 func (s *SQLite) Record(ctx context.Context, e Entry) error {
 	if e.Who == "" || e.Action == "" {

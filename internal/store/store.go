@@ -108,6 +108,14 @@ type Store interface {
 	// Activity returns entries, newest first.
 	Activity(ctx context.Context, q Query) ([]Entry, error)
 
+	// InForce returns what a reconciler last put in force on the host
+	// under name (the firewall's rules), or nil if nothing was;
+	// SetInForce records it. A restart puts back what was in force,
+	// which may differ from the desired state (a change that was rolled
+	// back for want of a confirmation).
+	InForce(ctx context.Context, name string) (json.RawMessage, error)
+	SetInForce(ctx context.Context, name string, v json.RawMessage) error
+
 	// Close releases the store. Other methods must not be called after it.
 	Close() error
 }
