@@ -206,7 +206,13 @@ gets certificates for the domains once their DNS points here.`,
 			if err := g.call(cmd, "POST", "/v1/apps"+dryQuery(dry), a, &res); err != nil {
 				return err
 			}
-			return printChange(cmd.OutOrStdout(), res)
+			if err := printChange(cmd.OutOrStdout(), res); err != nil {
+				return err
+			}
+			if len(ps) > 0 && !dry {
+				fmt.Fprintln(cmd.OutOrStdout(), "The app's ports reach the firewall with moat firewall apply (see moat firewall plan).")
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringArrayVar(&domains, "domain", nil, "a domain of the app (repeat for more)")

@@ -230,6 +230,7 @@ func newFirewallPlan(g *globals) *cobra.Command {
 
 func newFirewallApply(g *globals) *cobra.Command {
 	var req api.ApplyRequest
+	var sshdConfig string
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Put the stored rules in force",
@@ -237,18 +238,20 @@ func newFirewallApply(g *globals) *cobra.Command {
   moat firewall apply --confirm-within 60s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return firewallPost(g, cmd, "/v1/firewall/apply", req)
+			return firewallPost(g, cmd, "/v1/firewall/apply", req, sshdConfig)
 		},
 	}
 	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "", "roll back by itself unless moat firewall confirm comes within this time, like 60s")
 	cmd.Flags().BoolVar(&req.Force, "force", false, "apply even if the rules would cut your own SSH connection")
+	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration: every SSH session open to its ports must survive the rules")
 	return cmd
 }
 
 // firewallPost sends an apply-like request with the caller's SSH
 // connection, for the lockout check.
-func firewallPost(g *globals, cmd *cobra.Command, path string, req api.ApplyRequest) error {
-	req.SSHConnection = os.Getenv("SSH_CONNECTION")
+func firewallPost(g *globals, cmd *cobra.Command, path string, req api.ApplyRequest, sshdConfig string) error {
+	req.SSHConnection = sshConnection()
+	req.SSHPorts, _ = sshdPorts(sshdConfig)
 	var s api.FirewallStatus
 	if err := g.call(cmd, "POST", path, req, &s); err != nil {
 		return err
@@ -297,16 +300,51 @@ func newFirewallOff(g *globals) *cobra.Command {
 
 func newFirewallOn(g *globals) *cobra.Command {
 	var req api.ApplyRequest
+	var sshdConfig string
 	cmd := &cobra.Command{
 		Use:     "on",
 		Short:   "Put the stored rules back in force after moat firewall off",
 		Example: "  moat firewall on",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return firewallPost(g, cmd, "/v1/firewall/on", req)
+			return firewallPost(g, cmd, "/v1/firewall/on", req, sshdConfig)
 		},
 	}
 	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "", "roll back by itself unless moat firewall confirm comes within this time, like 60s")
 	cmd.Flags().BoolVar(&req.Force, "force", false, "apply even if the rules would cut your own SSH connection")
+	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration: every SSH session open to its ports must survive the rules")
 	return cmd
+}
+
+// sshConnection is the SSH_CONNECTION of this command or of the first
+// process above it that has one: sudo and su drop it from the
+// environment, but the owner's login shell still holds it.
+func sshConnection() string {
+	if v := os.Getenv("SSH_CONNECTION"); v != "" {
+		return v
+	}
+	pid := os.Getppid()
+	for range 16 {
+		if pid <= 1 {
+			break
+		}
+		if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err == nil {
+			for kv := range strings.SplitSeq(string(env), "\x00") {
+				if v, ok := strings.CutPrefix(kv, "SSH_CONNECTION="); ok && v != "" {
+					return v
+				}
+			}
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 2 {
+			break
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return ""
 }

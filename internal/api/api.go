@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +47,10 @@ type Server struct {
 	Store   store.Store
 	Runtime Runtime // nil when no daemon runs
 	Log     *slog.Logger
+	// Sessions lists the peers of the TCP connections open to a local
+	// port (the SSH sessions a firewall change must not cut);
+	// firewall.EstablishedPeers, reading /proc/net, when nil.
+	Sessions func(port uint16) []netip.Addr
 
 	// applyMu orders Runtime.Apply calls and applied is the newest
 	// revision handed to it: two changes stored one after the other may

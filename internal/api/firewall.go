@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"moat/internal/config"
@@ -43,6 +45,9 @@ type FirewallStatus struct {
 	Active bool `json:"active"`
 	// Pending says that an apply waits for its confirmation.
 	Pending bool `json:"pending,omitempty"`
+	// Problem says why the kernel's state could not be read (nft
+	// missing, say).
+	Problem string `json:"problem,omitempty"`
 	// Plan is what applying the stored rules would change.
 	Plan FirewallPlan `json:"plan"`
 }
@@ -72,6 +77,9 @@ type ApplyRequest struct {
 	Force bool `json:"force,omitempty"`
 	// SSHConnection is the caller's SSH_CONNECTION, when it runs over SSH.
 	SSHConnection string `json:"ssh_connection,omitempty"`
+	// SSHPorts are the ports sshd listens on (from its configuration):
+	// every session open to them must survive the new rules.
+	SSHPorts []uint16 `json:"ssh_ports,omitempty"`
 }
 
 // RuleRequest names a rule: the body of POST and DELETE
@@ -127,8 +135,7 @@ func (s *Server) firewallStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	out.Managed, out.Pending = true, fw.Pending()
 	if out.Active, err = fw.Active(r.Context()); err != nil {
-		s.fail(w, err)
-		return
+		out.Problem = err.Error() // the stored rules are still worth showing
 	}
 	inForce, known := fw.InForce()
 	out.Plan = plan(want, inForce, known)
@@ -186,12 +193,25 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
 		}
 		// The firewall's own rules come first; the apps' ports are the
 		// apps' to change.
+		var match []int
 		for i, x := range rules[:len(st.Firewall.Rules)] {
 			if x.Proto == target[0].Proto && x.From == target[0].From && x.To == target[0].To &&
-				(len(rule.From) == 0 || slices.Equal(x.Sources, target[0].Sources)) {
-				st.Firewall.Rules = slices.Delete(st.Firewall.Rules, i, i+1)
-				return nil
+				(len(rule.From) == 0 || sameSources(x.Sources, target[0].Sources)) {
+				match = append(match, i)
 			}
+		}
+		switch len(match) {
+		case 1:
+			st.Firewall.Rules = slices.Delete(st.Firewall.Rules, match[0], match[0]+1)
+			return nil
+		case 0:
+		default:
+			var which []string
+			for _, i := range match {
+				which = append(which, rules[i].String())
+			}
+			return inputError{fmt.Errorf("%d rules open %s (%s): say which, like moat firewall deny %s, or moat firewall delete NUMBER",
+				len(match), target[0], strings.Join(which, "; "), which[0])}
 		}
 		for _, x := range rules[len(st.Firewall.Rules):] {
 			if x.Proto == target[0].Proto && x.From <= target[0].From && target[0].To <= x.To {
@@ -202,12 +222,42 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// sameSources reports whether two lists hold the same prefixes, in any
+// order.
+func sameSources(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, p := range a {
+		if !slices.Contains(b, p) {
+			return false
+		}
+	}
+	return true
+}
+
 // access is what the stored state and the caller say a new ruleset must
-// leave open.
-func access(st config.State, sshConnection string) firewall.Access {
+// leave open: the caller's SSH connection (from the SSH_CONNECTION it
+// sent) and every SSH session open right now to the ports it names (so
+// that sudo, which drops SSH_CONNECTION, cannot hide the owner's
+// session), the edge's ports.
+func (s *Server) access(st config.State, req ApplyRequest) firewall.Access {
 	var a firewall.Access
-	if caller, port, ok := firewall.SSHCaller(sshConnection); ok {
+	if caller, port, ok := firewall.SSHCaller(req.SSHConnection); ok {
 		a.Caller, a.SSHPort = caller, port
+	}
+	ports := req.SSHPorts
+	if a.SSHPort != 0 && !slices.Contains(ports, a.SSHPort) {
+		ports = append(ports, a.SSHPort)
+	}
+	sessions := s.Sessions
+	if sessions == nil {
+		sessions = firewall.EstablishedPeers
+	}
+	for _, p := range ports {
+		for _, peer := range sessions(p) {
+			a.Sessions = append(a.Sessions, firewall.Session{Peer: peer, Port: p})
+		}
 	}
 	a.HTTPPort = portOf(st.Server.HTTPAddr())
 	a.HTTPSPort = portOf(st.Server.HTTPSAddr())
@@ -258,7 +308,11 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 		s.fail(w, inputError{errors.New("there are no rules: applying would drop everything inbound, SSH included. Add rules first, like `moat firewall allow 22/tcp`")})
 		return
 	}
-	if err := firewall.Guard(rules, access(st, req.SSHConnection), req.Force); err != nil {
+	if req.Force && req.ConfirmWithin == "" {
+		s.fail(w, &config.FieldError{Field: "force", Value: "true", Problem: "skips the check that your SSH sessions survive, so it needs a way back", Fix: "add --confirm-within 60s: the old rules come back by themselves unless you confirm from a new session"})
+		return
+	}
+	if err := firewall.Guard(rules, s.access(st, req), req.Force); err != nil {
 		s.fail(w, conflict{err})
 		return
 	}
@@ -284,6 +338,9 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 				s.Log.Error("activity", "err", rerr)
 			}
 		}
+		// A restart before the confirmation puts back what is in force
+		// now, not the rules on trial.
+		s.saveInForce(ctx, firewall.InForce{Off: !wasActive || len(previous) == 0, Rules: previous})
 		if err := fw.ApplyConfirm(ctx, rules, previous, wasActive, d, done); err != nil {
 			s.fail(w, err)
 			return
@@ -379,10 +436,15 @@ func (s *Server) firewallOn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rules, err := st.FirewallRules()
-	if err == nil && len(rules) > 0 {
-		err = firewall.Guard(rules, access(st, req.SSHConnection), req.Force)
-	}
 	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if len(rules) == 0 {
+		s.fail(w, inputError{errors.New("there are no rules: turning the firewall on would drop everything inbound, SSH included. Add rules first, like `moat firewall allow 22/tcp`")})
+		return
+	}
+	if err := firewall.Guard(rules, s.access(st, req), req.Force); err != nil {
 		s.fail(w, conflict{err})
 		return
 	}

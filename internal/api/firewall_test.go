@@ -62,7 +62,16 @@ func TestFirewallThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv := &Server{Store: st, Runtime: fwRuntime{firewall.NewManager(firewall.NFT{Netns: host.Name})}, Log: slog.New(slog.DiscardHandler)}
+	// The SSH sessions open to port 22, as /proc/net/tcp would list them
+	// (the host's own are none of this test's business).
+	var sessions []netip.Addr
+	srv := &Server{Store: st, Runtime: fwRuntime{firewall.NewManager(firewall.NFT{Netns: host.Name})}, Log: slog.New(slog.DiscardHandler),
+		Sessions: func(port uint16) []netip.Addr {
+			if port == 22 {
+				return sessions
+			}
+			return nil
+		}}
 	c := Local(srv.Handler(), store.Actor{Who: "test", From: "test"})
 	// An app whose certificate renews over HTTP-01, served on 443.
 	if err := c.Do(ctx, "POST", "/v1/apps", config.App{Name: "a", Domains: []string{"a.example.com"}, Upstream: "http://127.0.0.1:3000"}, nil); err != nil {
@@ -133,6 +142,10 @@ func TestFirewallThroughTheAPI(t *testing.T) {
 		t.Errorf("plan %+v, want 22/tcp from 192.0.2.0/24 added and 22/tcp removed", s.Plan)
 	}
 	refused(c.Do(ctx, "POST", "/v1/firewall/apply", ApplyRequest{SSHConnection: sshFromClient}, nil), 409, "connected from 10.62.1.2 to port 22", "--force")
+	// Through sudo, SSH_CONNECTION is gone; the open session still counts.
+	sessions = []netip.Addr{netip.MustParseAddr("10.62.1.2")}
+	refused(c.Do(ctx, "POST", "/v1/firewall/apply", ApplyRequest{SSHPorts: []uint16{22}}, nil), 409, "session is open from 10.62.1.2 to port 22")
+	sessions = nil
 	if !reaches(client, "10.62.1.1:22") {
 		t.Error("a refused apply cut SSH")
 	}

@@ -124,8 +124,8 @@ func (s State) validateFirewall(add func(field, value, problem, fix string)) {
 		at := fmt.Sprintf("firewall.rules[%d]", i)
 		checkPort(at, r.Port)
 		checkFrom(at, r.From)
-		if strings.ContainsAny(r.Comment, "\"\\\r\n") || len(r.Comment) > 128 {
-			add(at+".comment", r.Comment, "has quotes, backslashes or line breaks, or is longer than 128 characters", "use a short plain comment, like office")
+		if !firewall.PlainText(r.Comment) {
+			add(at+".comment", r.Comment, "has quotes, backslashes or characters other than printable ASCII, or is longer than 128 characters", "use a short plain comment, like office")
 			bad = true
 		}
 	}

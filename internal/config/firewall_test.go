@@ -16,7 +16,8 @@ func TestFirewallValidate(t *testing.T) {
 		{"bad port", []FirewallRule{{Port: "70000/tcp"}}, []wantErr{{"firewall.rules[0].port", "70000/tcp", "from 1 to 65535", fixPort}}},
 		{"bad protocol", []FirewallRule{{Port: "53/icmp"}}, []wantErr{{"firewall.rules[0].port", "53/icmp", "not tcp or udp", "write PORT/tcp or PORT/udp, like 5432/tcp"}}},
 		{"bad source", []FirewallRule{{Port: "22/tcp", From: []string{"10.0.0.1/8"}}}, []wantErr{{"firewall.rules[0].from[0]", "10.0.0.1/8", "bits set beyond the prefix", "write 10.0.0.0/8"}}},
-		{"bad comment", []FirewallRule{{Port: "22/tcp", Comment: "a\nb"}}, []wantErr{{"firewall.rules[0].comment", "a\nb", "line breaks", "use a short plain comment, like office"}}},
+		{"bad comment", []FirewallRule{{Port: "22/tcp", Comment: "a\nb"}}, []wantErr{{"firewall.rules[0].comment", "a\nb", "printable ASCII", "use a short plain comment, like office"}}},
+		{"non-ASCII comment", []FirewallRule{{Port: "22/tcp", Comment: "büro"}}, []wantErr{{"firewall.rules[0].comment", "büro", "printable ASCII", "use a short plain comment, like office"}}},
 		{"duplicate", []FirewallRule{{Port: "22/tcp"}, {Port: "22/tcp"}}, []wantErr{{"firewall.rules[1]", "22/tcp", "firewall.rules[0] (22/tcp)", "remove one of the two"}}},
 		{"range covers", []FirewallRule{{Port: "8080/tcp", From: []string{"203.0.113.0/24"}}, {Port: "8000-8100/tcp"}}, []wantErr{{"firewall.rules[0]", "8080/tcp from 203.0.113.0/24", "firewall.rules[1] (8000-8100/tcp)", "remove one of the two"}}},
 	}

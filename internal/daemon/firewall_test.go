@@ -90,3 +90,27 @@ func TestUnconfirmedRulesDoNotComeBackOnStart(t *testing.T) {
 		t.Errorf("in force after the restart: %v, want 22/tcp, the last confirmed rules", rules)
 	}
 }
+
+// TestRolledBackFirstRulesDoNotComeBack: with nothing in force before
+// (no rules at the first start), rules applied with a window and never
+// confirmed do not come back on the next start.
+func TestRolledBackFirstRulesDoNotComeBack(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("daemon: this test needs nft (Debian package nftables); make test installs it")
+	}
+	nft := firewall.NFT{Netns: testenv.NewNetns(t).Name}
+	ctx := context.Background()
+	e := startEnv(t, withFirewall(firewall.NewManager(nft)))
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/rules", config.FirewallRule{Port: "8080/tcp"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/apply", api.ApplyRequest{ConfirmWithin: "60s"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.shutdown()
+	e.firewall = firewall.NewManager(nft)
+	e.start()
+	if active, err := e.firewall.Active(ctx); err != nil || active {
+		t.Errorf("after a restart, unconfirmed first rules are in force (active %v, %v)", active, err)
+	}
+}

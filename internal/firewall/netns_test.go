@@ -368,3 +368,41 @@ func TestConfirmOrRollBack(t *testing.T) {
 	}
 	l.expect(t, "rolled back to no table", map[string]bool{"c1 " + hostC1 + ":22": true, "c1 " + hostC1 + ":5432": true})
 }
+
+// TestConfirmWindowEdges: an Apply during the window supersedes it; a
+// rollback to no rules removes the table instead of dropping everything.
+func TestConfirmWindowEdges(t *testing.T) {
+	l := newLab(t)
+	serve(t, l.host, "22")
+	serve(t, l.host, "80")
+	ctx := context.Background()
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	rolled := make(chan error, 1)
+	if err := l.m.ApplyConfirm(ctx, mustRules(t, "80/tcp"), mustRules(t, "22/tcp"), true, 500*time.Millisecond, func(err error) { rolled <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp", "80/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	select {
+	case err := <-rolled:
+		t.Errorf("rolled back after a later Apply (%v)", err)
+	default:
+	}
+	l.expect(t, "after the window of a superseded change", map[string]bool{"c1 " + hostC1 + ":80": true, "c1 " + hostC1 + ":22": true})
+
+	// Nothing to go back to but an empty ruleset: the table goes instead.
+	if err := l.m.ApplyConfirm(ctx, mustRules(t, "80/tcp"), nil, true, 300*time.Millisecond, func(err error) { rolled <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rolled; err != nil {
+		t.Fatal(err)
+	}
+	if active, err := l.m.Active(ctx); err != nil || active {
+		t.Errorf("after rolling back to no rules: table active %v (%v), want removed", active, err)
+	}
+	l.expect(t, "rolled back to no rules", map[string]bool{"c1 " + hostC1 + ":22": true})
+}

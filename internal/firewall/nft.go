@@ -70,10 +70,26 @@ func NewManager(n NFT) *Manager { return &Manager{nft: n} }
 // Apply replaces moat's table with one for rules, keeping the bans in
 // force with the time they have left. It is one transaction: on any error
 // the kernel keeps the previous ruleset whole.
+//
+// A change waiting for its confirmation is superseded: what Apply puts in
+// force stays, and its rollback no longer happens.
 func (m *Manager) Apply(ctx context.Context, rules []Rule) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.apply(ctx, rules)
+	if err := m.apply(ctx, rules); err != nil {
+		return err
+	}
+	m.dropPending()
+	return nil
+}
+
+// dropPending forgets a change waiting for its confirmation, as a later
+// Apply or Off supersedes it.
+func (m *Manager) dropPending() {
+	if m.pending != nil {
+		m.pending.timer.Stop()
+		m.pending = nil
+	}
 }
 
 func (m *Manager) apply(ctx context.Context, rules []Rule) error {
@@ -114,7 +130,11 @@ func (m *Manager) remove(ctx context.Context) error {
 func (m *Manager) Off(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.remove(ctx)
+	if err := m.remove(ctx); err != nil {
+		return err
+	}
+	m.dropPending()
+	return nil
 }
 
 // Active reports whether moat's table is in the kernel.
@@ -170,8 +190,11 @@ func (m *Manager) Load(ctx context.Context, bans []Ban) error {
 // Unban removes the ban of exactly prefix.
 func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) error {
 	set := "ban6"
-	if prefix.Addr().Unmap().Is4() {
-		set, prefix = "ban4", netip.PrefixFrom(prefix.Addr().Unmap(), min(prefix.Bits(), 32))
+	if prefix.Addr().Is4In6() {
+		prefix = netip.PrefixFrom(prefix.Addr().Unmap(), max(prefix.Bits()-96, 0))
+	}
+	if prefix.Addr().Is4() {
+		set = "ban4"
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -234,7 +257,9 @@ func parseSet(out string) ([]Ban, error) {
 			if err != nil {
 				return nil, err
 			}
-			bans = append(bans, b)
+			if b.Prefix.IsValid() {
+				bans = append(bans, b) // a range someone added by hand has no prefix: not moat's, not kept
+			}
 		}
 	}
 	return bans, nil
@@ -259,6 +284,7 @@ func parseElem(raw json.RawMessage) (Ban, error) {
 		Range []string `json:"range"`
 		Elem  *struct {
 			Val     json.RawMessage `json:"val"`
+			Timeout float64         `json:"timeout"`
 			Expires float64         `json:"expires"`
 		} `json:"elem"`
 	}
@@ -269,7 +295,12 @@ func parseElem(raw json.RawMessage) (Ban, error) {
 	case obj.Elem != nil:
 		b, err := parseElem(obj.Elem.Val)
 		b.Expires = time.Duration(obj.Elem.Expires * float64(time.Second))
+		if obj.Elem.Timeout > 0 && b.Expires < time.Second {
+			b.Expires = time.Second // nft counts in whole seconds: in its last one, a ban must not turn permanent
+		}
 		return b, err
+	case obj.Range != nil:
+		return Ban{}, nil
 	case obj.Prefix != nil:
 		a, err := netip.ParseAddr(obj.Prefix.Addr)
 		if err != nil {
@@ -323,10 +354,17 @@ func (m *Manager) rollback(p *pending, done func(error)) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var err error
-	if p.hadTable {
+	if p.hadTable && len(p.previous) > 0 {
 		err = m.apply(ctx, p.previous)
+		if err != nil {
+			// The old rules cannot be put back: open up rather than stay
+			// locked behind the unconfirmed ones.
+			if rerr := m.remove(ctx); rerr == nil {
+				err = fmt.Errorf("%w; moat's table was removed instead, so the server is open to what other firewall rules allow", err)
+			}
+		}
 	} else {
-		err = m.remove(ctx)
+		err = m.remove(ctx) // there was no table, or no rule to put back (which would drop everything)
 	}
 	p.err = err
 	close(p.done)

@@ -85,6 +85,10 @@ func inputChain(rules []Rule) string {
 	b.WriteString("\t\tip protocol icmp icmp type echo-request limit rate 20/second burst 50 packets accept\n")
 	fmt.Fprintf(&b, "\t\tmeta l4proto ipv6-icmp icmpv6 type { %s } accept\n", icmpv6Types)
 	b.WriteString("\t\tmeta l4proto ipv6-icmp icmpv6 type echo-request limit rate 20/second burst 50 packets accept\n")
+	// DHCPv6 replies come from the server's link-local address to the
+	// client port, answering a request sent to a multicast address, so
+	// conntrack does not see them as replies (clouds hand out IPv6 so).
+	b.WriteString("\t\tip6 saddr fe80::/10 ip6 daddr fe80::/10 udp sport 547 udp dport 546 accept\n")
 	for _, r := range rules {
 		for _, m := range sourceMatches(r.Sources) {
 			fmt.Fprintf(&b, "\t\t%s%s dport %s accept%s\n", m, r.Proto, portMatch(r), comment(r))

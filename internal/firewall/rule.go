@@ -212,8 +212,11 @@ func Allows(rules []Rule, proto string, addr netip.Addr, port uint16) bool {
 	return false
 }
 
-// plainText reports whether s can stand in an nft comment as it is:
-// printable ASCII without quotes or backslashes, at most 128 characters.
+// PlainText reports whether s can stand in a rule's comment (an nft
+// comment, as it is): printable ASCII without quotes or backslashes, at
+// most 128 characters.
+func PlainText(s string) bool { return plainText(s) }
+
 func plainText(s string) bool {
 	if len(s) > 128 {
 		return false

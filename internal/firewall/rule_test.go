@@ -162,3 +162,26 @@ func TestRenderNamesOnlyMoatsTable(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSet(t *testing.T) {
+	out := `{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "ban4", "table": "moat", "type": "ipv4_addr", "flags": ["interval", "timeout"], "elem": [
+		"192.0.2.1",
+		{"prefix": {"addr": "198.51.100.0", "len": 24}},
+		{"elem": {"val": "203.0.113.7", "timeout": 600, "expires": 598}},
+		{"elem": {"val": "203.0.113.8", "timeout": 2, "expires": 0}},
+		{"elem": {"val": {"prefix": {"addr": "10.9.0.0", "len": 16}}, "timeout": 60, "expires": 30}},
+		{"range": ["10.3.0.1", "10.3.0.9"]}
+	]}}]}`
+	bans, err := parseSet(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range bans {
+		got = append(got, b.Prefix.String()+" "+b.Expires.String())
+	}
+	want := "192.0.2.1/32 0s, 198.51.100.0/24 0s, 203.0.113.7/32 9m58s, 203.0.113.8/32 1s, 10.9.0.0/16 30s"
+	if strings.Join(got, ", ") != want {
+		t.Errorf("parsed %s\nwant   %s", strings.Join(got, ", "), want)
+	}
+}
