@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,6 +18,7 @@ import (
 
 	"moat/internal/api"
 	"moat/internal/config"
+	"moat/internal/firewall"
 	"moat/internal/store"
 )
 
@@ -100,54 +99,9 @@ func initFirewall(g *globals, cmd *cobra.Command, sshdConfig string) error {
 	return nil
 }
 
-// sshdPorts reads the Port lines of sshd's configuration and the files it
-// includes; without any, sshd listens on 22. The note says what was
-// assumed, if anything.
-func sshdPorts(path string) ([]uint16, string) {
-	var ports []uint16
-	if err := readSSHDPorts(path, filepath.Dir(path), &ports, 0); err != nil {
-		return []uint16{22}, fmt.Sprintf("could not read sshd's configuration (%v), so SSH is assumed on port 22; if sshd listens elsewhere, run moat firewall allow PORT/tcp before moat serve", err)
-	}
-	if len(ports) == 0 {
-		return []uint16{22}, ""
-	}
-	return ports, ""
-}
-
-func readSSHDPorts(path, base string, ports *[]uint16, depth int) error {
-	if depth > 8 {
-		return fmt.Errorf("%s: Include nested too deep", path)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	for line := range strings.Lines(string(data)) {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 0:
-		case strings.EqualFold(f[0], "Match"):
-			return nil // what follows applies to some connections only
-		case strings.EqualFold(f[0], "Include"):
-			for _, pattern := range f[1:] {
-				if !filepath.IsAbs(pattern) {
-					pattern = filepath.Join(base, pattern)
-				}
-				matches, _ := filepath.Glob(pattern)
-				for _, m := range matches {
-					if err := readSSHDPorts(m, base, ports, depth+1); err != nil {
-						return err
-					}
-				}
-			}
-		case strings.EqualFold(f[0], "Port") && len(f) >= 2:
-			if n, err := strconv.ParseUint(f[1], 10, 16); err == nil && n > 0 && !slices.Contains(*ports, uint16(n)) {
-				*ports = append(*ports, uint16(n))
-			}
-		}
-	}
-	return nil
-}
+// sshdPorts reads sshd's ports from its configuration; see
+// firewall.SSHDPorts.
+func sshdPorts(path string) ([]uint16, string) { return firewall.SSHDPorts(path) }
 
 func newApp(g *globals) *cobra.Command {
 	cmd := &cobra.Command{

@@ -55,6 +55,13 @@ type Options struct {
 	// firewall commands act on it. nil leaves the host's firewall alone
 	// (the demo, most tests).
 	Firewall *firewall.Manager
+	// SSHDConfig is sshd's configuration, for the ports whose open
+	// sessions the first firewall apply must not cut;
+	// /etc/ssh/sshd_config when empty.
+	SSHDConfig string
+	// Sessions lists the peers of the connections open to a local port;
+	// firewall.EstablishedPeers when nil (tests replace it).
+	Sessions func(port uint16) []netip.Addr
 }
 
 // Info tells where a started daemon listens.
@@ -298,9 +305,13 @@ func (d *Daemon) startFirewall(ctx context.Context, st *store.SQLite, state conf
 		err = json.Unmarshal(raw, &was)
 	}
 	if err == nil && raw == nil {
-		// The first start: the desired state is all there is.
+		// The first start: the desired state is all there is, written by
+		// moat init or by hand, and never checked against a live session.
 		was.Off = state.Firewall.Off
 		was.Rules, err = state.FirewallRules()
+		if err == nil && !was.Off && len(was.Rules) > 0 {
+			err = d.firstGuard(was.Rules)
+		}
 	}
 	action, detail := "firewall.apply", fmt.Sprintf("%d rules, as in force before the start", len(was.Rules))
 	switch {
@@ -326,6 +337,29 @@ func (d *Daemon) startFirewall(ctx context.Context, st *store.SQLite, state conf
 	if rerr := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: action, Target: "firewall", Detail: detail}); rerr != nil {
 		d.log.Error("activity", "err", rerr)
 	}
+}
+
+// firstGuard refuses first rules that would cut an SSH session open now.
+func (d *Daemon) firstGuard(rules []firewall.Rule) error {
+	conf := d.opts.SSHDConfig
+	if conf == "" {
+		conf = "/etc/ssh/sshd_config"
+	}
+	sessions := d.opts.Sessions
+	if sessions == nil {
+		sessions = firewall.EstablishedPeers
+	}
+	ports, _ := firewall.SSHDPorts(conf)
+	var a firewall.Access
+	for _, p := range ports {
+		for _, peer := range sessions(p) {
+			a.Sessions = append(a.Sessions, firewall.Session{Peer: peer, Port: p})
+		}
+	}
+	if err := firewall.Guard(rules, a, false); err != nil {
+		return fmt.Errorf("the stored rules were not put in force: %w", err)
+	}
+	return nil
 }
 
 // Certificates implements api.Runtime.

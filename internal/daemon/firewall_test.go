@@ -2,12 +2,15 @@ package daemon
 
 import (
 	"context"
+	"net/netip"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"moat/internal/api"
 	"moat/internal/config"
 	"moat/internal/firewall"
+	"moat/internal/store"
 	"moat/internal/testenv"
 )
 
@@ -112,5 +115,38 @@ func TestRolledBackFirstRulesDoNotComeBack(t *testing.T) {
 	e.start()
 	if active, err := e.firewall.Active(ctx); err != nil || active {
 		t.Errorf("after a restart, unconfirmed first rules are in force (active %v, %v)", active, err)
+	}
+}
+
+// TestFirstRulesSpareOpenSessions: the first start does not put in force
+// rules that would cut an SSH session open at that moment.
+func TestFirstRulesSpareOpenSessions(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("daemon: this test needs nft (Debian package nftables); make test installs it")
+	}
+	nft := firewall.NFT{Netns: testenv.NewNetns(t).Name}
+	ctx := context.Background()
+	e := startEnv(t)
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/rules", config.FirewallRule{Port: "22/tcp", From: []string{"192.0.2.0/24"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.shutdown()
+	e.firewall = firewall.NewManager(nft)
+	e.sessions = func(port uint16) []netip.Addr {
+		if port == 22 {
+			return []netip.Addr{netip.MustParseAddr("203.0.113.7")}
+		}
+		return nil
+	}
+	e.start()
+	if active, err := e.firewall.Active(ctx); err != nil || active {
+		t.Errorf("rules that cut an open session were put in force (active %v, %v)", active, err)
+	}
+	var entries []store.Entry
+	if err := e.client.Do(ctx, "GET", "/v1/activity?target=firewall", nil, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || !strings.Contains(entries[0].Detail, "session is open from 203.0.113.7") {
+		t.Errorf("activity %+v, want the refusal with its reason", entries)
 	}
 }

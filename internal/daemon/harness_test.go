@@ -47,6 +47,7 @@ type env struct {
 	renewCheck time.Duration
 	challenges []string
 	firewall   *firewall.Manager
+	sessions   func(port uint16) []netip.Addr // SSH sessions as the daemon sees them; none by default
 }
 
 type envOption func(*env)
@@ -79,6 +80,9 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	e := &env{t: t, dir: t.TempDir(), zone: fmt.Sprintf("e%d.test", envCount.Add(1)), renewCheck: time.Second}
 	for _, o := range opts {
 		o(e)
+	}
+	if e.sessions == nil {
+		e.sessions = func(uint16) []netip.Addr { return nil } // the host's own sessions are no test's business
 	}
 	ports := testenv.FreePorts(t, 2)
 	e.httpPort, e.httpsPort = ports[0], ports[1]
@@ -145,6 +149,7 @@ func (e *env) start() {
 			},
 			AccessLog: &e.accessLog,
 			Firewall:  e.firewall,
+			Sessions:  e.sessions,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
 				close(ready)

@@ -2,7 +2,10 @@ package firewall
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -109,5 +112,37 @@ func TestGuardSessions(t *testing.T) {
 	}
 	if err := Guard([]Rule{rule("22/tcp")}, a, false); err != nil {
 		t.Errorf("SSH open to all: %v", err)
+	}
+}
+
+func TestSSHDPorts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("sshd_config.d/a.conf", "Port=2222\n")
+	cases := []struct {
+		name, text, want string
+	}{
+		{"none", "PasswordAuthentication no\n", "[22]"},
+		{"port", "Port 2200\n", "[2200]"},
+		{"equals and include", "Include sshd_config.d/*.conf\nPort 22\n", "[2222 22]"},
+		{"listen address", "ListenAddress 0.0.0.0:2022\nListenAddress [::]:2023\nListenAddress 10.0.0.1\n", "[2022 2023]"},
+		{"match ends it", "Port 22\nMatch User x\n  Port 9999\n", "[22]"},
+		{"comment", "# Port 1\n  port 23\n", "[23]"},
+	}
+	for _, c := range cases {
+		got, note := SSHDPorts(write("sshd_config", c.text))
+		if fmt.Sprint(got) != c.want || note != "" {
+			t.Errorf("%s: %v %q, want %s", c.name, got, note, c.want)
+		}
+	}
+	if got, note := SSHDPorts(filepath.Join(dir, "missing")); fmt.Sprint(got) != "[22]" || !strings.Contains(note, "assumed on port 22") {
+		t.Errorf("missing file: %v %q", got, note)
 	}
 }
