@@ -1,0 +1,67 @@
+package guard
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// authLog is a mix of what an internet-facing sshd logs: mostly
+// failures of the kinds SSHD knows, some accepted logins and other noise.
+func authLog(n int) []string {
+	r := rand.New(rand.NewPCG(1, 2))
+	lines := make([]string, n)
+	for i := range lines {
+		addr := fmt.Sprintf("%d.%d.%d.%d", 1+r.IntN(223), r.IntN(256), r.IntN(256), 1+r.IntN(254))
+		port := 1024 + r.IntN(60000)
+		prefix := fmt.Sprintf("Nov 21 07:%02d:%02d vps sshd[%d]: ", r.IntN(60), r.IntN(60), 1000+r.IntN(50000))
+		switch r.IntN(10) {
+		case 0, 1, 2:
+			lines[i] = prefix + fmt.Sprintf("Failed password for invalid user admin%d from %s port %d ssh2", r.IntN(100), addr, port)
+		case 3, 4:
+			lines[i] = prefix + fmt.Sprintf("Invalid user admin%d from %s port %d", r.IntN(100), addr, port)
+		case 5:
+			lines[i] = prefix + fmt.Sprintf("Failed password for root from %s port %d ssh2", addr, port)
+		case 6:
+			lines[i] = prefix + fmt.Sprintf("Connection closed by authenticating user root %s port %d [preauth]", addr, port)
+		case 7:
+			lines[i] = prefix + fmt.Sprintf("Accepted publickey for alice from %s port %d ssh2: ED25519 SHA256:x", addr, port)
+		case 8:
+			lines[i] = prefix + fmt.Sprintf("Received disconnect from %s port %d:11: Bye Bye [preauth]", addr, port)
+		default:
+			lines[i] = fmt.Sprintf("Nov 21 07:00:00 vps CRON[%d]: pam_unix(cron:session): session opened for user root", r.IntN(9999))
+		}
+	}
+	return lines
+}
+
+func BenchmarkSSHDFilter(b *testing.B) {
+	lines := authLog(10_000)
+	var f SSHD
+	matched := 0
+	i := 0
+	for b.Loop() {
+		if _, ok := f.Match(lines[i%len(lines)]); ok {
+			matched++
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+func BenchmarkDetectorMemory(b *testing.B) {
+	for b.Loop() {
+		d := NewDetector("sshd", DefaultPolicy(), nil)
+		now := time.Unix(1_800_000_000, 0)
+		line := "Nov 21 07:00:01 vps sshd[1234]: Failed password for root from 203.0.113.7 port 50122 ssh2"
+		for i := range 1_000_000 {
+			a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			d.Observe(Attempt{Addr: a, Port: 1}, line, now)
+		}
+		if d.Tracked() != 1_000_000 {
+			b.Fatal(d.Tracked())
+		}
+	}
+}
