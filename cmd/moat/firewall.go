@@ -229,20 +229,33 @@ func newFirewallPlan(g *globals) *cobra.Command {
 }
 
 func newFirewallApply(g *globals) *cobra.Command {
-	var req api.ApplyRequest
-	var sshdConfig string
-	cmd := &cobra.Command{
+	return newFirewallPut(g, "/v1/firewall/apply", &cobra.Command{
 		Use:   "apply",
 		Short: "Put the stored rules in force",
 		Example: `  moat firewall apply
   moat firewall apply --confirm-within 60s`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return firewallPost(g, cmd, "/v1/firewall/apply", req, sshdConfig)
-		},
+	})
+}
+
+func newFirewallOn(g *globals) *cobra.Command {
+	return newFirewallPut(g, "/v1/firewall/on", &cobra.Command{
+		Use:     "on",
+		Short:   "Put the stored rules back in force after moat firewall off",
+		Example: "  moat firewall on",
+	})
+}
+
+// newFirewallPut completes a command that puts the rules in force
+// (apply, on): its flags, and the request to path.
+func newFirewallPut(g *globals, path string, cmd *cobra.Command) *cobra.Command {
+	var req api.ApplyRequest
+	var sshdConfig string
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return firewallPost(g, cmd, path, req, sshdConfig)
 	}
 	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "", "roll back by itself unless moat firewall confirm comes within this time, like 60s")
-	cmd.Flags().BoolVar(&req.Force, "force", false, "apply even if the rules would cut your own SSH connection")
+	cmd.Flags().BoolVar(&req.Force, "force", false, "apply even if the rules would cut your own SSH connection (needs --confirm-within)")
 	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration: every SSH session open to its ports must survive the rules")
 	return cmd
 }
@@ -296,24 +309,6 @@ func newFirewallOff(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-}
-
-func newFirewallOn(g *globals) *cobra.Command {
-	var req api.ApplyRequest
-	var sshdConfig string
-	cmd := &cobra.Command{
-		Use:     "on",
-		Short:   "Put the stored rules back in force after moat firewall off",
-		Example: "  moat firewall on",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return firewallPost(g, cmd, "/v1/firewall/on", req, sshdConfig)
-		},
-	}
-	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "", "roll back by itself unless moat firewall confirm comes within this time, like 60s")
-	cmd.Flags().BoolVar(&req.Force, "force", false, "apply even if the rules would cut your own SSH connection")
-	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration: every SSH session open to its ports must survive the rules")
-	return cmd
 }
 
 // sshConnection is the SSH_CONNECTION of this command or of the first

@@ -278,26 +278,37 @@ func portOf(addr string) uint16 {
 }
 
 func (s *Server) firewallApply(w http.ResponseWriter, r *http.Request) {
+	if req, fw, st, ok := s.applyRequest(w, r); ok {
+		s.applyRules(w, r, fw, st, req, "firewall.apply", nil)
+	}
+}
+
+// applyRequest reads an apply-like request and what it needs: the
+// daemon's firewall and the stored state. It answers the request itself
+// when one is missing.
+func (s *Server) applyRequest(w http.ResponseWriter, r *http.Request) (ApplyRequest, Firewall, config.State, bool) {
 	var req ApplyRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, err)
-		return
+		return req, nil, config.State{}, false
 	}
 	fw := s.firewall()
 	if fw == nil {
 		s.fail(w, errUnmanaged)
-		return
+		return req, nil, config.State{}, false
 	}
 	st, _, err := s.Store.State(r.Context())
 	if err != nil {
 		s.fail(w, err)
-		return
+		return req, nil, config.State{}, false
 	}
-	s.applyRules(w, r, fw, st, req, "firewall.apply")
+	return req, fw, st, true
 }
 
-// applyRules puts the stored rules in force, after the guards.
-func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall, st config.State, req ApplyRequest, action string) {
+// applyRules puts the stored rules in force, after the checks and the
+// guards; before, when set, runs once they passed and before anything
+// reaches the kernel (on stores that the firewall is on again).
+func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall, st config.State, req ApplyRequest, action string, before func() error) {
 	ctx := r.Context()
 	rules, err := st.FirewallRules()
 	if err != nil {
@@ -305,24 +316,33 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 		return
 	}
 	if len(rules) == 0 {
-		s.fail(w, inputError{errors.New("there are no rules: applying would drop everything inbound, SSH included. Add rules first, like `moat firewall allow 22/tcp`")})
+		s.fail(w, inputError{errors.New("there are no rules: putting them in force would drop everything inbound, SSH included. Add rules first, like `moat firewall allow 22/tcp`")})
 		return
 	}
 	if req.Force && req.ConfirmWithin == "" {
 		s.fail(w, &config.FieldError{Field: "force", Value: "true", Problem: "skips the check that your SSH sessions survive, so it needs a way back", Fix: "add --confirm-within 60s: the old rules come back by themselves unless you confirm from a new session"})
 		return
 	}
-	if err := firewall.Guard(rules, s.access(st, req), req.Force); err != nil {
-		s.fail(w, conflict{err})
-		return
-	}
-	detail := fmt.Sprintf("%d rules", len(rules))
+	var d time.Duration
 	if req.ConfirmWithin != "" {
-		d, err := time.ParseDuration(req.ConfirmWithin)
+		d, err = time.ParseDuration(req.ConfirmWithin)
 		if err != nil || d < 5*time.Second || d > time.Hour {
 			s.fail(w, &config.FieldError{Field: "confirm_within", Value: req.ConfirmWithin, Problem: "is not a duration from 5s to 1h", Fix: "write it like 60s or 2m"})
 			return
 		}
+	}
+	if err := firewall.Guard(rules, s.access(st, req), req.Force); err != nil {
+		s.fail(w, conflict{err})
+		return
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
+	detail := fmt.Sprintf("%d rules", len(rules))
+	if d > 0 {
 		previous, wasActive := fw.InForce()
 		if active, err := fw.Active(ctx); err == nil && !active {
 			wasActive = false
@@ -419,44 +439,18 @@ func (s *Server) firewallOff(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) firewallOn(w http.ResponseWriter, r *http.Request) {
-	var req ApplyRequest
-	if err := decode(r, &req); err != nil {
-		s.fail(w, err)
-		return
-	}
-	fw := s.firewall()
-	if fw == nil {
-		s.fail(w, errUnmanaged)
+	req, fw, st, ok := s.applyRequest(w, r)
+	if !ok {
 		return
 	}
 	ctx := r.Context()
-	st, _, err := s.Store.State(ctx)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	rules, err := st.FirewallRules()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if len(rules) == 0 {
-		s.fail(w, inputError{errors.New("there are no rules: turning the firewall on would drop everything inbound, SSH included. Add rules first, like `moat firewall allow 22/tcp`")})
-		return
-	}
-	if err := firewall.Guard(rules, s.access(st, req), req.Force); err != nil {
-		s.fail(w, conflict{err})
-		return
-	}
-	if _, err := s.Store.Update(ctx, actor(ctx), false, func(st *config.State) error {
-		st.Firewall.Off = false
-		return nil
-	}); err != nil {
-		s.fail(w, err)
-		return
-	}
-	st.Firewall.Off = false
-	s.applyRules(w, r, fw, st, req, "firewall.on")
+	s.applyRules(w, r, fw, st, req, "firewall.on", func() error {
+		_, err := s.Store.Update(ctx, actor(ctx), false, func(st *config.State) error {
+			st.Firewall.Off = false
+			return nil
+		})
+		return err
+	})
 }
 
 // conflict is a refusal because of what the change would do, not how it

@@ -132,29 +132,32 @@ func (SSHD) Match(line string) (Attempt, bool) {
 		if !strings.Contains(msg, pat.literal) {
 			continue
 		}
-		m := pat.re.FindStringSubmatch(msg)
-		if m == nil {
-			continue
+		if m := pat.re.FindStringSubmatch(msg); m != nil {
+			return attemptFrom(pat.re, m, pat.kind)
 		}
-		a := Attempt{Kind: pat.kind}
-		for j, name := range pat.re.SubexpNames() {
-			switch name {
-			case "addr":
-				addr, err := netip.ParseAddr(m[j])
-				if err != nil {
-					return Attempt{}, false
-				}
-				a.Addr = addr.WithZone("").Unmap()
-			case "port":
-				n, _ := strconv.ParseUint(m[j], 10, 16)
-				a.Port = uint16(n)
-			case "user":
-				a.User = m[j]
-			}
-		}
-		return a, a.Addr.IsValid()
 	}
 	return Attempt{}, false
+}
+
+// attemptFrom reads the groups addr, port and user of a match of re.
+func attemptFrom(re *regexp.Regexp, m []string, kind string) (Attempt, bool) {
+	a := Attempt{Kind: kind}
+	for j, name := range re.SubexpNames() {
+		switch name {
+		case "addr":
+			addr, err := netip.ParseAddr(strings.Trim(m[j], "[]"))
+			if err != nil {
+				return Attempt{}, false
+			}
+			a.Addr = addr.WithZone("").Unmap()
+		case "port":
+			n, _ := strconv.ParseUint(m[j], 10, 16)
+			a.Port = uint16(n)
+		case "user":
+			a.User = m[j]
+		}
+	}
+	return a, a.Addr.IsValid()
 }
 
 // UserFilter is a filter the owner defines for an app's log: a regular
@@ -199,21 +202,5 @@ func (f *UserFilter) Match(line string) (Attempt, bool) {
 	if m == nil {
 		return Attempt{}, false
 	}
-	a := Attempt{Kind: f.Name}
-	for j, name := range f.re.SubexpNames() {
-		switch name {
-		case "addr":
-			addr, err := netip.ParseAddr(strings.Trim(m[j], "[]"))
-			if err != nil {
-				return Attempt{}, false
-			}
-			a.Addr = addr.WithZone("").Unmap()
-		case "port":
-			n, _ := strconv.ParseUint(m[j], 10, 16)
-			a.Port = uint16(n)
-		case "user":
-			a.User = m[j]
-		}
-	}
-	return a, a.Addr.IsValid()
+	return attemptFrom(f.re, m, f.Name)
 }
