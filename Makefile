@@ -27,6 +27,8 @@ unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@# Timing-bound acceptance tests once more at full speed.
 	$(GO) test -count=1 -timeout 5m -run 'ThroughTheEdge|NotSerialised|Flood|Coalesc' ./internal/edge/ ./internal/cache/
+	@# Tests that need what some machines lack say so here, with the reason.
+	@$(GO) test -count=1 -timeout 5m -v -run 'FromTheJournal|JournalLive|JournalFile' ./internal/daemon/ ./internal/guard/ | grep -E -B1 '^--- SKIP' | grep -v '^--' || true
 
 test: deps lint unit
 

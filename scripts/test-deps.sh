@@ -26,3 +26,41 @@ gobin=$(go env GOPATH)/bin
 if [[ ! -x $gobin/staticcheck ]] || ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "0.8.2"; then
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
+
+# A real sshd for the SSH and guard tests: Debian's openssh-server,
+# unpacked (not installed) so that no sshd service is set up or started on
+# this machine. Tests start it with their own config on a high port.
+sshd_dir=/var/cache/moat-test/openssh
+if [[ ! -x $sshd_dir/usr/sbin/sshd ]] || ! ldd "$sshd_dir/usr/sbin/sshd" >/dev/null 2>&1 || ldd "$sshd_dir/usr/sbin/sshd" | grep -q "not found"; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "test-deps: sshd is not unpacked at $sshd_dir; run as root" >&2
+    exit 1
+  fi
+  for pkg in libwrap0 openssh-client; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || {
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg"
+    }
+  done
+  tmp=$(mktemp -d)
+  (cd "$tmp" && chown _apt "$tmp" 2>/dev/null; apt-get download -qq openssh-server)
+  mkdir -p "$sshd_dir"
+  dpkg-deb -x "$tmp"/openssh-server_*.deb "$sshd_dir"
+  rm -rf "$tmp"
+fi
+# sshd separates privileges into this user, as the package would create it.
+if ! getent passwd sshd >/dev/null; then
+  useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
+fi
+
+# systemd-journal-remote writes real journal files without journald, for
+# the guard's journal tests; pinned to the installed systemd so that
+# nothing else is upgraded. It enables and starts no service.
+if [[ ! -x /lib/systemd/systemd-journal-remote && ! -x /usr/lib/systemd/systemd-journal-remote ]]; then
+  v=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)
+  if [[ -n $v ]] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "systemd-journal-remote=$v" >/dev/null; then
+    :
+  else
+    echo "test-deps: WARNING: systemd-journal-remote $v could not be installed; the guard's journal-file test will skip" >&2
+  fi
+fi

@@ -48,6 +48,22 @@ func (c *cli) ok(args ...string) string {
 	return out
 }
 
+// refused runs a command that must fail with an error holding each of
+// want.
+func (c *cli) refused(args []string, want ...string) {
+	c.t.Helper()
+	out, err := c.run("", args...)
+	if err == nil {
+		c.t.Errorf("moat %s succeeded:\n%s", strings.Join(args, " "), out)
+		return
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			c.t.Errorf("moat %s: %v\nlacks %q", strings.Join(args, " "), err, w)
+		}
+	}
+}
+
 // file writes a file in the temp dir and returns its path.
 func (c *cli) file(name, content string) string {
 	c.t.Helper()

@@ -40,6 +40,8 @@ type Runtime interface {
 	// Firewall is the daemon's hold on the kernel's firewall, nil when it
 	// does not manage it.
 	Firewall() Firewall
+	// Guard is the daemon's brute-force guard.
+	Guard() Guard
 }
 
 // Server holds the handlers' dependencies.
@@ -88,6 +90,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/activity", s.activity)
 	s.firewallRoutes(mux)
+	s.guardRoutes(mux)
 	return mux
 }
 

@@ -29,6 +29,8 @@ type State struct {
 	Apps []App `yaml:"apps,omitempty" json:"apps,omitempty"`
 	// Firewall is the network firewall: which ports are open, to whom.
 	Firewall Firewall `yaml:"firewall,omitempty" json:"firewall,omitempty"`
+	// Guard is the brute-force guard: which logs are read, what bans.
+	Guard Guard `yaml:"guard,omitempty" json:"guard,omitempty"`
 }
 
 // Server holds the settings that are not about one app.
@@ -151,6 +153,12 @@ type App struct {
 	// Ports are the ports the app itself listens on beside the edge (a
 	// database, a game server), and who may reach them.
 	Ports []AppPort `yaml:"ports,omitempty" json:"ports,omitempty"`
+	// GuardStatuses, like [401, 403], makes the app's answers with these
+	// statuses count as failed logins: a client that gets too many is
+	// banned by the guard's jail named after the app (tuned by an entry
+	// of guard.jails with the app's name). Empty: the app's answers are
+	// not counted.
+	GuardStatuses []int `yaml:"guard_statuses,omitempty" json:"guard_statuses,omitempty"`
 }
 
 // App returns the app with that name.
@@ -181,6 +189,7 @@ func (s State) Clone() State {
 	c.Server.Cloudflare.Ranges = append([]string(nil), s.Server.Cloudflare.Ranges...)
 	c.Server.RateLimit = s.Server.RateLimit.clone()
 	c.Firewall = s.Firewall.clone()
+	c.Guard = s.Guard.clone()
 	c.Apps = make([]App, len(s.Apps))
 	for i, a := range s.Apps {
 		c.Apps[i] = a.Clone()
@@ -196,6 +205,7 @@ func (a App) Clone() App {
 	c := a
 	c.Domains = append([]string(nil), a.Domains...)
 	c.RateLimit = a.RateLimit.clone()
+	c.GuardStatuses = append([]int(nil), a.GuardStatuses...)
 	if a.Ports != nil {
 		c.Ports = make([]AppPort, len(a.Ports))
 		for i, p := range a.Ports {

@@ -46,6 +46,7 @@ func (s *State) Normalize() {
 func (s *State) normalizeValues() {
 	s.Server.Domain = normalHost(s.Server.Domain)
 	s.normalizeFirewall()
+	s.normalizeGuard()
 	for i := range s.Apps {
 		a := &s.Apps[i]
 		for j, d := range a.Domains {
@@ -225,6 +226,7 @@ func (s *State) Validate() error {
 		}
 	}
 	s.validateFirewall(add)
+	s.validateGuard(add)
 	return errors.Join(errs...)
 }
 

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"moat/internal/cache"
 	"moat/internal/firewall"
+	"moat/internal/guard"
 	"moat/internal/ratelimit"
 	"net"
 	"net/http"
@@ -62,6 +63,9 @@ type Options struct {
 	// Sessions lists the peers of the connections open to a local port;
 	// firewall.EstablishedPeers when nil (tests replace it).
 	Sessions func(port uint16) []netip.Addr
+	// Journal is how the guard reads the systemd journal, for jails whose
+	// log is "journal"; journalctl on the whole journal when nil.
+	Journal *guard.Journal
 }
 
 // Info tells where a started daemon listens.
@@ -77,6 +81,8 @@ type Daemon struct {
 	store *store.SQLite
 	certs certSource
 	edge  *edge.Edge
+	// warden is the brute-force guard.
+	warden *guard.Warden
 
 	life    context.Context // the daemon's lifetime
 	metrics http.Handler    // Prometheus, on the admin listener only
@@ -170,7 +176,11 @@ func Run(ctx context.Context, opts Options) error {
 	if accessOut == nil {
 		accessOut = os.Stdout
 	}
+	d.warden = d.newWarden()
+	defer d.warden.Stop()
 	d.edge = edge.New(edge.Options{
+		Bans:      d.warden,
+		Failed:    d.appFailed,
 		Log:       opts.Logger,
 		Certs:     d.certs,
 		Fallback:  d.fallback(),
@@ -184,6 +194,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.stopListening()
 	d.startFirewall(ctx, st, state)
+	if err := d.warden.Restore(ctx); err != nil {
+		d.log.Error("the bans kept from before were not put back", "err", err)
+	}
+	go d.expireBans()
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
 	if err != nil {
@@ -267,6 +281,7 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	d.mu.Lock()
 	d.notifier = notifierFor(s.Server, d.log)
 	d.mu.Unlock()
+	d.configureGuard(s)
 	return d.certs.Sync(ctx, s.Server, s.Domains())
 }
 

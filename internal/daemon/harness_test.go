@@ -121,6 +121,8 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 			RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"},
 			Resolver:  e.dns.Addr(),
 		}
+		// The host's own sshd log is no test's business.
+		s.Guard.Jails = []config.Jail{{Name: config.JailSSHD, Off: true}}
 		return nil
 	})
 	st.Close()

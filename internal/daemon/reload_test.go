@@ -109,10 +109,16 @@ func TestRefusedChangeKeepsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	y := string(good)
+	dup := before.State.Clone()
+	dup.Apps = append(dup.Apps, config.App{Name: "copy", Domains: []string{e.host("app")}, Upstream: "http://127.0.0.1:1"})
+	dupFile, err := config.Marshal(dup)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, file, want string
 	}{
-		{"duplicate domain", y + "  - name: copy\n    domains: [" + e.host("app") + "]\n    upstream: http://127.0.0.1:1\n", "apps[1].domains[0]"},
+		{"duplicate domain", string(dupFile), "apps[1].domains[0]"},
 		{"unknown key", strings.Replace(y, "upstream:", "upstrem:", 1), "apps[0].upstrem"},
 		{"port in use", strings.Replace(y, fmt.Sprintf("127.0.0.1:%d", e.httpPort), busy.Addr().String(), 1), "server.listen.http"},
 		{"CA roots missing", strings.Replace(y, "pebble-api.pem", "missing.pem", 1), "server.acme.ca_roots"},

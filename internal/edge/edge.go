@@ -23,6 +23,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,12 @@ type Options struct {
 	// Metrics, when set, count requests, refusals, cache outcomes and
 	// upstream latency.
 	Metrics *Metrics
+	// Bans, when set, refuses banned clients with 403 before the rate
+	// limit.
+	Bans Bans
+	// Failed, when set, hears of each answer of an app with one of the
+	// app's guard statuses (a failed login, for the guard to count).
+	Failed func(app string, client netip.Addr, r *http.Request, status int)
 }
 
 // Edge is the HTTP and HTTPS server in front of the apps.
@@ -68,6 +75,8 @@ type Edge struct {
 	limiter   ratelimit.Backend
 	cache     *cache.Cache
 	metrics   *Metrics
+	bans      Bans
+	failed    func(app string, client netip.Addr, r *http.Request, status int)
 	transport *upstream.Transport
 	buffers   httputil.BufferPool // copy buffers, so a response costs no 32 KiB allocation
 	errorLog  *log.Logger         // for net/http's own complaints, at debug level
@@ -87,6 +96,7 @@ type table struct {
 
 type route struct {
 	app     string
+	guard   []int        // statuses that count as failed logins
 	handler http.Handler // rate limit -> cache -> proxy (with headers)
 	headers headerSet
 }
@@ -110,6 +120,8 @@ func New(o Options) *Edge {
 		limiter:   o.Limiter,
 		cache:     o.Cache,
 		metrics:   o.Metrics,
+		bans:      o.Bans,
+		failed:    o.Failed,
 		buffers:   &bufferPool{},
 		// GET and HEAD go over moat's lean client; bodies, upgrades and
 		// the rest over net/http's.
@@ -145,9 +157,10 @@ func (e *Edge) Load(s config.State) error {
 		if err != nil {
 			return fmt.Errorf("app %s: upstream %q: %w", a.Name, a.Upstream, err)
 		}
-		r := &route{app: a.Name, headers: newHeaderSet(a.Headers)}
-		// The chain of one app, outermost first: rate limit, cache, proxy
-		// (which adds the security headers to what the app answers).
+		r := &route{app: a.Name, headers: newHeaderSet(a.Headers), guard: a.GuardStatuses}
+		// The chain of one app, outermost first: ban check, rate limit,
+		// cache, proxy (which adds the security headers to what the app
+		// answers).
 		var h http.Handler = e.newProxy(r, up)
 		h = e.cache.Handler(cacheScope(a), cache.Config{TTL: a.CacheTTL(), AllowCookies: a.Cache.AllowCookies, HideXCache: a.Cache.HideXCache}, h)
 		policy, err := limits.policy(uint32(i+1), a.RateLimit)
@@ -156,6 +169,9 @@ func (e *Edge) Load(s config.State) error {
 		}
 		if policy != nil {
 			h = ratelimit.Middleware(e.limiter, policy, h)
+		}
+		if e.bans != nil {
+			h = banCheck(e.bans, h)
 		}
 		r.handler = h
 		for _, d := range a.Domains {
@@ -195,10 +211,8 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &recorder{ResponseWriter: w}
 	rt := t.hosts[host(r)]
-	app := ""
 	switch {
 	case rt != nil:
-		app = rt.app
 		rt.handler.ServeHTTP(rec, r)
 	case e.extra != nil:
 		t.defaults.apply(rec.Header())
@@ -207,11 +221,19 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.defaults.apply(rec.Header())
 		plain(rec, http.StatusNotFound, "404 Not Found: no app is configured for this address.")
 	}
-	e.finish(t, r, rec, app, client, start)
+	e.finish(t, r, rec, rt, client, start)
 }
 
-// finish counts a request that has been answered and logs it.
-func (e *Edge) finish(t *table, r *http.Request, rec *recorder, app string, client netip.Addr, start time.Time) {
+// finish counts a request that has been answered (by rt's app, or by no
+// app when rt is nil), logs it, and tells the guard of a failed login.
+func (e *Edge) finish(t *table, r *http.Request, rec *recorder, rt *route, client netip.Addr, start time.Time) {
+	app := ""
+	if rt != nil {
+		app = rt.app
+		if e.failed != nil && len(rt.guard) > 0 && slices.Contains(rt.guard, rec.status) {
+			e.failed(app, client, r, rec.status)
+		}
+	}
 	e.metrics.observe(app, rec)
 	if e.accessLog != nil && t.logOn {
 		logAccess(e.accessLog, r, rec, app, client.String(), time.Since(start))

@@ -394,7 +394,7 @@ func (l *lane) answer(s *laneState, r *http.Request, rt *route, t *table, client
 	}()
 	rt.handler.ServeHTTP(&s.rec, r)
 	keep = s.w.finish()
-	l.e.finish(t, r, &s.rec, rt.app, client, start)
+	l.e.finish(t, r, &s.rec, rt, client, start)
 	return keep
 }
 

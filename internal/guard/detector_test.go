@@ -2,6 +2,8 @@ package guard
 
 import (
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,5 +125,75 @@ func TestDetectorSweep(t *testing.T) {
 	d.Sweep(now.Add(11 * time.Minute))
 	if n := d.Tracked(); n != 1 {
 		t.Errorf("tracking %d after the sweep, want 1 (the recent one)", n)
+	}
+}
+
+func TestDetectorCountsAConnectionOnceAfterItsBan(t *testing.T) {
+	d := NewDetector("sshd", DefaultPolicy(), nil)
+	now := time.Unix(1_800_000_000, 0)
+	for i := range 5 {
+		d.Observe(attempt("203.0.113.7", uint16(1000+i)), "", now)
+	}
+	// The fifth connection's "Disconnecting ...: Too many authentication
+	// failures" comes after its ban: it is the same attempt, not the first
+	// of the next ban.
+	d.Observe(attempt("203.0.113.7", 1004), "", now)
+	var dec Decision
+	for i := range 5 {
+		dec, _ = d.Observe(attempt("203.0.113.7", uint16(2000+i)), "", now.Add(time.Minute))
+	}
+	if dec.Failures != 5 || dec.Repeat != 1 {
+		t.Errorf("second ban: %d failures, repeat %d; want 5 failures, repeat 1", dec.Failures, dec.Repeat)
+	}
+}
+
+func TestDetectorEvidence(t *testing.T) {
+	p := DefaultPolicy()
+	p.MaxRetry = 3
+	d := NewDetector("sshd", p, nil)
+	now := time.Unix(1_800_000_000, 0)
+	long := strings.Repeat("x", 1000)
+	d.Observe(attempt("203.0.113.7", 1), "out of the window", now)
+	d.Observe(attempt("203.0.113.7", 2), "first", now.Add(8*time.Minute))
+	d.Observe(attempt("203.0.113.7", 3), long, now.Add(11*time.Minute))
+	dec, ban := d.Observe(attempt("203.0.113.7", 4), "third", now.Add(12*time.Minute))
+	if !ban || !slices.Equal(dec.Evidence, []string{"first", long[:200], "third"}) {
+		t.Errorf("evidence %q (ban %v), want the three lines within the window, the long one cut to 200 bytes", dec.Evidence, ban)
+	}
+}
+
+func TestDetectorBansAtOnceWithMaxRetry1(t *testing.T) {
+	p := DefaultPolicy()
+	p.MaxRetry = 1
+	d := NewDetector("sshd", p, nil)
+	now := time.Unix(1_800_000_000, 0)
+	for i, want := range []time.Duration{10 * time.Minute, 20 * time.Minute} {
+		dec, ban := d.Observe(attempt("2001:db8::1", uint16(i+1)), "the line", now)
+		if !ban || dec.Duration != want || dec.Failures != 1 || !slices.Equal(dec.Evidence, []string{"the line"}) {
+			t.Errorf("attempt %d: %+v %v, want a ban of %v", i+1, dec, ban, want)
+		}
+	}
+}
+
+func TestDetectorForgetsAScan(t *testing.T) {
+	d := NewDetector("sshd", DefaultPolicy(), nil)
+	now := time.Unix(1_800_000_000, 0)
+	for i := range 20_000 {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		d.Observe(Attempt{Addr: a, Port: 1}, "", now)
+	}
+	d.Observe(attempt("203.0.113.7", 1), "", now.Add(9*time.Minute))
+	// The scan is out of the window: the sweep forgets it, and the maps
+	// are made anew for what is left.
+	d.Sweep(now.Add(11 * time.Minute))
+	if n := d.Tracked(); n != 1 {
+		t.Fatalf("tracking %d after the sweep, want 1", n)
+	}
+	var ban bool
+	for i := range 4 {
+		_, ban = d.Observe(attempt("203.0.113.7", uint16(2+i)), "", now.Add(11*time.Minute))
+	}
+	if !ban {
+		t.Error("no ban at the fifth attempt after the maps were made anew")
 	}
 }

@@ -84,42 +84,66 @@ func isMonth(s string) bool {
 
 // SSHD is the built-in filter for OpenSSH 8.x and 9.x: failed passwords,
 // invalid users, failed public keys, too many authentication failures,
-// connections closed or reset during authentication, users not allowed,
-// and the like. Lines from other programs (in a syslog file) are skipped;
-// PAM's own lines, which repeat sshd's without the client's port, are not
-// counted.
+// connections closed or reset during authentication, and the like. Lines
+// from other programs (in a syslog file) are skipped. Not counted: PAM's
+// own lines, which repeat sshd's without the client's port, and "User X
+// from A not allowed because ...", which is always followed by a line of
+// the same attempt that has the port (a failed password or a closed
+// connection of an "invalid user").
+//
+// The address is read from where sshd writes it, at the end of the line:
+// the user name before it is the client's to choose, and a name like
+// "x from 192.0.2.1 port 22" must not get 192.0.2.1 banned. So each shape
+// is parsed from its fixed ending backwards, not with a regular
+// expression from the front; and a line that could be read two ways
+// (the key details after a failed public key are partly the client's too)
+// is not counted, since the connection's closing line counts it.
 type SSHD struct{}
 
-// sshdPattern is one message shape: a literal that the message must
-// contain (checked first, and cheaply), and where the user and the
-// address are.
-type sshdPattern struct {
-	kind    string
-	literal string // the message contains it; the regexp runs only then
-	re      *regexp.Regexp
+// sshdShape is one message shape: what it starts with, what comes before
+// the address (" from " or " "), and what ends it after the port.
+type sshdShape struct {
+	kind   string
+	prefix string
+	lead   string
+	// end follows the port: exactly, or, with keyInfo, followed by
+	// ": " and the key's details.
+	end     string
+	keyInfo bool
 }
 
-var sshdPatterns = func() []sshdPattern {
-	const addr = `(?P<addr>[0-9A-Fa-f:.]+(?:%[^ ]+)?)`
-	const port = ` port (?P<port>\d+)`
-	const user = `(?P<user>.*?)`
-	p := func(kind, literal, expr string) sshdPattern {
-		return sshdPattern{kind: kind, literal: literal, re: regexp.MustCompile(`^` + expr)}
-	}
-	return []sshdPattern{
-		// The order matters only for speed: the common lines first.
-		p("invalid user", "Failed password for invalid user ", `Failed password for invalid user `+user+` from `+addr+port),
-		p("password", "Failed password for ", `Failed password for `+user+` from `+addr+port),
-		p("invalid user", "Invalid user ", `Invalid user `+user+` from `+addr+port),
-		p("invalid user", "Failed none for invalid user ", `Failed none for invalid user `+user+` from `+addr+port),
-		p("publickey", "Failed publickey for ", `Failed publickey for (?:invalid user )?`+user+` from `+addr+port),
-		p("keyboard-interactive", "Failed keyboard-interactive", `Failed keyboard-interactive/pam for (?:invalid user )?`+user+` from `+addr+port),
-		p("too many failures", "maximum authentication attempts exceeded for ", `(?:error: )?maximum authentication attempts exceeded for (?:invalid user )?`+user+` from `+addr+port),
-		p("too many failures", "Too many authentication failures", `Disconnecting (?:authenticating|invalid) user `+user+` `+addr+port+`: Too many authentication failures`),
-		p("closed during authentication", " [preauth]", `(?:Connection closed|Connection reset|Disconnected from) (?:by |from )?(?:authenticating|invalid) user `+user+` `+addr+port+` \[preauth\]`),
-		p("not allowed", " not allowed because ", `User `+user+` from `+addr+` not allowed because `),
-	}
-}()
+// sshdShapes, by the first byte of the message. Each prefix ends where the
+// user name begins (after "invalid user " where sshd writes it).
+var sshdShapes = map[byte][]sshdShape{
+	'F': {
+		{kind: "invalid user", prefix: "Failed password for invalid user ", lead: " from ", end: " ssh2"},
+		{kind: "password", prefix: "Failed password for ", lead: " from ", end: " ssh2"},
+		{kind: "invalid user", prefix: "Failed none for invalid user ", lead: " from ", end: " ssh2"},
+		{kind: "publickey", prefix: "Failed publickey for invalid user ", lead: " from ", end: " ssh2", keyInfo: true},
+		{kind: "publickey", prefix: "Failed publickey for ", lead: " from ", end: " ssh2", keyInfo: true},
+		{kind: "keyboard-interactive", prefix: "Failed keyboard-interactive/pam for invalid user ", lead: " from ", end: " ssh2"},
+		{kind: "keyboard-interactive", prefix: "Failed keyboard-interactive/pam for ", lead: " from ", end: " ssh2"},
+	},
+	'I': {
+		{kind: "invalid user", prefix: "Invalid user ", lead: " from "},
+	},
+	'm': {
+		{kind: "too many failures", prefix: "maximum authentication attempts exceeded for invalid user ", lead: " from ", end: " ssh2 [preauth]"},
+		{kind: "too many failures", prefix: "maximum authentication attempts exceeded for ", lead: " from ", end: " ssh2 [preauth]"},
+	},
+	'D': {
+		{kind: "too many failures", prefix: "Disconnecting authenticating user ", lead: " ", end: ": Too many authentication failures [preauth]"},
+		{kind: "too many failures", prefix: "Disconnecting invalid user ", lead: " ", end: ": Too many authentication failures [preauth]"},
+		{kind: "closed during authentication", prefix: "Disconnected from authenticating user ", lead: " ", end: " [preauth]"},
+		{kind: "closed during authentication", prefix: "Disconnected from invalid user ", lead: " ", end: " [preauth]"},
+	},
+	'C': {
+		{kind: "closed during authentication", prefix: "Connection closed by authenticating user ", lead: " ", end: " [preauth]"},
+		{kind: "closed during authentication", prefix: "Connection closed by invalid user ", lead: " ", end: " [preauth]"},
+		{kind: "closed during authentication", prefix: "Connection reset by authenticating user ", lead: " ", end: " [preauth]"},
+		{kind: "closed during authentication", prefix: "Connection reset by invalid user ", lead: " ", end: " [preauth]"},
+	},
+}
 
 // Match implements Filter.
 func (SSHD) Match(line string) (Attempt, bool) {
@@ -127,16 +151,80 @@ func (SSHD) Match(line string) (Attempt, bool) {
 	if prog != "" && prog != "sshd" && prog != "sshd-session" {
 		return Attempt{}, false
 	}
-	for i := range sshdPatterns {
-		pat := &sshdPatterns[i]
-		if !strings.Contains(msg, pat.literal) {
+	msg = strings.TrimPrefix(msg, "error: ")
+	if msg == "" {
+		return Attempt{}, false
+	}
+	for i := range sshdShapes[msg[0]] {
+		sh := &sshdShapes[msg[0]][i]
+		rest, ok := strings.CutPrefix(msg, sh.prefix)
+		if !ok {
 			continue
 		}
-		if m := pat.re.FindStringSubmatch(msg); m != nil {
-			return attemptFrom(pat.re, m, pat.kind)
+		if sh.keyInfo {
+			return sh.matchKeyInfo(rest)
 		}
+		rest, ok = strings.CutSuffix(rest, sh.end)
+		if !ok {
+			return Attempt{}, false
+		}
+		i := strings.LastIndex(rest, " port ")
+		if i < 0 {
+			return Attempt{}, false
+		}
+		return sh.attempt(rest[:i], rest[i+len(" port "):])
 	}
 	return Attempt{}, false
+}
+
+// matchKeyInfo reads "USER from ADDR port PORT ssh2[: KEY DETAILS]",
+// where both the user and the details are partly the client's: it counts
+// only a line that reads one way.
+func (sh *sshdShape) matchKeyInfo(rest string) (Attempt, bool) {
+	var found Attempt
+	n := 0
+	for off := 0; ; {
+		i := strings.Index(rest[off:], " port ")
+		if i < 0 {
+			break
+		}
+		i += off
+		off = i + 1
+		after := rest[i+len(" port "):]
+		digits := 0
+		for digits < len(after) && digits < 6 && after[digits] >= '0' && after[digits] <= '9' {
+			digits++
+		}
+		tail := after[digits:]
+		if tail != sh.end && !strings.HasPrefix(tail, sh.end+": ") {
+			continue
+		}
+		if a, ok := sh.attempt(rest[:i], after[:digits]); ok {
+			found = a
+			n++
+		}
+	}
+	return found, n == 1
+}
+
+// attempt reads "USER<lead>ADDR" and the port's digits.
+func (sh *sshdShape) attempt(userAddr, port string) (Attempt, bool) {
+	if len(port) == 0 || len(port) > 5 {
+		return Attempt{}, false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return Attempt{}, false
+	}
+	j := strings.LastIndex(userAddr, sh.lead)
+	if j < 0 {
+		return Attempt{}, false
+	}
+	addr, err := netip.ParseAddr(userAddr[j+len(sh.lead):])
+	if err != nil {
+		return Attempt{}, false
+	}
+	return Attempt{Addr: addr.WithZone("").Unmap(), Port: uint16(p), Kind: sh.kind, User: userAddr[:j]}, true
 }
 
 // attemptFrom reads the groups addr, port and user of a match of re.
@@ -175,7 +263,7 @@ type UserFilter struct {
 // count every line as a failure).
 func NewUserFilter(name, expr, literal string) (*UserFilter, error) {
 	bad := func(problem, fix string) error {
-		return fmt.Errorf("filter %s: regex %q %s; %s", name, expr, problem, fix)
+		return &FilterError{Name: name, Expr: expr, Problem: problem, Fix: fix}
 	}
 	re, err := regexp.Compile(expr)
 	if err != nil {
@@ -191,6 +279,17 @@ func NewUserFilter(name, expr, literal string) (*UserFilter, error) {
 		return nil, bad("does not contain its literal "+strconv.Quote(literal), "give a literal the expression itself requires, or none")
 	}
 	return &UserFilter{Name: name, Literal: literal, re: re}, nil
+}
+
+// FilterError is a user's filter refused: what is wrong with it, and the
+// fix.
+type FilterError struct {
+	Name, Expr   string
+	Problem, Fix string
+}
+
+func (e *FilterError) Error() string {
+	return fmt.Sprintf("filter %s: regex %q %s; %s", e.Name, e.Expr, e.Problem, e.Fix)
 }
 
 // Match implements Filter.

@@ -31,7 +31,13 @@ func TestSSHDFilter(t *testing.T) {
 		{"Disconnected from authenticating user root 192.0.2.3 port 9 [preauth]", "192.0.2.3", "closed during authentication", 9, "root"},
 		{"Connection reset by invalid user ubnt 192.0.2.3 port 10 [preauth]", "192.0.2.3", "closed during authentication", 10, "ubnt"},
 		{"Failed keyboard-interactive/pam for invalid user pi from ::ffff:192.0.2.4 port 11 ssh2", "192.0.2.4", "keyboard-interactive", 11, "pi"},
-		{"User bob from 192.0.2.5 not allowed because not listed in AllowUsers", "192.0.2.5", "not allowed", 0, "bob"},
+		{"Failed publickey for invalid user x from 192.0.2.6 port 12 ssh2: ED25519-CERT SHA256:abc ID y (serial 0) CA ED25519 SHA256:def", "192.0.2.6", "publickey", 12, "x"},
+		// The user name is the client's: the address is sshd's, at the end.
+		{"Invalid user x from 10.9.9.9 port 7 from 192.0.2.7 port 40870", "192.0.2.7", "invalid user", 40870, "x from 10.9.9.9 port 7"},
+		{"Failed password for invalid user x from 10.9.9.9 port 7 ssh2 from 192.0.2.7 port 40870 ssh2", "192.0.2.7", "invalid user", 40870, "x from 10.9.9.9 port 7 ssh2"},
+		{"Connection closed by invalid user x 10.9.9.9 port 7 [preauth] 192.0.2.7 port 40870 [preauth]", "192.0.2.7", "closed during authentication", 40870, "x 10.9.9.9 port 7 [preauth]"},
+		{"Disconnecting invalid user a 10.9.9.9 port 1: Too many authentication failures [preauth] 192.0.2.7 port 2: Too many authentication failures [preauth]", "192.0.2.7", "too many failures", 2, "a 10.9.9.9 port 1: Too many authentication failures [preauth]"},
+		{"Failed publickey for x from 10.9.9.9 port 7 ssh2 from 192.0.2.7 port 40870 ssh2: RSA SHA256:abc", "192.0.2.7", "publickey", 40870, "x from 10.9.9.9 port 7 ssh2"},
 	}
 	for _, c := range cases {
 		a, ok := SSHD{}.Match(c.line)
@@ -52,6 +58,13 @@ func TestSSHDFilter(t *testing.T) {
 		"Nov 21 07:00:01 vps CRON[1]: Failed password for root from 203.0.113.7 port 1 ssh2",
 		"Nov 21 07:00:01 vps sshd[1234]: Server listening on 0.0.0.0 port 22.",
 		"Failed password for root from not-an-address port 1 ssh2",
+		// Always followed by a line of the same attempt with the port.
+		"User bob from 192.0.2.5 not allowed because not listed in AllowUsers",
+		// Read two ways (the user's and the key's parts both look like
+		// sshd's): not counted; the connection's closing line counts.
+		"Failed publickey for x from 10.9.9.9 port 7 ssh2: y from 192.0.2.7 port 40870 ssh2: RSA SHA256:abc",
+		"Failed password for root from 203.0.113.7 port 99999 ssh2",
+		"Failed password for root from 203.0.113.7 port  ssh2",
 		"",
 	} {
 		if a, ok := (SSHD{}).Match(line); ok {

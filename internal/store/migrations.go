@@ -80,4 +80,29 @@ CREATE TABLE in_force (
 	at    TEXT NOT NULL
 ) STRICT;
 `,
+	// 4: the guard's desired state and its bans.
+	`
+-- The brute-force guard: one row, config.Guard as JSON.
+CREATE TABLE guard (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	desired TEXT NOT NULL CHECK (json_valid(desired))
+) STRICT;
+INSERT INTO guard (id, desired) VALUES (1, '{}');
+
+-- The bans in force, by prefix: guard.Ban as JSON, with its expiry
+-- (RFC 3339 UTC, empty for a ban until lifted) so that a restart puts each
+-- back with the time it has left.
+CREATE TABLE bans (
+	prefix  TEXT PRIMARY KEY,
+	expires TEXT NOT NULL,
+	ban     TEXT NOT NULL CHECK (json_valid(ban))
+) STRICT;
+
+-- How far the guard has read each log source (a file's inode and offset,
+-- the journal's cursor), so that a restart resumes there.
+CREATE TABLE guard_positions (
+	source   TEXT PRIMARY KEY,
+	position TEXT NOT NULL
+) STRICT;
+`,
 }

@@ -518,6 +518,13 @@ func readState(ctx context.Context, q querier) (config.State, int64, error) {
 	if err := json.Unmarshal([]byte(fw), &st.Firewall); err != nil {
 		return st, 0, fmt.Errorf("firewall: %w", err)
 	}
+	var gd string
+	if err := q.QueryRowContext(ctx, "SELECT desired FROM guard WHERE id = 1").Scan(&gd); err != nil {
+		return st, 0, fmt.Errorf("guard: %w", err)
+	}
+	if err := json.Unmarshal([]byte(gd), &st.Guard); err != nil {
+		return st, 0, fmt.Errorf("guard: %w", err)
+	}
 	rows, err := q.QueryContext(ctx, "SELECT name, spec FROM apps ORDER BY name")
 	if err != nil {
 		return st, 0, fmt.Errorf("apps: %w", err)
@@ -572,6 +579,14 @@ func writeState(ctx context.Context, tx *sql.Tx, next config.State, plan config.
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE firewall SET desired = ? WHERE id = 1", string(desired)); err != nil {
 				return fmt.Errorf("firewall: %w", err)
+			}
+		case "guard":
+			desired, err := json.Marshal(next.Guard)
+			if err != nil {
+				return fmt.Errorf("guard: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE guard SET desired = ? WHERE id = 1", string(desired)); err != nil {
+				return fmt.Errorf("guard: %w", err)
 			}
 		case "app":
 			as := appStep{op: step.Op}

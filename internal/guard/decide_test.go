@@ -1,0 +1,478 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memLedger is a Ledger in memory.
+type memLedger struct {
+	mu        sync.Mutex
+	bans      map[netip.Prefix]Ban
+	positions map[string]string
+}
+
+func newMemLedger() *memLedger {
+	return &memLedger{bans: map[netip.Prefix]Ban{}, positions: map[string]string{}}
+}
+
+func (l *memLedger) SaveBan(_ context.Context, b Ban) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bans[b.Prefix] = b
+	return nil
+}
+
+func (l *memLedger) DeleteBan(_ context.Context, p netip.Prefix) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.bans, p)
+	return nil
+}
+
+func (l *memLedger) Bans(context.Context) ([]Ban, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Ban
+	for _, b := range l.bans {
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (l *memLedger) SavePosition(_ context.Context, source, pos string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.positions[source] = pos
+	return nil
+}
+
+func (l *memLedger) Position(_ context.Context, source string) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.positions[source], nil
+}
+
+// kernel is an Enforcer that refuses overlapping elements, as an nftables
+// interval set does, and records what it was told.
+type kernel struct {
+	mu   sync.Mutex
+	set  map[netip.Prefix]time.Duration
+	log  []string
+	fail bool
+}
+
+func (k *kernel) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fail {
+		return errors.New("no table")
+	}
+	for q := range k.set {
+		if q.Overlaps(p) && q != p {
+			return fmt.Errorf("conflicting intervals: %s and %s", q, p)
+		}
+	}
+	if k.set == nil {
+		k.set = map[netip.Prefix]time.Duration{}
+	}
+	k.set[p] = d
+	k.log = append(k.log, fmt.Sprintf("ban %s %s", p, d))
+	return nil
+}
+
+func (k *kernel) Unban(_ context.Context, p netip.Prefix) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.set, p)
+	k.log = append(k.log, "unban "+p.String())
+	return nil
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type wardenTest struct {
+	w       *Warden
+	ledger  *memLedger
+	kernel  *kernel
+	clock   *clock
+	records []string
+	storms  [][]Ban
+}
+
+func newWardenTest(t *testing.T) *wardenTest {
+	t.Helper()
+	wt := &wardenTest{ledger: newMemLedger(), kernel: &kernel{}, clock: &clock{t: time.Unix(1_800_000_000, 0)}}
+	wt.w = NewWarden(WardenOptions{
+		Ledger:    wt.ledger,
+		Enforcers: []Enforcer{wt.kernel},
+		Logger:    slog.New(slog.DiscardHandler),
+		Now:       wt.clock.now,
+		Record: func(_ context.Context, action string, b Ban) {
+			wt.records = append(wt.records, action+" "+b.Prefix.String())
+		},
+		Storm:       func(_ context.Context, bans []Ban) { wt.storms = append(wt.storms, bans) },
+		StormPolicy: StormPolicy{Bans: 3, Within: time.Minute},
+	})
+	t.Cleanup(wt.w.Stop)
+	return wt
+}
+
+var pfx = netip.MustParsePrefix
+
+func TestWardenDecidesKeepsAndEnforces(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: Policy{MaxRetry: 3, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour}}}, nil)
+	addr := netip.MustParseAddr("203.0.113.7")
+	for i := range 3 {
+		wt.w.Fail(ctx, "sshd", addr, fmt.Sprintf("failure %d", i))
+	}
+	if !wt.w.Banned(addr) || wt.w.Banned(netip.MustParseAddr("203.0.113.8")) {
+		t.Fatal("the edge's check does not see the ban, or sees too much")
+	}
+	bans := wt.w.List()
+	if len(bans) != 1 || bans[0].Jail != "sshd" || bans[0].By != "guard" || len(bans[0].Evidence) != 3 || !strings.Contains(bans[0].Reason, "3 failed logins within 1m0s") {
+		t.Fatalf("bans %+v", bans)
+	}
+	if got := wt.kernel.set[pfx("203.0.113.7/32")]; got != time.Minute {
+		t.Errorf("kernel has %v for the ban, want 1m", got)
+	}
+	if _, kept := wt.ledger.bans[pfx("203.0.113.7/32")]; !kept {
+		t.Error("the ledger does not keep the ban")
+	}
+	// A late line about a banned address changes nothing.
+	wt.w.Fail(ctx, "sshd", addr, "late")
+	if len(wt.kernel.log) != 1 {
+		t.Errorf("kernel log %v", wt.kernel.log)
+	}
+	// Expiry: the kernel ends it by itself; the warden forgets it.
+	wt.clock.add(time.Minute)
+	wt.w.Expire(ctx)
+	if wt.w.Banned(addr) || len(wt.w.List()) != 0 || len(wt.ledger.bans) != 0 {
+		t.Error("an expired ban is still kept")
+	}
+	// The next ban of the same address is twice as long.
+	for i := range 3 {
+		wt.w.Fail(ctx, "sshd", addr, fmt.Sprintf("again %d", i))
+	}
+	if b := wt.w.List(); len(b) != 1 || b[0].Expires.Sub(b[0].At) != 2*time.Minute || b[0].Repeat != 1 {
+		t.Errorf("second ban %+v, want 2m", b)
+	}
+	if !slices.Equal(wt.records, []string{"guard.ban 203.0.113.7/32", "guard.ban 203.0.113.7/32"}) {
+		t.Errorf("activity %v", wt.records)
+	}
+}
+
+func TestWardenOverlaps(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	hour := time.Hour
+	mustBan := func(p string, d time.Duration) {
+		t.Helper()
+		if _, err := wt.w.Ban(ctx, pfx(p), d, "root", "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustBan("203.0.113.7/32", hour)
+	mustBan("203.0.113.9/32", hour)
+	// A prefix over them replaces them: the kernel refuses overlaps.
+	mustBan("203.0.113.0/24", 2*hour)
+	if got := wt.w.List(); len(got) != 1 || got[0].Prefix != pfx("203.0.113.0/24") {
+		t.Fatalf("after a covering ban: %+v", got)
+	}
+	if len(wt.kernel.set) != 1 {
+		t.Errorf("kernel %v", wt.kernel.set)
+	}
+	// An address inside a wider ban is banned already, even for longer.
+	mustBan("203.0.113.50/32", 5*hour)
+	if got := wt.w.List(); len(got) != 1 {
+		t.Errorf("a ban inside a longer one was added: %+v", got)
+	}
+	// The same prefix again replaces the ban (a new length).
+	mustBan("203.0.113.0/24", 0)
+	if got := wt.w.List(); len(got) != 1 || !got[0].Expires.IsZero() || wt.kernel.set[pfx("203.0.113.0/24")] != 0 {
+		t.Errorf("a ban until lifted did not replace the old one: %+v %v", got, wt.kernel.set)
+	}
+	// A wider ban over a longer one lasts as long.
+	mustBan("198.51.100.7/32", 0)
+	mustBan("198.51.100.0/24", hour)
+	got := wt.w.List()
+	i := slices.IndexFunc(got, func(b Ban) bool { return b.Prefix == pfx("198.51.100.0/24") })
+	if len(got) != 2 || i < 0 || !got[i].Expires.IsZero() {
+		t.Errorf("a wider ban over one until lifted: %+v", got)
+	}
+	if _, err := wt.w.Unban(ctx, pfx("203.0.113.0/24"), "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wt.w.Unban(ctx, pfx("203.0.113.0/24"), "root"); !errors.Is(err, ErrNotBanned) {
+		t.Errorf("second unban: %v", err)
+	}
+	if len(wt.kernel.set) != 1 || len(wt.ledger.bans) != 1 || wt.w.Banned(netip.MustParseAddr("203.0.113.1")) {
+		t.Error("an unban left something behind")
+	}
+}
+
+func TestWardenRefuses(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	wt.w.Configure(ctx, nil, []netip.Prefix{pfx("198.51.100.0/24")})
+	me := netip.MustParseAddr("192.0.2.10")
+	for _, p := range []string{"127.0.0.1/32", "::1/128", "127.0.0.0/8", "198.51.100.7/32", "198.51.0.0/16", "192.0.2.0/24", "::ffff:192.0.2.10/128"} {
+		if _, err := wt.w.Ban(ctx, pfx(p), time.Hour, "root", "", []netip.Addr{me}); !errors.Is(err, ErrRefused) {
+			t.Errorf("ban %s: %v, want a refusal", p, err)
+		}
+	}
+	if len(wt.kernel.set) != 0 {
+		t.Errorf("kernel %v", wt.kernel.set)
+	}
+}
+
+func TestWardenIgnoreLiftsBans(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	if _, err := wt.w.Ban(ctx, pfx("198.51.100.7/32"), time.Hour, "root", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	wt.w.Configure(ctx, nil, []netip.Prefix{pfx("198.51.100.0/24")})
+	if len(wt.w.List()) != 0 || len(wt.kernel.set) != 0 {
+		t.Error("a ban of an address put on the ignore list stays")
+	}
+	if !slices.Contains(wt.records, "guard.unban 198.51.100.7/32") {
+		t.Errorf("activity %v", wt.records)
+	}
+}
+
+func TestWardenRestore(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	now := wt.clock.now()
+	wt.ledger.bans[pfx("203.0.113.7/32")] = Ban{Prefix: pfx("203.0.113.7/32"), Jail: "sshd", At: now.Add(-time.Minute), Expires: now.Add(9 * time.Minute), Repeat: 2}
+	wt.ledger.bans[pfx("203.0.113.8/32")] = Ban{Prefix: pfx("203.0.113.8/32"), Jail: "sshd", At: now.Add(-time.Hour), Expires: now.Add(-time.Minute)}
+	wt.ledger.bans[pfx("2001:db8::/48")] = Ban{Prefix: pfx("2001:db8::/48"), Jail: "manual", At: now}
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: Policy{MaxRetry: 1, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour}}}, nil)
+	if err := wt.w.Restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if wt.kernel.set[pfx("203.0.113.7/32")] != 9*time.Minute {
+		t.Errorf("restored with %v left, want 9m", wt.kernel.set[pfx("203.0.113.7/32")])
+	}
+	if d, ok := wt.kernel.set[pfx("2001:db8::/48")]; !ok || d != 0 {
+		t.Errorf("a ban until lifted was not restored as such: %v %v", d, ok)
+	}
+	if _, ok := wt.kernel.set[pfx("203.0.113.8/32")]; ok {
+		t.Error("an expired ban was put back")
+	}
+	if _, ok := wt.ledger.bans[pfx("203.0.113.8/32")]; ok {
+		t.Error("an expired ban is still kept")
+	}
+	if !wt.w.Banned(netip.MustParseAddr("2001:db8:0:ffff::1")) {
+		t.Error("the edge's check misses a restored IPv6 prefix")
+	}
+	// The restored ban's history carries on: the next ban of the address
+	// is its fourth, so 8 times BanTime.
+	wt.clock.add(10 * time.Minute)
+	wt.w.Expire(ctx)
+	wt.w.Fail(ctx, "sshd", netip.MustParseAddr("203.0.113.7"), "again")
+	if b := wt.w.List(); len(b) != 2 || b[0].Expires.Sub(b[0].At) != 8*time.Minute {
+		t.Errorf("after the restore, the next ban: %+v, want 8m", b)
+	}
+}
+
+func TestWardenStorm(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := wt.w.Ban(ctx, pfx(fmt.Sprintf("203.0.113.%d/32", i+1)), time.Hour, "root", "", nil); err != nil {
+			t.Fatal(err)
+		}
+		wt.clock.add(time.Second)
+	}
+	if len(wt.storms) != 1 || len(wt.storms[0]) != 3 {
+		t.Fatalf("storms %v, want one of 3 bans", wt.storms)
+	}
+	wt.clock.add(2 * time.Minute)
+	for i := range 3 {
+		wt.w.Ban(ctx, pfx(fmt.Sprintf("198.51.100.%d/32", i+1)), time.Hour, "root", "", nil)
+	}
+	if len(wt.storms) != 2 {
+		t.Errorf("a second storm a minute later was not told: %d", len(wt.storms))
+	}
+}
+
+func TestWardenEnforcerFailureKeepsTheBan(t *testing.T) {
+	wt := newWardenTest(t)
+	wt.kernel.fail = true
+	if _, err := wt.w.Ban(context.Background(), pfx("203.0.113.7/32"), time.Hour, "root", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !wt.w.Banned(netip.MustParseAddr("203.0.113.7")) || len(wt.ledger.bans) != 1 {
+		t.Error("a ban the kernel refused is not kept for the edge and the next start")
+	}
+}
+
+func TestSet(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	s := NewSet(c.now)
+	ctx := context.Background()
+	s.Ban(ctx, pfx("203.0.113.7/32"), time.Minute)
+	s.Ban(ctx, pfx("198.51.100.0/24"), 0)
+	s.Ban(ctx, pfx("2001:db8:1::/64"), time.Hour)
+	cases := []struct {
+		addr string
+		want bool
+	}{
+		{"203.0.113.7", true},
+		{"::ffff:203.0.113.7", true},
+		{"203.0.113.8", false},
+		{"198.51.100.200", true},
+		{"198.51.101.1", false},
+		{"2001:db8:1::42", true},
+		{"2001:db8:1:1::42", false},
+		{"::203.0.113.7", false},
+	}
+	for _, tc := range cases {
+		if got := s.Banned(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("Banned(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+	c.t = c.t.Add(time.Minute)
+	if s.Banned(netip.MustParseAddr("203.0.113.7")) {
+		t.Error("an expired ban still holds")
+	}
+	s.Unban(ctx, pfx("198.51.100.0/24"))
+	if s.Banned(netip.MustParseAddr("198.51.100.1")) {
+		t.Error("an unbanned prefix still holds")
+	}
+}
+
+// TestFileSourceStartsAtTheEnd: a first start does not count the history
+// already in the log; a restart resumes where the last run stopped.
+func TestFileSourceStartsAtTheEnd(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.log")
+	old := "Failed password for root from 203.0.113.1 port 1 ssh2\n"
+	if err := os.WriteFile(path, []byte(strings.Repeat(old, 10)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wt := newWardenTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	spec := JailSpec{Name: "sshd", Policy: Policy{MaxRetry: 2, FindTime: time.Hour, BanTime: time.Hour, MaxBanTime: time.Hour}, Filter: SSHD{}, Source: File{Path: path, Poll: 10 * time.Millisecond}}
+	wt.w.Configure(ctx, []JailSpec{spec}, nil)
+	time.Sleep(100 * time.Millisecond) // the source has found the end
+	appendLine := func(line string) {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(line + "\n")
+		f.Close()
+	}
+	waitLines := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for wt.w.Stats().Lines["sshd"] < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("lines read: %d, want %d", wt.w.Stats().Lines["sshd"], n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	appendLine("Failed password for root from 203.0.113.2 port 2 ssh2")
+	waitLines(1)
+	wt.w.Stop()
+	cancel()
+	if len(wt.w.List()) != 0 {
+		t.Fatalf("banned from the history: %+v", wt.w.List())
+	}
+	// Lines written while moat is down are read after the restart.
+	appendLine("Failed password for root from 203.0.113.2 port 3 ssh2")
+	w2 := NewWarden(WardenOptions{Ledger: wt.ledger, Now: wt.clock.now})
+	w2.Configure(context.Background(), []JailSpec{spec}, nil)
+	defer w2.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for w2.Stats().Lines["sshd"] < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the line written while down was not read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := w2.Stats().Lines["sshd"]; n != 1 {
+		t.Errorf("after the restart %d lines were read, want 1 (no line twice, none of the history)", n)
+	}
+}
+
+// fleet joins wardens as a fleet's shared store would: a ban published by
+// one is adopted by the others, an unban withdrawn from all.
+type fleet struct {
+	wardens []*Warden
+}
+
+type member struct {
+	f  *fleet
+	me int
+}
+
+func (m member) Publish(ctx context.Context, b Ban) error {
+	for i, w := range m.f.wardens {
+		if i != m.me {
+			if err := w.Adopt(ctx, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m member) Withdraw(ctx context.Context, p netip.Prefix) error {
+	for i, w := range m.f.wardens {
+		if i != m.me {
+			if _, err := w.Release(ctx, p, "fleet"); err != nil && !errors.Is(err, ErrNotBanned) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func TestWardenFleet(t *testing.T) {
+	f := &fleet{}
+	kernels := []*kernel{{}, {}}
+	for i := range 2 {
+		f.wardens = append(f.wardens, NewWarden(WardenOptions{Enforcers: []Enforcer{kernels[i]}, Peers: member{f, i}, Logger: slog.New(slog.DiscardHandler)}))
+	}
+	ctx := context.Background()
+	if _, err := f.wardens[0].Ban(ctx, pfx("203.0.113.7/32"), time.Hour, "root", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !f.wardens[1].Banned(netip.MustParseAddr("203.0.113.7")) || len(kernels[1].set) != 1 {
+		t.Error("the other node did not adopt the ban")
+	}
+	if _, err := f.wardens[1].Unban(ctx, pfx("203.0.113.7/32"), "root"); err != nil {
+		t.Fatal(err)
+	}
+	if f.wardens[0].Banned(netip.MustParseAddr("203.0.113.7")) || len(kernels[0].set) != 0 {
+		t.Error("the unban did not reach the first node")
+	}
+}

@@ -1,0 +1,370 @@
+package guard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// This file holds the jails: a source and a filter feeding a detector,
+// whose decisions go to the warden.
+
+// Source is a stream of log lines that can be resumed: a log file or the
+// journal.
+type Source interface {
+	// Key names the source for its saved position, like
+	// "file:/var/log/auth.log".
+	Key() string
+	// Follow calls emit with each line and the position after it, from
+	// pos on, until ctx ends; an empty pos starts at the source's end, so
+	// that a first start does not ban for old history.
+	Follow(ctx context.Context, pos string, emit func(line, pos string) error) error
+}
+
+// JailSpec configures a jail.
+type JailSpec struct {
+	Name   string
+	Policy Policy
+	// Filter recognises failures in Source's lines; a jail without a
+	// source is fed by events (Fail) only.
+	Filter Filter
+	Source Source
+}
+
+type jail struct {
+	spec JailSpec
+	det  *Detector
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// Configure replaces the jails and the ignore list, starting each jail's
+// source under life (which ends them all). A jail whose policy is the same
+// as before keeps its counts.
+func (w *Warden) Configure(life context.Context, specs []JailSpec, ignore []netip.Prefix) {
+	w.mu.Lock()
+	old := w.jails
+	sameIgnore := slicesEqual(w.ignore, ignore)
+	w.ignore = append([]netip.Prefix(nil), ignore...)
+	w.jails = map[string]*jail{}
+	w.mu.Unlock()
+	for _, j := range old {
+		j.halt()
+	}
+	next := map[string]*jail{}
+	for _, s := range specs {
+		j := &jail{spec: s}
+		if o := old[s.Name]; o != nil && o.spec.Policy == s.Policy && sameIgnore {
+			j.det = o.det
+		} else {
+			j.det = NewDetector(s.Name, s.Policy, ignore)
+		}
+		next[s.Name] = j
+	}
+	w.mu.Lock()
+	w.jails = next
+	w.mu.Unlock()
+	for _, b := range w.List() {
+		// An address put on the ignore list is let in at once.
+		if w.spared(b.Prefix) != "" {
+			w.change.Lock()
+			err := w.lift(life, b)
+			w.change.Unlock()
+			if err == nil {
+				b.By, b.Reason = "guard", "ignore-listed"
+				w.record(life, "guard.unban", b)
+			}
+			continue
+		}
+		// Bans in force tell their jails how often each address was
+		// banned.
+		w.remember(b)
+	}
+	for _, j := range next {
+		if j.spec.Source != nil && j.spec.Filter != nil {
+			ctx, stop := context.WithCancel(life)
+			j.stop, j.done = stop, make(chan struct{})
+			go w.follow(ctx, j)
+		}
+	}
+}
+
+// Stop ends every jail's source and waits for them, saving where each
+// stopped.
+func (w *Warden) Stop() {
+	w.mu.Lock()
+	jails := w.jails
+	w.jails = map[string]*jail{}
+	w.mu.Unlock()
+	for _, j := range jails {
+		j.halt()
+	}
+}
+
+func (j *jail) halt() {
+	if j.stop != nil {
+		j.stop()
+		<-j.done
+	}
+}
+
+// positionEvery is how often a source's position is saved while lines
+// come; it is also saved at each ban and when the source stops, so a
+// restart repeats at most this much of the log (the counts of which were
+// lost with the process anyway).
+const positionEvery = time.Second
+
+// follow feeds j's source through its filter and detector until ctx ends,
+// restarting a source that fails.
+func (w *Warden) follow(ctx context.Context, j *jail) {
+	defer close(j.done)
+	src, key := j.spec.Source, "jail "+j.spec.Name+" "+j.spec.Source.Key()
+	var pos, saved string
+	if w.opts.Ledger != nil {
+		p, err := w.opts.Ledger.Position(ctx, key)
+		if err != nil {
+			w.log.Warn("guard: no saved position; starting at the end", "source", src.Key(), "err", err)
+		}
+		pos, saved = p, p
+	}
+	save := func() {
+		if w.opts.Ledger == nil || pos == saved {
+			return
+		}
+		// Saved even as ctx ends: that is when it matters most.
+		if err := w.opts.Ledger.SavePosition(context.WithoutCancel(ctx), key, pos); err != nil {
+			w.log.Warn("guard: saving a source's position", "source", src.Key(), "err", err)
+			return
+		}
+		saved = pos
+	}
+	defer save()
+	last := time.Now()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := src.Follow(ctx, pos, func(line, p string) error {
+			pos = p
+			if w.line(ctx, j, line) || time.Since(last) >= positionEvery {
+				save()
+				last = time.Now()
+			}
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Warn("guard: a source stopped; trying again", "source", src.Key(), "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// line deals with one line of j's source, and reports whether it led to a
+// ban.
+func (w *Warden) line(ctx context.Context, j *jail, line string) bool {
+	a, ok := j.spec.Filter.Match(line)
+	w.mu.Lock()
+	w.stats.Lines[j.spec.Name]++
+	if ok {
+		w.stats.Failures[j.spec.Name]++
+	}
+	w.mu.Unlock()
+	if !ok {
+		return false
+	}
+	return w.observe(ctx, j, a, line)
+}
+
+func (w *Warden) observe(ctx context.Context, j *jail, a Attempt, line string) bool {
+	if w.index.Banned(a.Addr) {
+		// A line that arrives after the ban (written before it took
+		// hold) must not make the next ban longer.
+		return false
+	}
+	d, ok := j.det.Observe(a, line, w.opts.Now())
+	if ok {
+		w.decide(ctx, d)
+	}
+	return ok
+}
+
+// Fail counts a failed login that moat saw itself (its own login, an
+// app's 401 through the edge) in jail. It does nothing for a jail that is
+// not configured.
+func (w *Warden) Fail(ctx context.Context, jailName string, addr netip.Addr, detail string) {
+	w.mu.Lock()
+	j := w.jails[jailName]
+	if j != nil {
+		w.stats.Failures[jailName]++
+	}
+	w.mu.Unlock()
+	if j == nil {
+		return
+	}
+	w.observe(ctx, j, Attempt{Addr: addr, Kind: jailName}, detail)
+}
+
+func slicesEqual(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// File is a log file followed like tail -F.
+type File struct {
+	Path string
+	Poll time.Duration
+}
+
+// Key implements Source.
+func (f File) Key() string { return "file:" + f.Path }
+
+// Follow implements Source; the position is a Position as JSON.
+func (f File) Follow(ctx context.Context, pos string, emit func(line, pos string) error) error {
+	var start Position
+	if pos == "" {
+		// A first start begins at the end of what is there now.
+		ino, size, err := stat(f.Path)
+		if err == nil {
+			start = Position{Inode: ino, Offset: size}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("guard: %s: %w", f.Path, err)
+		}
+	} else if err := json.Unmarshal([]byte(pos), &start); err != nil {
+		return fmt.Errorf("guard: %s: saved position %q: %w", f.Path, pos, err)
+	}
+	t := &Tail{Path: f.Path, Poll: f.Poll}
+	return t.Run(ctx, start, func(line string, p Position) error {
+		b, _ := json.Marshal(p)
+		return emit(line, string(b))
+	})
+}
+
+var _ Source = File{}
+
+// Set is the edge's enforcer: bans held in memory, for web clients the
+// kernel cannot see (behind Cloudflare the kernel sees Cloudflare's
+// address). Lookups cost one map probe per prefix length in use.
+type Set struct {
+	mu      sync.RWMutex
+	entries map[netip.Prefix]time.Time // expiry; zero for until lifted
+	lengths map[int]int                // prefix length (in the 128-bit space) -> entries
+	now     func() time.Time
+}
+
+// NewSet returns an empty set; now is time.Now when nil.
+func NewSet(now func() time.Time) *Set {
+	if now == nil {
+		now = time.Now
+	}
+	return &Set{entries: map[netip.Prefix]time.Time{}, lengths: map[int]int{}, now: now}
+}
+
+// Ban implements Enforcer.
+func (s *Set) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
+	p = as16(p)
+	var until time.Time
+	if d > 0 {
+		until = s.now().Add(d)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.entries[p]; !ok {
+		s.lengths[p.Bits()]++
+	}
+	s.entries[p] = until
+	// Forget what has run out, now and then.
+	if len(s.entries)%64 == 0 {
+		now := s.now()
+		for q, t := range s.entries {
+			if !t.IsZero() && !now.Before(t) {
+				s.remove(q)
+			}
+		}
+	}
+	return nil
+}
+
+// Unban implements Enforcer.
+func (s *Set) Unban(_ context.Context, p netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remove(as16(p))
+	return nil
+}
+
+func (s *Set) remove(p netip.Prefix) {
+	if _, ok := s.entries[p]; !ok {
+		return
+	}
+	delete(s.entries, p)
+	if s.lengths[p.Bits()]--; s.lengths[p.Bits()] == 0 {
+		delete(s.lengths, p.Bits())
+	}
+}
+
+// Banned reports whether a ban in force covers addr.
+func (s *Set) Banned(addr netip.Addr) bool {
+	a := netip.AddrFrom16(addr.As16())
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.entries) == 0 {
+		return false
+	}
+	for bits := range s.lengths {
+		p, _ := a.Prefix(bits)
+		if until, ok := s.entries[p]; ok && (until.IsZero() || s.now().Before(until)) {
+			return true
+		}
+	}
+	return false
+}
+
+// as16 writes p in the 128-bit space (IPv4 as ::ffff:a.b.c.d/96+n), so
+// that one map holds both families.
+func as16(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if p.Addr().Is4() {
+		q, _ := netip.AddrFrom16(p.Addr().As16()).Prefix(p.Bits() + 96)
+		return q
+	}
+	return p
+}
+
+var _ Enforcer = (*Set)(nil)
+
+// JournalSource is the systemd journal as a Source; the position is the
+// journal's cursor.
+type JournalSource struct{ *Journal }
+
+// Key implements Source.
+func (s JournalSource) Key() string {
+	key := "journal:" + strings.Join(s.Matches, ",")
+	if len(s.Files) > 0 || s.Directory != "" {
+		key += ":" + s.Directory + strings.Join(s.Files, ",")
+	}
+	return key
+}
+
+// Follow implements Source.
+func (s JournalSource) Follow(ctx context.Context, pos string, emit func(line, pos string) error) error {
+	return s.Run(ctx, pos, emit)
+}
+
+var _ Source = JournalSource{}

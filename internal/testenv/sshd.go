@@ -1,0 +1,200 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// SSHDBinary is where scripts/test-deps.sh puts the sshd of Debian's
+// openssh-server package, unpacked rather than installed so that no sshd
+// service is set up on the machine that runs the tests.
+const SSHDBinary = "/var/cache/moat-test/openssh/usr/sbin/sshd"
+
+// SSHD is an OpenSSH server a test started: its own configuration, host
+// key and port, logging to a file with -E. It runs in a network namespace
+// (or the test's own when Netns is nil) and is stopped when the test ends.
+type SSHD struct {
+	// Dir holds the configuration, the host key and the log.
+	Dir string
+	// Config is the sshd_config file; Log is where sshd writes (-E).
+	Config, Log string
+	Port        int
+	cmd         *exec.Cmd
+}
+
+// SSHDOptions set up a test's sshd.
+type SSHDOptions struct {
+	// Netns is where sshd listens; nil for the test's own namespace.
+	Netns *Netns
+	// Port is the port; a free one below the ephemeral range when 0.
+	Port int
+	// Config is added to the configuration: lines like
+	// "PasswordAuthentication yes".
+	Config []string
+	// Log, when set, is the log file (sshd appends to it); Dir/sshd.log
+	// when empty.
+	Log string
+	// Syslog sends sshd's lines to syslog (and so to journald where it
+	// runs) instead of a file.
+	Syslog bool
+}
+
+// sshdPath finds sshd: where test-deps.sh unpacks it, or installed.
+func sshdPath() (string, error) {
+	for _, p := range []string{os.Getenv("MOAT_TEST_SSHD"), SSHDBinary, "/usr/sbin/sshd"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no sshd at %s or /usr/sbin/sshd (make test unpacks Debian's openssh-server there)", SSHDBinary)
+}
+
+// StartSSHD starts sshd for the test. It needs root (sshd checks
+// passwords and separates privileges as root), sshd, ssh-keygen and the
+// privilege separation user "sshd"; without them it skips the test,
+// saying which is missing.
+func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("testenv: a real sshd needs root; running as uid %d", os.Geteuid())
+	}
+	bin, err := sshdPath()
+	if err != nil {
+		t.Skipf("testenv: %v", err)
+	}
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		t.Skip("testenv: ssh-keygen is missing (Debian package openssh-client)")
+	}
+	if _, err := user.Lookup("sshd"); err != nil {
+		t.Skip("testenv: sshd's privilege separation user \"sshd\" does not exist (make test's scripts/test-deps.sh adds it)")
+	}
+	// sshd refuses to start without its privilege separation directory.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	s := &SSHD{Dir: t.TempDir(), Port: o.Port}
+	if s.Port == 0 {
+		s.Port = FreePorts(t, 1)[0]
+	}
+	s.Config = filepath.Join(s.Dir, "sshd_config")
+	s.Log = o.Log
+	if s.Log == "" {
+		s.Log = filepath.Join(s.Dir, "sshd.log")
+	}
+	key := filepath.Join(s.Dir, "host_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("testenv: ssh-keygen: %v: %s", err, out)
+	}
+	conf := []string{
+		"Port " + strconv.Itoa(s.Port),
+		"HostKey " + key,
+		"PidFile none",
+		"UsePAM no",
+		"LogLevel INFO",
+	}
+	conf = append(conf, o.Config...)
+	if err := os.WriteFile(s.Config, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	args := []string{bin, "-D", "-f", s.Config}
+	if o.Syslog {
+		s.Log = ""
+	} else {
+		args = append(args, "-E", s.Log)
+	}
+	if o.Netns != nil {
+		args = append([]string{"ip", "netns", "exec", o.Netns.Name}, args...)
+	}
+	if out, err := exec.Command(args[0], append(args[1:], "-t")...).CombinedOutput(); err != nil {
+		t.Fatalf("testenv: sshd -t: %v: %s", err, out)
+	}
+	s.cmd = exec.Command(args[0], args[1:]...)
+	var stderr bytes.Buffer
+	s.cmd.Stderr = &stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("testenv: starting sshd: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-exited
+	})
+	// Ready when the port answers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var c net.Conn
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
+		if o.Netns != nil {
+			c, err = o.Netns.Dial(ctx, "tcp", addr)
+		} else {
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}
+		cancel()
+		if err == nil {
+			c.Close()
+			return s
+		}
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(s.Log)
+			t.Fatalf("testenv: sshd exited: %v: %s%s", err, stderr.String(), log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: sshd did not listen on port %d within 10s", s.Port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SSHPassword tries a password login as user at addr:port from ns (nil:
+// the test's own namespace) with the given password, and returns ssh's
+// error (nil when the login worked and ran true).
+func SSHPassword(ns *Netns, addr string, port int, user, password string) error {
+	dir, err := os.MkdirTemp("", "moat-ssh-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	askpass := filepath.Join(dir, "askpass")
+	if err := os.WriteFile(askpass, []byte("#!/bin/sh\nprintf '%s\\n' "+shellQuote(password)+"\n"), 0o700); err != nil {
+		return err
+	}
+	args := []string{"ssh", "-F", "/dev/null", "-p", strconv.Itoa(port),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
+		"-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=3",
+		user + "@" + addr, "true"}
+	if ns != nil {
+		args = append([]string{"ip", "netns", "exec", ns.Name}, args...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=none")
+	cmd.Stdin = nil
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ssh %s@%s: %w: %s", user, addr, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
