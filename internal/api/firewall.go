@@ -375,6 +375,11 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 	if req.Force {
 		detail += ", SSH check skipped (--force)"
 	}
+	// A table that was not there (the firewall was off) has none of the
+	// guard's bans yet.
+	if g := s.guard(); g != nil {
+		g.Reenforce(context.WithoutCancel(ctx))
+	}
 	s.record(ctx, action, detail)
 	s.firewallStatus(w, r)
 }

@@ -20,6 +20,9 @@ type Guard interface {
 	Unban(ctx context.Context, p netip.Prefix, by string) (guard.Ban, error)
 	List() []guard.Ban
 	Stats() guard.Stats
+	// Reenforce puts every ban in force in the kernel again, after the
+	// firewall's table was (re)made.
+	Reenforce(ctx context.Context)
 }
 
 // GuardStatus is the guard as GET /v1/guard reports it.
@@ -132,8 +135,11 @@ func (s *Server) guardBan(w http.ResponseWriter, r *http.Request) {
 		spare = append(spare, caller)
 	}
 	b, err := g.Ban(r.Context(), p, d, actor(r.Context()).Who, req.Reason, spare)
-	if errors.Is(err, guard.ErrRefused) {
+	switch {
+	case errors.Is(err, guard.ErrRefused):
 		err = inputError{err}
+	case errors.Is(err, guard.ErrAlreadyBanned):
+		err = conflict{err}
 	}
 	if err != nil {
 		s.fail(w, err)
@@ -164,8 +170,11 @@ func (s *Server) guardUnban(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b)
 }
 
-// ignoreTarget is the prefix an ignore request names.
-func ignoreTarget(req IgnoreRequest) (netip.Prefix, error) {
+// ignoreTarget is the prefix an ignore request names. The caller's own
+// IPv6 address is ignored with its prefix of v6Prefix bits: the guard
+// counts and bans IPv6 per prefix, and devices change their temporary
+// addresses within it.
+func ignoreTarget(req IgnoreRequest, v6Prefix int) (netip.Prefix, error) {
 	if !req.Me {
 		return parsePrefix("address", req.Address)
 	}
@@ -173,7 +182,13 @@ func ignoreTarget(req IgnoreRequest) (netip.Prefix, error) {
 	if !ok {
 		return netip.Prefix{}, inputError{errors.New("your address is not known: ignore-me reads it from SSH_CONNECTION, which is set in an SSH session (sudo -E keeps it); name the address instead: moat guard ignore ADDRESS")}
 	}
-	return netip.PrefixFrom(caller, caller.BitLen()), nil
+	if caller.Is4() {
+		return netip.PrefixFrom(caller, 32), nil
+	}
+	if v6Prefix <= 0 {
+		v6Prefix = guard.DefaultPolicy().V6Prefix
+	}
+	return caller.Prefix(v6Prefix)
 }
 
 func (s *Server) guardIgnore(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +197,12 @@ func (s *Server) guardIgnore(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	p, err := ignoreTarget(req)
+	st, _, err := s.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	p, err := ignoreTarget(req, st.Server.RateLimit.IPv6Prefix)
 	if err != nil {
 		s.fail(w, err)
 		return

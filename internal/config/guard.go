@@ -188,8 +188,10 @@ func (s State) validateGuard(add func(field, value, problem, fix string)) {
 		for j, st := range a.GuardStatuses {
 			at := fmt.Sprintf("apps[%d].guard_statuses[%d]", i, j)
 			switch {
-			case st < 400 || st > 599:
-				add(at, fmt.Sprint(st), "is not an error status from 400 to 599", "list the statuses of a failed login, like [401, 403]")
+			case st < 400 || st > 499 || st == 429:
+				// 429 is the rate limiter's, 5xx an app that is down:
+				// counting them would ban every client.
+				add(at, fmt.Sprint(st), "is not a client error status from 400 to 499 other than 429", "list the statuses of a failed login, like [401, 403]")
 			case seen[st]:
 				add(at, fmt.Sprint(st), "is listed twice", "list each status once")
 			}

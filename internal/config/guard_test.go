@@ -114,9 +114,11 @@ func TestAppGuardStatuses(t *testing.T) {
 		s    State
 		want []wantErr
 	}{
-		{"status", State{Apps: []App{app("wiki", 200, 401, 401)}}, []wantErr{
-			{"apps[0].guard_statuses[0]", "200", "not an error status", "list the statuses of a failed login, like [401, 403]"},
+		{"status", State{Apps: []App{app("wiki", 200, 401, 401, 429, 502)}}, []wantErr{
+			{"apps[0].guard_statuses[0]", "200", "not a client error status", "list the statuses of a failed login, like [401, 403]"},
 			{"apps[0].guard_statuses[2]", "401", "listed twice", "list each status once"},
+			{"apps[0].guard_statuses[3]", "429", "not a client error status", "list the statuses of a failed login, like [401, 403]"},
+			{"apps[0].guard_statuses[4]", "502", "not a client error status", "list the statuses of a failed login, like [401, 403]"},
 		}},
 		{"built-in name", State{Apps: []App{app("sshd", 401)}}, []wantErr{{"apps[0].guard_statuses", "[401]", "name of a built-in jail", "rename the app to count its answers"}}},
 		{"edge jail with a log", State{Apps: []App{app("wiki", 401)}, Guard: Guard{Jails: []Jail{{Name: "wiki", Log: "/var/log/wiki.log"}}}}, []wantErr{

@@ -178,6 +178,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.warden = d.newWarden()
 	defer d.warden.Stop()
+	// The bans kept from before hold at the edge before it serves, and
+	// teach the jails their history before they read a line.
+	if err := d.warden.Restore(ctx); err != nil {
+		d.log.Error("the bans kept from before were not put back", "err", err)
+	}
 	d.edge = edge.New(edge.Options{
 		Bans:      d.warden,
 		Failed:    d.appFailed,
@@ -194,10 +199,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.stopListening()
 	d.startFirewall(ctx, st, state)
-	if err := d.warden.Restore(ctx); err != nil {
-		d.log.Error("the bans kept from before were not put back", "err", err)
-	}
-	go d.expireBans()
+	d.warden.Reenforce(ctx)
+	expiring, stopExpiring := context.WithCancel(d.life)
+	expired := make(chan struct{})
+	go func() { defer close(expired); d.expireBans(expiring) }()
+	defer func() { stopExpiring(); <-expired }()
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
 	if err != nil {

@@ -121,34 +121,51 @@ func (k kernelBans) Ban(ctx context.Context, p netip.Prefix, d time.Duration) er
 	return nil
 }
 
+// Unban lifts p in the kernel; a ban that ran out there, or a table that
+// is not there (the firewall is off), is no error.
 func (k kernelBans) Unban(ctx context.Context, p netip.Prefix) error {
 	err := k.m.Unban(ctx, p)
-	if err != nil && strings.Contains(err.Error(), "No such file") {
-		return nil // run out, or the firewall is off
+	if err != nil && (strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "No such file")) {
+		return nil
 	}
 	return err
+}
+
+// BanAll puts bans in the kernel in one transaction, each with the time
+// it has left.
+func (k kernelBans) BanAll(ctx context.Context, bans []guard.Ban, now time.Time) error {
+	if active, err := k.m.Active(ctx); err == nil && !active {
+		return nil // the firewall is off: the edge holds them
+	}
+	fb := make([]firewall.Ban, 0, len(bans))
+	for _, b := range bans {
+		fb = append(fb, firewall.Ban{Prefix: b.Prefix, Expires: max(b.Left(now), 0)})
+	}
+	return k.m.Load(ctx, fb)
 }
 
 // appFailed tells the guard of an app's answer that counts as a failed
 // login (one of the app's guard statuses).
 func (d *Daemon) appFailed(app string, client netip.Addr, r *http.Request, status int) {
-	detail := fmt.Sprintf("%s %s%s -> %d", r.Method, r.Host, r.URL.Path, status)
+	// The path is the client's: escaped, it cannot break the activity
+	// log's lines.
+	detail := fmt.Sprintf("%s %s%s -> %d", r.Method, r.Host, r.URL.EscapedPath(), status)
 	d.warden.Fail(context.WithoutCancel(r.Context()), app, client, detail)
 }
 
 // Guard implements api.Runtime.
 func (d *Daemon) Guard() api.Guard { return d.warden }
 
-// expireBans forgets bans that ran out, until the daemon stops.
-func (d *Daemon) expireBans() {
+// expireBans forgets bans that ran out, until ctx ends.
+func (d *Daemon) expireBans(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-d.life.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			d.warden.Expire(d.life)
+			d.warden.Expire(ctx)
 		}
 	}
 }

@@ -173,8 +173,9 @@ func TestSSHBruteForceBannedInTheKernel(t *testing.T) {
 }
 
 // TestBanSurvivesRestart: a ban in force when moat stops is back in the
-// kernel after a restart, even when the kernel lost it (a reboot), with
-// the time it had left, and it ends then.
+// kernel after a restart, whether the kernel kept it or lost it (a
+// reboot), with the time it had left, and it ends then; turning the
+// firewall off and on keeps it too.
 func TestBanSurvivesRestart(t *testing.T) {
 	l := newGuardLab(t)
 	port := testenv.FreePorts(t, 1)[0]
@@ -199,11 +200,31 @@ func TestBanSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ban guard.Ban
-	if err := e.client.Do(ctx, "POST", "/v1/guard/bans", api.BanRequest{Address: labAttacker, For: "6s", Reason: "test"}, &ban); err != nil {
+	if err := e.client.Do(ctx, "POST", "/v1/guard/bans", api.BanRequest{Address: labAttacker, For: "8s", Reason: "test"}, &ban); err != nil {
 		t.Fatal(err)
 	}
 	if reaches(l.attacker, labHost, port) {
 		t.Fatal("the banned client connects")
+	}
+	// The firewall turned off and on again: the new table holds the ban.
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/off", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/on", api.ApplyRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if reaches(l.attacker, labHost, port) {
+		t.Fatal("after the firewall was turned off and on, the banned client connects")
+	}
+	// A restart with the kernel's table still there.
+	e.shutdown()
+	e.firewall = firewall.NewManager(l.nft)
+	e.start()
+	if reaches(l.attacker, labHost, port) {
+		t.Fatal("after a restart, the banned client connects")
+	}
+	if kernel, err := e.firewall.Bans(ctx); err != nil || len(kernel) != 1 {
+		t.Errorf("after a restart the kernel has %+v (%v), want the one ban", kernel, err)
 	}
 	e.shutdown()
 	// A reboot: the kernel forgets moat's table and its bans.

@@ -24,3 +24,12 @@ func banCheck(bans Bans, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// withBanCheck puts the ban check in front of moat's own pages too; nil
+// stays nil (404).
+func withBanCheck(bans Bans, h http.Handler) http.Handler {
+	if bans == nil || h == nil {
+		return h
+	}
+	return banCheck(bans, h)
+}

@@ -24,7 +24,8 @@ func TestBanCheckBehindAProxy(t *testing.T) {
 		w.Header().Set("Cache-Control", "no-store")
 	}))
 	bans := guard.NewSet(nil)
-	te := startEdgeOpts(t, protected(config.RateLimit{}, config.App{Name: "app", Domains: []string{"app.localhost"}, Upstream: up}), Options{Bans: bans})
+	own := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("moat's own page")) })
+	te := startEdgeOpts(t, protected(config.RateLimit{}, config.App{Name: "app", Domains: []string{"app.localhost"}, Upstream: up}), Options{Bans: bans, Fallback: own})
 	ctx := context.Background()
 	bans.Ban(ctx, netip.MustParsePrefix("203.0.113.7/32"), time.Hour)
 	bans.Ban(ctx, netip.MustParsePrefix("2001:db8:1::/64"), 0)
@@ -49,6 +50,13 @@ func TestBanCheckBehindAProxy(t *testing.T) {
 		if n := hits.Load() - before; n != 2 {
 			t.Errorf("the app saw %d requests, want the 2 from clients not banned", n)
 		}
+	}
+	// moat's own pages refuse a banned client too.
+	if resp := getAs(t, te.client(false), "https://localhost/", "203.0.113.7"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("moat's own page to a banned client: %d", resp.StatusCode)
+	}
+	if resp := getAs(t, te.client(false), "https://localhost/", "203.0.113.8"); resp.StatusCode != http.StatusOK {
+		t.Errorf("moat's own page to another client: %d", resp.StatusCode)
 	}
 	bans.Unban(ctx, netip.MustParsePrefix("203.0.113.7/32"))
 	if resp := getAs(t, te.client(false), "https://app.localhost/", "203.0.113.7"); resp.StatusCode != http.StatusOK {

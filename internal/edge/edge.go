@@ -115,7 +115,7 @@ func New(o Options) *Edge {
 	e := &Edge{
 		log:       o.Log.With("component", "edge"),
 		certs:     o.Certs,
-		extra:     o.Fallback,
+		extra:     withBanCheck(o.Bans, o.Fallback),
 		accessLog: o.AccessLog,
 		limiter:   o.Limiter,
 		cache:     o.Cache,
@@ -230,7 +230,8 @@ func (e *Edge) finish(t *table, r *http.Request, rec *recorder, rt *route, clien
 	app := ""
 	if rt != nil {
 		app = rt.app
-		if e.failed != nil && len(rt.guard) > 0 && slices.Contains(rt.guard, rec.status) {
+		// The edge's own 403 to a banned client is no failed login.
+		if e.failed != nil && len(rt.guard) > 0 && slices.Contains(rt.guard, rec.status) && (e.bans == nil || !e.bans.Banned(client)) {
 			e.failed(app, client, r, rec.status)
 		}
 	}

@@ -101,20 +101,27 @@ type Warden struct {
 	log  *slog.Logger
 
 	// change serialises bans and unbans, so that the ledger, the
-	// enforcers and the list agree.
-	change sync.Mutex
+	// enforcers and the list agree; config serialises Configure and
+	// Stop.
+	change  sync.Mutex
+	config  sync.Mutex
+	stopped bool
 
 	// index answers "is this address banned?" for the jails and the
 	// edge: the edge's enforcer, for clients the kernel cannot see.
 	index *Set
 
-	mu        sync.Mutex
-	bans      map[netip.Prefix]Ban
-	ignore    []netip.Prefix
-	jails     map[string]*jail
-	recent    []time.Time // when the last bans were decided, for storms
-	lastStorm time.Time
-	stats     Stats
+	mu   sync.Mutex
+	bans map[netip.Prefix]Ban // in force
+	// past is the latest ban of each address, in force or not, for as
+	// long as keepHistory after it ended: its repeat count.
+	past        map[netip.Prefix]Ban
+	keepHistory time.Duration
+	ignore      []netip.Prefix
+	jails       map[string]*jail
+	recent      []time.Time // when the last bans were decided, for storms
+	lastStorm   time.Time
+	stats       Stats
 }
 
 // Stats counts what the guard has seen since it started.
@@ -144,58 +151,120 @@ func NewWarden(o WardenOptions) *Warden {
 		o.StormPolicy = StormPolicy{Bans: 20, Within: time.Minute}
 	}
 	return &Warden{
-		opts:  o,
-		log:   o.Logger,
-		index: NewSet(o.Now),
-		bans:  map[netip.Prefix]Ban{},
-		jails: map[string]*jail{},
-		stats: Stats{Lines: map[string]int64{}, Failures: map[string]int64{}, Bans: map[string]int64{}},
+		opts:        o,
+		log:         o.Logger,
+		index:       NewSet(o.Now),
+		bans:        map[netip.Prefix]Ban{},
+		past:        map[netip.Prefix]Ban{},
+		keepHistory: DefaultPolicy().MaxBanTime,
+		jails:       map[string]*jail{},
+		stats:       Stats{Lines: map[string]int64{}, Failures: map[string]int64{}, Bans: map[string]int64{}},
 	}
 }
 
 // ErrRefused marks a ban the warden refuses: of loopback, of an
-// ignore-listed address, or of the caller's own address.
+// ignore-listed address, of the caller's own address, or of a prefix that
+// mixes the address families.
 var ErrRefused = errors.New("ban refused")
 
 // ErrNotBanned is the error of an unban of a prefix that is not banned.
 var ErrNotBanned = errors.New("not banned")
 
-// Restore puts the ledger's bans back in force with the time they have
-// left, and forgets those that ran out while moat was stopped.
+// ErrAlreadyBanned is the error of a ban of a prefix inside a wider ban
+// in force: nothing changed.
+var ErrAlreadyBanned = errors.New("already banned")
+
+// mapped is where IPv6 writes IPv4 addresses (::ffff:a.b.c.d).
+var mapped = netip.MustParsePrefix("::ffff:0:0/96")
+
+// normalize writes p the one way bans are kept: masked, and an
+// IPv4-mapped prefix as IPv4. An IPv6 prefix around all of the mapped
+// space is refused: it would be every IPv4 client to one enforcer and
+// none to another.
+func normalize(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return p, fmt.Errorf("refusing to ban %s: not a prefix: %w", p, ErrRefused)
+	}
+	p = p.Masked()
+	switch {
+	case p.Addr().Is4In6() && p.Bits() >= 96:
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	case p.Addr().Is6() && p.Overlaps(mapped):
+		return p, fmt.Errorf("refusing to ban %s: it holds every IPv4-mapped address (%s); ban IPv4 as IPv4: %w", p, mapped, ErrRefused)
+	}
+	return p, nil
+}
+
+// Restore reads the bans the ledger kept: those still in force go back on
+// the list and into the edge's check (Reenforce puts them in the kernel,
+// once the firewall is up), and each banned address's history goes back
+// to its jail, so that its next ban is longer. Call it before Configure.
 func (w *Warden) Restore(ctx context.Context) error {
 	if w.opts.Ledger == nil {
 		return nil
 	}
-	w.change.Lock()
-	defer w.change.Unlock()
 	bans, err := w.opts.Ledger.Bans(ctx)
 	if err != nil {
 		return fmt.Errorf("guard: reading the bans: %w", err)
 	}
 	now := w.opts.Now()
+	w.change.Lock()
+	defer w.change.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, b := range bans {
-		if b.Left(now) == 0 {
-			if err := w.opts.Ledger.DeleteBan(ctx, b.Prefix); err != nil {
-				return fmt.Errorf("guard: forgetting the expired ban of %s: %w", b.Prefix, err)
-			}
-			continue
+		if old, ok := w.past[b.Prefix]; !ok || old.At.Before(b.At) {
+			w.past[b.Prefix] = b
 		}
-		w.enforce(ctx, b, now)
-		w.mu.Lock()
-		w.bans[b.Prefix] = b
-		w.mu.Unlock()
-		w.remember(b)
+		if b.Left(now) != 0 {
+			w.bans[b.Prefix] = b
+			w.index.Ban(ctx, b.Prefix, max(b.Left(now), 0))
+		}
 	}
 	return nil
 }
 
-// Ban bans b.Prefix for d (0: until lifted), by hand. It is refused for
-// loopback, an ignore-listed address, or a prefix that contains one of
-// spare (the caller's own addresses), each with the reason.
+// BulkEnforcer is an Enforcer that takes many bans at once (the kernel's
+// sets, in one transaction), each with the time it has left.
+type BulkEnforcer interface {
+	Enforcer
+	BanAll(ctx context.Context, bans []Ban, now time.Time) error
+}
+
+// Reenforce hands every ban in force to every enforcer again: after a
+// start, once the firewall is up, and after the firewall was turned on
+// or replaced (a table that was gone had none of them).
+func (w *Warden) Reenforce(ctx context.Context) {
+	w.change.Lock()
+	defer w.change.Unlock()
+	bans, now := w.List(), w.opts.Now()
+	if len(bans) == 0 {
+		return
+	}
+	for _, e := range w.opts.Enforcers {
+		if be, ok := e.(BulkEnforcer); ok {
+			if err := be.BanAll(ctx, bans, now); err == nil {
+				continue
+			} else {
+				w.log.Warn("guard: bans not put back in one go; one by one", "err", err)
+			}
+		}
+		for _, b := range bans {
+			if err := e.Ban(ctx, b.Prefix, max(b.Left(now), 0)); err != nil {
+				w.log.Warn("guard: a ban is not in force everywhere", "prefix", b.Prefix, "err", err)
+			}
+		}
+	}
+}
+
+// Ban bans p for d (0: until lifted), by hand, and returns the ban in
+// force. It is refused for loopback, an ignore-listed address, or a
+// prefix that contains one of spare (the caller's own addresses), each
+// with the reason; a prefix inside a wider ban is ErrAlreadyBanned.
 func (w *Warden) Ban(ctx context.Context, p netip.Prefix, d time.Duration, by, reason string, spare []netip.Addr) (Ban, error) {
-	p = p.Masked()
-	if a := p.Addr().Unmap(); a != p.Addr() {
-		p = netip.PrefixFrom(a, max(p.Bits()-96, 0))
+	p, err := normalize(p)
+	if err != nil {
+		return Ban{}, err
 	}
 	for _, a := range spare {
 		if a.IsValid() && p.Contains(a.Unmap()) {
@@ -213,34 +282,42 @@ func (w *Warden) Ban(ctx context.Context, p netip.Prefix, d time.Duration, by, r
 	if d > 0 {
 		b.Expires = now.Add(d)
 	}
-	return b, w.put(ctx, b)
+	return w.put(ctx, b)
 }
 
 // put keeps, enforces and publishes a ban decided here.
-func (w *Warden) put(ctx context.Context, b Ban) error {
-	if err := w.keep(ctx, b); err != nil {
-		return err
+func (w *Warden) put(ctx context.Context, b Ban) (Ban, error) {
+	kept, err := w.keep(ctx, b)
+	if err != nil {
+		return kept, err
 	}
 	if w.opts.Peers != nil {
-		if err := w.opts.Peers.Publish(ctx, b); err != nil {
-			w.log.Warn("guard: a ban was not shared with the fleet", "prefix", b.Prefix, "err", err)
+		if err := w.opts.Peers.Publish(context.WithoutCancel(ctx), kept); err != nil {
+			w.log.Warn("guard: a ban was not shared with the fleet", "prefix", kept.Prefix, "err", err)
 		}
 	}
-	return nil
+	return kept, nil
 }
 
 // Adopt keeps and enforces a ban another node of the fleet decided; it is
-// not published again. An ignore-listed or loopback prefix is refused, as
-// here.
+// not published again. It is refused as a ban made here would be.
 func (w *Warden) Adopt(ctx context.Context, b Ban) error {
-	if why := w.spared(b.Prefix.Masked()); why != "" {
-		return fmt.Errorf("refusing %s from the fleet: %s: %w", b.Prefix, why, ErrRefused)
+	p, err := normalize(b.Prefix)
+	if err != nil {
+		return err
+	}
+	if why := w.spared(p); why != "" {
+		return fmt.Errorf("refusing %s from the fleet: %s: %w", p, why, ErrRefused)
 	}
 	if b.Left(w.opts.Now()) == 0 {
 		return nil
 	}
-	b.Prefix = b.Prefix.Masked()
-	return w.keep(ctx, b)
+	b.Prefix = p
+	_, err = w.keep(ctx, b)
+	if errors.Is(err, ErrAlreadyBanned) {
+		return nil
+	}
+	return err
 }
 
 // spared says why p must not be banned, or "" when it may be.
@@ -262,7 +339,7 @@ func (w *Warden) spared(p netip.Prefix) string {
 func (w *Warden) Unban(ctx context.Context, p netip.Prefix, by string) (Ban, error) {
 	b, err := w.unban(ctx, p, by)
 	if err == nil && w.opts.Peers != nil {
-		if err := w.opts.Peers.Withdraw(ctx, b.Prefix); err != nil {
+		if err := w.opts.Peers.Withdraw(context.WithoutCancel(ctx), b.Prefix); err != nil {
 			w.log.Warn("guard: an unban was not shared with the fleet", "prefix", b.Prefix, "err", err)
 		}
 	}
@@ -276,19 +353,26 @@ func (w *Warden) Release(ctx context.Context, p netip.Prefix, by string) (Ban, e
 }
 
 func (w *Warden) unban(ctx context.Context, p netip.Prefix, by string) (Ban, error) {
-	p = p.Masked()
-	if a := p.Addr().Unmap(); a != p.Addr() {
-		p = netip.PrefixFrom(a, max(p.Bits()-96, 0))
+	p, err := normalize(p)
+	if err != nil {
+		return Ban{}, err
 	}
+	ctx = context.WithoutCancel(ctx)
 	w.change.Lock()
-	defer w.change.Unlock()
 	w.mu.Lock()
 	b, ok := w.bans[p]
 	w.mu.Unlock()
 	if !ok || b.Left(w.opts.Now()) == 0 {
+		w.change.Unlock()
+		if wider, ok := w.Why(p.Addr()); ok && wider.Prefix.Bits() <= p.Bits() {
+			return Ban{}, fmt.Errorf("%s is not banned by itself: it is inside the ban of %s (jail %s, %s); lift that one: moat guard unban %s: %w",
+				p, wider.Prefix, wider.Jail, until(wider), wider.Prefix, ErrNotBanned)
+		}
 		return Ban{}, fmt.Errorf("%s: %w (moat guard list shows the bans)", p, ErrNotBanned)
 	}
-	if err := w.lift(ctx, b); err != nil {
+	err = w.lift(ctx, b, true)
+	w.change.Unlock()
+	if err != nil {
 		return Ban{}, err
 	}
 	w.mu.Lock()
@@ -299,16 +383,25 @@ func (w *Warden) unban(ctx context.Context, p netip.Prefix, by string) (Ban, err
 	return b, nil
 }
 
-// lift removes b from the enforcers, the ledger and the list. The caller
-// holds w.change.
-func (w *Warden) lift(ctx context.Context, b Ban) error {
-	var errs []error
+// until says when b ends, for a person.
+func until(b Ban) string {
+	if b.Expires.IsZero() {
+		return "until lifted"
+	}
+	return "until " + b.Expires.UTC().Format(time.RFC3339)
+}
+
+// lift removes b from the enforcers, then from the ledger (with forget:
+// its history too; a ban lifted by hand is forgiven) and the list. An
+// enforcer that still holds it is an error, and nothing else changes.
+// The caller holds w.change.
+func (w *Warden) lift(ctx context.Context, b Ban, forget bool) error {
 	for _, e := range w.opts.Enforcers {
 		if err := e.Unban(ctx, b.Prefix); err != nil {
-			errs = append(errs, err)
+			return fmt.Errorf("guard: unbanning %s: %w", b.Prefix, err)
 		}
 	}
-	if w.opts.Ledger != nil {
+	if w.opts.Ledger != nil && forget {
 		if err := w.opts.Ledger.DeleteBan(ctx, b.Prefix); err != nil {
 			return fmt.Errorf("guard: unbanning %s: %w", b.Prefix, err)
 		}
@@ -316,17 +409,23 @@ func (w *Warden) lift(ctx context.Context, b Ban) error {
 	w.index.Unban(ctx, b.Prefix)
 	w.mu.Lock()
 	delete(w.bans, b.Prefix)
-	w.mu.Unlock()
-	if len(errs) > 0 {
-		// The ledger no longer has it; what an enforcer kept runs out
-		// by its timeout.
-		w.log.Warn("guard: an enforcer kept a lifted ban", "prefix", b.Prefix, "err", errors.Join(errs...))
+	if forget {
+		delete(w.past, b.Prefix)
 	}
+	w.mu.Unlock()
 	return nil
 }
 
-// decide puts in force a ban the detector decided.
+// decide puts in force a ban the detector decided. It goes on even when
+// the source that led to it stops (a reload, a shutdown): the detector
+// has already reset its count, and the line will not be read again.
 func (w *Warden) decide(ctx context.Context, d Decision) {
+	ctx = context.WithoutCancel(ctx)
+	if why := w.spared(d.Prefix); why != "" {
+		// An IPv6 /64 counted as one, around an ignore-listed address.
+		w.log.Info("guard: not banned", "prefix", d.Prefix, "jail", d.Jail, "why", why)
+		return
+	}
 	now := w.opts.Now()
 	b := Ban{
 		Prefix:   d.Prefix,
@@ -341,18 +440,24 @@ func (w *Warden) decide(ctx context.Context, d Decision) {
 	if d.Repeat > 0 {
 		b.Reason += fmt.Sprintf("; banned %d times before, so for %s", d.Repeat, d.Duration)
 	}
-	if err := w.put(ctx, b); err != nil {
+	switch _, err := w.put(ctx, b); {
+	case errors.Is(err, ErrAlreadyBanned):
+		w.log.Info("guard: already banned", "prefix", b.Prefix, "err", err)
+	case err != nil:
 		w.log.Error("guard: a ban was decided but not kept", "prefix", b.Prefix, "jail", b.Jail, "err", err)
 	}
 }
 
-// keep keeps and enforces b. A ban already covered by a longer one is not added again; bans
-// that b covers are replaced by it, because the kernel's interval sets
-// refuse overlapping elements.
-func (w *Warden) keep(ctx context.Context, b Ban) error {
-	w.change.Lock()
-	defer w.change.Unlock()
+// keep keeps and enforces b, and returns the ban in force. The kernel's
+// interval sets refuse overlapping elements, so a prefix inside a wider
+// ban is not added (ErrAlreadyBanned), and the bans inside b are replaced
+// by it, b then lasting as long as the longest of them. A ban of the same
+// prefix is replaced. The ledger comes first: a ban it cannot keep is
+// not put in force, and the bans it would replace stay.
+func (w *Warden) keep(ctx context.Context, b Ban) (Ban, error) {
+	ctx = context.WithoutCancel(ctx)
 	now := w.opts.Now()
+	w.change.Lock()
 	w.mu.Lock()
 	var covered []Ban
 	for p, old := range w.bans {
@@ -360,38 +465,51 @@ func (w *Warden) keep(ctx context.Context, b Ban) error {
 			continue
 		}
 		if p.Bits() < b.Prefix.Bits() {
-			// A wider ban holds the address already; it is never cut
-			// short or narrowed for a narrower one.
 			w.mu.Unlock()
-			w.log.Info("guard: already banned", "prefix", b.Prefix, "by", p, "until", old.Expires)
-			return nil
+			w.change.Unlock()
+			return old, fmt.Errorf("%s is inside the ban of %s (jail %s, %s), which stays as it is: %w", b.Prefix, p, old.Jail, until(old), ErrAlreadyBanned)
 		}
 		covered = append(covered, old)
-		// No ban is made shorter by the one that replaces it.
 		if p != b.Prefix && !outlasts(b, old) {
 			b.Expires = old.Expires
 		}
 	}
 	w.mu.Unlock()
-	for _, old := range covered {
-		if err := w.lift(ctx, old); err != nil {
-			return err
-		}
-	}
 	if w.opts.Ledger != nil {
 		if err := w.opts.Ledger.SaveBan(ctx, b); err != nil {
-			return fmt.Errorf("guard: keeping the ban of %s: %w", b.Prefix, err)
+			w.change.Unlock()
+			return Ban{}, fmt.Errorf("guard: keeping the ban of %s: %w", b.Prefix, err)
 		}
+		for _, old := range covered {
+			if old.Prefix != b.Prefix {
+				if err := w.opts.Ledger.DeleteBan(ctx, old.Prefix); err != nil {
+					w.log.Warn("guard: a replaced ban stays in the ledger", "prefix", old.Prefix, "err", err)
+				}
+			}
+		}
+	}
+	for _, old := range covered {
+		for _, e := range w.opts.Enforcers {
+			if err := e.Unban(ctx, old.Prefix); err != nil {
+				w.log.Warn("guard: a replaced ban stays in an enforcer", "prefix", old.Prefix, "err", err)
+			}
+		}
+		w.index.Unban(ctx, old.Prefix)
 	}
 	w.enforce(ctx, b, now)
 	w.mu.Lock()
+	for _, old := range covered {
+		delete(w.bans, old.Prefix)
+	}
 	w.bans[b.Prefix] = b
+	w.past[b.Prefix] = b
 	w.stats.Bans[b.Jail]++
 	w.mu.Unlock()
+	w.change.Unlock()
 	w.remember(b)
 	w.record(ctx, "guard.ban", b)
-	w.storm(ctx, b, now)
-	return nil
+	w.storm(ctx, now)
+	return b, nil
 }
 
 // outlasts reports whether a ends no earlier than b.
@@ -399,13 +517,11 @@ func outlasts(a, b Ban) bool {
 	return a.Expires.IsZero() || (!b.Expires.IsZero() && !a.Expires.Before(b.Expires))
 }
 
-// enforce hands b to every enforcer. One that fails (the firewall is
-// off, say) does not stop the others; the ban stays kept.
+// enforce hands b to the edge's check and every enforcer. One that fails
+// (the firewall is off, say) does not stop the others; the ban stays
+// kept, and Reenforce puts it in when the firewall is back.
 func (w *Warden) enforce(ctx context.Context, b Ban, now time.Time) {
-	d := b.Left(now)
-	if d < 0 {
-		d = 0
-	}
+	d := max(b.Left(now), 0)
 	w.index.Ban(ctx, b.Prefix, d)
 	for _, e := range w.opts.Enforcers {
 		if err := e.Ban(ctx, b.Prefix, d); err != nil {
@@ -431,8 +547,9 @@ func (w *Warden) record(ctx context.Context, action string, b Ban) {
 	}
 }
 
-// storm tells the notifier when bans come faster than StormPolicy.
-func (w *Warden) storm(ctx context.Context, b Ban, now time.Time) {
+// storm tells the notifier, in the background, when bans come faster
+// than StormPolicy.
+func (w *Warden) storm(ctx context.Context, now time.Time) {
 	sp := w.opts.StormPolicy
 	w.mu.Lock()
 	w.recent = append(w.recent, now)
@@ -459,7 +576,9 @@ func (w *Warden) storm(ctx context.Context, b Ban, now time.Time) {
 }
 
 // Expire forgets the bans that have run out (the enforcers end them by
-// themselves) and what the detectors no longer need.
+// themselves) and what the detectors no longer need. An expired ban stays
+// in the ledger as its address's history for as long as a jail's
+// MaxBanTime, so that a restart still makes the next ban longer.
 func (w *Warden) Expire(ctx context.Context) {
 	w.change.Lock()
 	defer w.change.Unlock()
@@ -468,8 +587,15 @@ func (w *Warden) Expire(ctx context.Context) {
 	var done []netip.Prefix
 	for p, b := range w.bans {
 		if b.Left(now) == 0 {
-			done = append(done, p)
 			delete(w.bans, p)
+			w.index.Unban(ctx, p)
+		}
+	}
+	keep := w.keepHistory
+	for p, b := range w.past {
+		if b.Left(now) == 0 && now.Sub(b.Expires) >= keep {
+			done = append(done, p)
+			delete(w.past, p)
 		}
 	}
 	jails := make([]*jail, 0, len(w.jails))
@@ -480,7 +606,7 @@ func (w *Warden) Expire(ctx context.Context) {
 	for _, p := range done {
 		if w.opts.Ledger != nil {
 			if err := w.opts.Ledger.DeleteBan(ctx, p); err != nil {
-				w.log.Warn("guard: forgetting an expired ban", "prefix", p, "err", err)
+				w.log.Warn("guard: forgetting an old ban", "prefix", p, "err", err)
 			}
 		}
 	}

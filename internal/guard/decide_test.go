@@ -66,10 +66,11 @@ func (l *memLedger) Position(_ context.Context, source string) (string, error) {
 // kernel is an Enforcer that refuses overlapping elements, as an nftables
 // interval set does, and records what it was told.
 type kernel struct {
-	mu   sync.Mutex
-	set  map[netip.Prefix]time.Duration
-	log  []string
-	fail bool
+	mu         sync.Mutex
+	set        map[netip.Prefix]time.Duration
+	log        []string
+	fail       bool
+	failUnbans bool
 }
 
 func (k *kernel) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
@@ -94,6 +95,9 @@ func (k *kernel) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
 func (k *kernel) Unban(_ context.Context, p netip.Prefix) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.failUnbans {
+		return errors.New("netlink: busy")
+	}
 	delete(k.set, p)
 	k.log = append(k.log, "unban "+p.String())
 	return nil
@@ -169,8 +173,11 @@ func TestWardenDecidesKeepsAndEnforces(t *testing.T) {
 	// Expiry: the kernel ends it by itself; the warden forgets it.
 	wt.clock.add(time.Minute)
 	wt.w.Expire(ctx)
-	if wt.w.Banned(addr) || len(wt.w.List()) != 0 || len(wt.ledger.bans) != 0 {
-		t.Error("an expired ban is still kept")
+	if wt.w.Banned(addr) || len(wt.w.List()) != 0 {
+		t.Error("an expired ban is still in force")
+	}
+	if len(wt.ledger.bans) != 1 {
+		t.Error("an expired ban is not kept as the address's history")
 	}
 	// The next ban of the same address is twice as long.
 	for i := range 3 {
@@ -204,10 +211,17 @@ func TestWardenOverlaps(t *testing.T) {
 	if len(wt.kernel.set) != 1 {
 		t.Errorf("kernel %v", wt.kernel.set)
 	}
-	// An address inside a wider ban is banned already, even for longer.
-	mustBan("203.0.113.50/32", 5*hour)
+	// An address inside a wider ban is banned already, even for longer;
+	// the reply says so, and which ban holds it.
+	if b, err := wt.w.Ban(ctx, pfx("203.0.113.50/32"), 5*hour, "root", "", nil); !errors.Is(err, ErrAlreadyBanned) || b.Prefix != pfx("203.0.113.0/24") || !strings.Contains(err.Error(), "inside the ban of 203.0.113.0/24") {
+		t.Errorf("a ban inside a wider one: %+v, %v", b, err)
+	}
 	if got := wt.w.List(); len(got) != 1 {
 		t.Errorf("a ban inside a longer one was added: %+v", got)
+	}
+	// Unbanning an address inside a wider ban names the wider one.
+	if _, err := wt.w.Unban(ctx, pfx("203.0.113.7/32"), "root"); !errors.Is(err, ErrNotBanned) || !strings.Contains(err.Error(), "moat guard unban 203.0.113.0/24") {
+		t.Errorf("unban inside a wider ban: %v", err)
 	}
 	// The same prefix again replaces the ban (a new length).
 	mustBan("203.0.113.0/24", 0)
@@ -216,7 +230,9 @@ func TestWardenOverlaps(t *testing.T) {
 	}
 	// A wider ban over a longer one lasts as long.
 	mustBan("198.51.100.7/32", 0)
-	mustBan("198.51.100.0/24", hour)
+	if b, err := wt.w.Ban(ctx, pfx("198.51.100.0/24"), hour, "root", "", nil); err != nil || !b.Expires.IsZero() {
+		t.Errorf("the reply of a wider ban over one until lifted: %+v, %v", b, err)
+	}
 	got := wt.w.List()
 	i := slices.IndexFunc(got, func(b Ban) bool { return b.Prefix == pfx("198.51.100.0/24") })
 	if len(got) != 2 || i < 0 || !got[i].Expires.IsZero() {
@@ -270,10 +286,14 @@ func TestWardenRestore(t *testing.T) {
 	wt.ledger.bans[pfx("203.0.113.7/32")] = Ban{Prefix: pfx("203.0.113.7/32"), Jail: "sshd", At: now.Add(-time.Minute), Expires: now.Add(9 * time.Minute), Repeat: 2}
 	wt.ledger.bans[pfx("203.0.113.8/32")] = Ban{Prefix: pfx("203.0.113.8/32"), Jail: "sshd", At: now.Add(-time.Hour), Expires: now.Add(-time.Minute)}
 	wt.ledger.bans[pfx("2001:db8::/48")] = Ban{Prefix: pfx("2001:db8::/48"), Jail: "manual", At: now}
-	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: Policy{MaxRetry: 1, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour}}}, nil)
 	if err := wt.w.Restore(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if !wt.w.Banned(netip.MustParseAddr("203.0.113.7")) || len(wt.kernel.set) != 0 {
+		t.Error("Restore does not put the bans in the edge's check at once, or touches the kernel before the firewall is up")
+	}
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: Policy{MaxRetry: 1, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour}}}, nil)
+	wt.w.Reenforce(ctx)
 	if wt.kernel.set[pfx("203.0.113.7/32")] != 9*time.Minute {
 		t.Errorf("restored with %v left, want 9m", wt.kernel.set[pfx("203.0.113.7/32")])
 	}
@@ -283,8 +303,8 @@ func TestWardenRestore(t *testing.T) {
 	if _, ok := wt.kernel.set[pfx("203.0.113.8/32")]; ok {
 		t.Error("an expired ban was put back")
 	}
-	if _, ok := wt.ledger.bans[pfx("203.0.113.8/32")]; ok {
-		t.Error("an expired ban is still kept")
+	if wt.w.Banned(netip.MustParseAddr("203.0.113.8")) {
+		t.Error("an expired ban is in force")
 	}
 	if !wt.w.Banned(netip.MustParseAddr("2001:db8:0:ffff::1")) {
 		t.Error("the edge's check misses a restored IPv6 prefix")
@@ -379,7 +399,6 @@ func TestFileSourceStartsAtTheEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	spec := JailSpec{Name: "sshd", Policy: Policy{MaxRetry: 2, FindTime: time.Hour, BanTime: time.Hour, MaxBanTime: time.Hour}, Filter: SSHD{}, Source: File{Path: path, Poll: 10 * time.Millisecond}}
 	wt.w.Configure(ctx, []JailSpec{spec}, nil)
-	time.Sleep(100 * time.Millisecond) // the source has found the end
 	appendLine := func(line string) {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
@@ -474,5 +493,136 @@ func TestWardenFleet(t *testing.T) {
 	}
 	if f.wardens[0].Banned(netip.MustParseAddr("203.0.113.7")) || len(kernels[0].set) != 0 {
 		t.Error("the unban did not reach the first node")
+	}
+}
+
+// TestWardenIPv6IgnoreHoldsForThePrefix: IPv6 failures count per /64; a
+// /64 around an ignore-listed address is not banned for another
+// address's failures.
+func TestWardenIPv6IgnoreHoldsForThePrefix(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	policy := Policy{MaxRetry: 2, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour, V6Prefix: 64}
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: policy}}, []netip.Prefix{pfx("2001:db8:1:2::abcd/128")})
+	for range 2 {
+		wt.w.Fail(ctx, "sshd", netip.MustParseAddr("2001:db8:1:2::bad"), "x")
+		wt.w.Fail(ctx, "sshd", netip.MustParseAddr("2001:db8:9:9::bad"), "x")
+	}
+	if wt.w.Banned(netip.MustParseAddr("2001:db8:1:2::abcd")) {
+		t.Error("the owner's ignore-listed address was banned with its /64")
+	}
+	if !wt.w.Banned(netip.MustParseAddr("2001:db8:9:9::1")) {
+		t.Error("another /64 was not banned")
+	}
+}
+
+// TestWardenMappedAddresses: IPv4-mapped prefixes are IPv4 bans, checked
+// against the ignore list as such; a prefix around the mapped space is
+// refused, from the fleet too.
+func TestWardenMappedAddresses(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	wt.w.Configure(ctx, nil, []netip.Prefix{pfx("192.0.2.0/24")})
+	if err := wt.w.Adopt(ctx, Ban{Prefix: pfx("::ffff:192.0.2.10/128"), At: wt.clock.now()}); !errors.Is(err, ErrRefused) {
+		t.Errorf("adopting a mapped ignore-listed address: %v", err)
+	}
+	for _, p := range []string{"::ffff:0:0/96", "::fffe:0:0/95", "::/0"} {
+		if _, err := wt.w.Ban(ctx, pfx(p), time.Hour, "root", "", nil); !errors.Is(err, ErrRefused) {
+			t.Errorf("ban %s: %v, want a refusal", p, err)
+		}
+		if err := wt.w.Adopt(ctx, Ban{Prefix: pfx(p), At: wt.clock.now()}); !errors.Is(err, ErrRefused) {
+			t.Errorf("adopt %s: %v, want a refusal", p, err)
+		}
+	}
+	b, err := wt.w.Ban(ctx, pfx("::ffff:198.51.100.7/128"), time.Hour, "root", "", nil)
+	if err != nil || b.Prefix != pfx("198.51.100.7/32") {
+		t.Fatalf("a mapped ban: %+v, %v", b, err)
+	}
+	if _, err := wt.w.Unban(ctx, pfx("::ffff:198.51.100.7/128"), "root"); err != nil {
+		t.Errorf("unban by the mapped prefix: %v", err)
+	}
+	if len(wt.kernel.set) != 0 {
+		t.Errorf("kernel %v", wt.kernel.set)
+	}
+}
+
+// TestWardenUnbanFailure: a ban the kernel cannot lift stays, and the
+// unban says why.
+func TestWardenUnbanFailure(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	if _, err := wt.w.Ban(ctx, pfx("203.0.113.7/32"), 0, "root", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	wt.kernel.failUnbans = true
+	if _, err := wt.w.Unban(ctx, pfx("203.0.113.7/32"), "root"); err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("unban with the kernel failing: %v", err)
+	}
+	if len(wt.w.List()) != 1 || len(wt.ledger.bans) != 1 {
+		t.Error("a ban the kernel still holds is no longer listed or kept")
+	}
+}
+
+// TestWardenDecisionOutlivesItsSource: a ban decided as its jail is
+// replaced (a reload cancels the source's context) is still kept.
+func TestWardenDecisionOutlivesItsSource(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	wt.w.Configure(context.Background(), []JailSpec{{Name: "sshd", Policy: Policy{MaxRetry: 1, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour}}}, nil)
+	wt.w.Fail(ctx, "sshd", netip.MustParseAddr("203.0.113.7"), "x")
+	if len(wt.ledger.bans) != 1 || len(wt.kernel.set) != 1 {
+		t.Error("a ban decided with a cancelled context was lost")
+	}
+}
+
+// TestWardenHistorySurvivesReconfiguring: changing the ignore list or a
+// jail's policy builds new detectors, which still know who was banned.
+func TestWardenHistorySurvivesReconfiguring(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	policy := Policy{MaxRetry: 1, FindTime: time.Minute, BanTime: time.Minute, MaxBanTime: time.Hour}
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: policy}}, nil)
+	addr := netip.MustParseAddr("203.0.113.7")
+	wt.w.Fail(ctx, "sshd", addr, "x")
+	wt.clock.add(2 * time.Minute)
+	wt.w.Expire(ctx)
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: policy}}, []netip.Prefix{pfx("198.51.100.0/24")})
+	wt.w.Fail(ctx, "sshd", addr, "y")
+	if b := wt.w.List(); len(b) != 1 || b[0].Repeat != 1 || b[0].Expires.Sub(b[0].At) != 2*time.Minute {
+		t.Errorf("after reconfiguring, the second ban: %+v, want the repeat of 2m", b)
+	}
+	// The history is forgotten a MaxBanTime (at least a week) after the
+	// last ban ended.
+	wt.clock.add(8 * 24 * time.Hour)
+	wt.w.Expire(ctx)
+	if len(wt.ledger.bans) != 0 {
+		t.Errorf("history kept past its time: %v", wt.ledger.bans)
+	}
+}
+
+// TestSetFamilies: an IPv6 prefix never holds an IPv4 client.
+func TestSetFamilies(t *testing.T) {
+	s := NewSet(nil)
+	ctx := context.Background()
+	s.Ban(ctx, pfx("::fffe:0:0/95"), 0)
+	s.Ban(ctx, pfx("::/0"), 0)
+	if s.Banned(netip.MustParseAddr("203.0.113.7")) || s.Banned(netip.MustParseAddr("::ffff:203.0.113.7")) {
+		t.Error("an IPv6 prefix holds an IPv4 client")
+	}
+	s.Ban(ctx, pfx("::ffff:203.0.113.0/120"), 0)
+	if !s.Banned(netip.MustParseAddr("203.0.113.7")) {
+		t.Error("a mapped prefix does not hold its IPv4 clients")
+	}
+	// The clean-up every 64 entries keeps what is in force.
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	s = NewSet(c.now)
+	for i := range 63 {
+		s.Ban(ctx, pfx(fmt.Sprintf("198.51.100.%d/32", i)), time.Second)
+	}
+	c.add(2 * time.Second)
+	s.Ban(ctx, pfx("203.0.113.9/32"), time.Hour)
+	if len(s.entries) != 1 || !s.Banned(netip.MustParseAddr("203.0.113.9")) || s.Banned(netip.MustParseAddr("198.51.100.1")) {
+		t.Errorf("after the clean-up: %d entries", len(s.entries))
 	}
 }

@@ -46,8 +46,16 @@ type jail struct {
 
 // Configure replaces the jails and the ignore list, starting each jail's
 // source under life (which ends them all). A jail whose policy is the same
-// as before keeps its counts.
+// as before keeps its counts; every jail learns the history of the
+// addresses it banned before (from Restore, and from earlier jails), so
+// that their next bans are longer. Bans of addresses now on the ignore
+// list are lifted. After Stop it does nothing.
 func (w *Warden) Configure(life context.Context, specs []JailSpec, ignore []netip.Prefix) {
+	w.config.Lock()
+	defer w.config.Unlock()
+	if w.stopped {
+		return
+	}
 	w.mu.Lock()
 	old := w.jails
 	sameIgnore := slicesEqual(w.ignore, ignore)
@@ -58,6 +66,7 @@ func (w *Warden) Configure(life context.Context, specs []JailSpec, ignore []neti
 		j.halt()
 	}
 	next := map[string]*jail{}
+	keep := DefaultPolicy().MaxBanTime
 	for _, s := range specs {
 		j := &jail{spec: s}
 		if o := old[s.Name]; o != nil && o.spec.Policy == s.Policy && sameIgnore {
@@ -65,39 +74,80 @@ func (w *Warden) Configure(life context.Context, specs []JailSpec, ignore []neti
 		} else {
 			j.det = NewDetector(s.Name, s.Policy, ignore)
 		}
+		if j.spec.Source != nil && j.spec.Filter != nil {
+			j.done = make(chan struct{})
+		}
 		next[s.Name] = j
+		keep = max(keep, s.Policy.MaxBanTime)
 	}
 	w.mu.Lock()
 	w.jails = next
+	w.keepHistory = keep
+	past := make([]Ban, 0, len(w.past))
+	for _, b := range w.past {
+		past = append(past, b)
+	}
 	w.mu.Unlock()
-	for _, b := range w.List() {
-		// An address put on the ignore list is let in at once.
-		if w.spared(b.Prefix) != "" {
-			w.change.Lock()
-			err := w.lift(life, b)
-			w.change.Unlock()
-			if err == nil {
-				b.By, b.Reason = "guard", "ignore-listed"
-				w.record(life, "guard.unban", b)
-			}
-			continue
-		}
-		// Bans in force tell their jails how often each address was
-		// banned.
+	for _, b := range past {
 		w.remember(b)
 	}
+	for _, b := range w.List() {
+		if w.spared(b.Prefix) == "" {
+			continue
+		}
+		// An address put on the ignore list is let in at once.
+		w.change.Lock()
+		err := w.lift(context.WithoutCancel(life), b, true)
+		w.change.Unlock()
+		if err != nil {
+			w.log.Error("guard: the ban of an ignore-listed address stays", "prefix", b.Prefix, "err", err)
+			continue
+		}
+		b.By, b.Reason = "guard", "ignore-listed"
+		w.record(life, "guard.unban", b)
+	}
 	for _, j := range next {
-		if j.spec.Source != nil && j.spec.Filter != nil {
+		if j.done != nil {
+			pos := w.startAt(life, j)
 			ctx, stop := context.WithCancel(life)
-			j.stop, j.done = stop, make(chan struct{})
-			go w.follow(ctx, j)
+			j.stop = stop
+			go w.follow(ctx, j, pos)
 		}
 	}
 }
 
+// positionKey names where j's source's position is saved.
+func positionKey(j *jail) string { return "jail " + j.spec.Name + " " + j.spec.Source.Key() }
+
+// startAt is where j's source starts: where it stopped last time, or,
+// the first time, at the end of what is there now (so that old history
+// bans nobody). It is found before Configure returns, so that a line
+// written after it is never missed.
+func (w *Warden) startAt(ctx context.Context, j *jail) string {
+	src := j.spec.Source
+	if w.opts.Ledger != nil {
+		pos, err := w.opts.Ledger.Position(ctx, positionKey(j))
+		if err != nil {
+			w.log.Warn("guard: no saved position; starting at the end", "source", src.Key(), "err", err)
+		}
+		if pos != "" {
+			return pos
+		}
+	}
+	if e, ok := src.(interface{ End() (string, error) }); ok {
+		if end, err := e.End(); err == nil {
+			return end
+		}
+	}
+	return ""
+}
+
 // Stop ends every jail's source and waits for them, saving where each
-// stopped.
+// stopped. Configure does nothing after it.
 func (w *Warden) Stop() {
+	w.config.Lock()
+	defer w.config.Unlock()
+	w.stopped = true
 	w.mu.Lock()
 	jails := w.jails
 	w.jails = map[string]*jail{}
@@ -120,19 +170,12 @@ func (j *jail) halt() {
 // lost with the process anyway).
 const positionEvery = time.Second
 
-// follow feeds j's source through its filter and detector until ctx ends,
-// restarting a source that fails.
-func (w *Warden) follow(ctx context.Context, j *jail) {
+// follow feeds j's source through its filter and detector from pos until
+// ctx ends, restarting a source that fails from where it was.
+func (w *Warden) follow(ctx context.Context, j *jail, pos string) {
 	defer close(j.done)
-	src, key := j.spec.Source, "jail "+j.spec.Name+" "+j.spec.Source.Key()
-	var pos, saved string
-	if w.opts.Ledger != nil {
-		p, err := w.opts.Ledger.Position(ctx, key)
-		if err != nil {
-			w.log.Warn("guard: no saved position; starting at the end", "source", src.Key(), "err", err)
-		}
-		pos, saved = p, p
-	}
+	src, key := j.spec.Source, positionKey(j)
+	saved := ""
 	save := func() {
 		if w.opts.Ledger == nil || pos == saved {
 			return
@@ -145,9 +188,11 @@ func (w *Warden) follow(ctx context.Context, j *jail) {
 		saved = pos
 	}
 	defer save()
+	save()
 	last := time.Now()
 	backoff := time.Second
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := src.Follow(ctx, pos, func(line, p string) error {
 			pos = p
 			if w.line(ctx, j, line) || time.Since(last) >= positionEvery {
@@ -158,6 +203,9 @@ func (w *Warden) follow(ctx context.Context, j *jail) {
 		})
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(began) > time.Minute {
+			backoff = time.Second // it worked for a while
 		}
 		w.log.Warn("guard: a source stopped; trying again", "source", src.Key(), "in", backoff, "err", err)
 		select {
@@ -235,18 +283,30 @@ type File struct {
 // Key implements Source.
 func (f File) Key() string { return "file:" + f.Path }
 
+// End is the position at the end of the file as it is now (the start of
+// a file that does not exist yet, which is read whole when it appears).
+func (f File) End() (string, error) {
+	var end Position
+	ino, size, err := stat(f.Path)
+	if err == nil {
+		end = Position{Inode: ino, Offset: size}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("guard: %s: %w", f.Path, err)
+	}
+	b, _ := json.Marshal(end)
+	return string(b), nil
+}
+
 // Follow implements Source; the position is a Position as JSON.
 func (f File) Follow(ctx context.Context, pos string, emit func(line, pos string) error) error {
 	var start Position
 	if pos == "" {
-		// A first start begins at the end of what is there now.
-		ino, size, err := stat(f.Path)
-		if err == nil {
-			start = Position{Inode: ino, Offset: size}
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("guard: %s: %w", f.Path, err)
+		var err error
+		if pos, err = f.End(); err != nil {
+			return err
 		}
-	} else if err := json.Unmarshal([]byte(pos), &start); err != nil {
+	}
+	if err := json.Unmarshal([]byte(pos), &start); err != nil {
 		return fmt.Errorf("guard: %s: saved position %q: %w", f.Path, pos, err)
 	}
 	t := &Tail{Path: f.Path, Poll: f.Poll}
@@ -260,11 +320,12 @@ var _ Source = File{}
 
 // Set is the edge's enforcer: bans held in memory, for web clients the
 // kernel cannot see (behind Cloudflare the kernel sees Cloudflare's
-// address). Lookups cost one map probe per prefix length in use.
+// address). Lookups cost one map probe per prefix length in use in the
+// client's address family.
 type Set struct {
 	mu      sync.RWMutex
 	entries map[netip.Prefix]time.Time // expiry; zero for until lifted
-	lengths map[int]int                // prefix length (in the 128-bit space) -> entries
+	lengths [2]map[int]int             // per family (0: IPv4, 1: IPv6): prefix length -> entries
 	now     func() time.Time
 }
 
@@ -273,12 +334,29 @@ func NewSet(now func() time.Time) *Set {
 	if now == nil {
 		now = time.Now
 	}
-	return &Set{entries: map[netip.Prefix]time.Time{}, lengths: map[int]int{}, now: now}
+	return &Set{entries: map[netip.Prefix]time.Time{}, lengths: [2]map[int]int{{}, {}}, now: now}
+}
+
+// familyOf is 0 for IPv4 (and IPv4-mapped), 1 for IPv6.
+func familyOf(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 0
+	}
+	return 1
+}
+
+// setKey writes p as the set keeps it: masked, IPv4-mapped as IPv4.
+func setKey(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // Ban implements Enforcer.
 func (s *Set) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
-	p = as16(p)
+	p = setKey(p)
 	var until time.Time
 	if d > 0 {
 		until = s.now().Add(d)
@@ -286,7 +364,7 @@ func (s *Set) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.entries[p]; !ok {
-		s.lengths[p.Bits()]++
+		s.lengths[familyOf(p.Addr())][p.Bits()]++
 	}
 	s.entries[p] = until
 	// Forget what has run out, now and then.
@@ -305,7 +383,7 @@ func (s *Set) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
 func (s *Set) Unban(_ context.Context, p netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.remove(as16(p))
+	s.remove(setKey(p))
 	return nil
 }
 
@@ -314,37 +392,27 @@ func (s *Set) remove(p netip.Prefix) {
 		return
 	}
 	delete(s.entries, p)
-	if s.lengths[p.Bits()]--; s.lengths[p.Bits()] == 0 {
-		delete(s.lengths, p.Bits())
+	l := s.lengths[familyOf(p.Addr())]
+	if l[p.Bits()]--; l[p.Bits()] == 0 {
+		delete(l, p.Bits())
 	}
 }
 
 // Banned reports whether a ban in force covers addr.
 func (s *Set) Banned(addr netip.Addr) bool {
-	a := netip.AddrFrom16(addr.As16())
+	addr = addr.Unmap().WithZone("")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if len(s.entries) == 0 {
 		return false
 	}
-	for bits := range s.lengths {
-		p, _ := a.Prefix(bits)
+	for bits := range s.lengths[familyOf(addr)] {
+		p, _ := addr.Prefix(bits)
 		if until, ok := s.entries[p]; ok && (until.IsZero() || s.now().Before(until)) {
 			return true
 		}
 	}
 	return false
-}
-
-// as16 writes p in the 128-bit space (IPv4 as ::ffff:a.b.c.d/96+n), so
-// that one map holds both families.
-func as16(p netip.Prefix) netip.Prefix {
-	p = p.Masked()
-	if p.Addr().Is4() {
-		q, _ := netip.AddrFrom16(p.Addr().As16()).Prefix(p.Bits() + 96)
-		return q
-	}
-	return p
 }
 
 var _ Enforcer = (*Set)(nil)
