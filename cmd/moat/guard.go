@@ -168,7 +168,9 @@ func newGuardIgnoreMe(g *globals) *cobra.Command {
 		Use:   "ignore-me",
 		Short: "Never ban the address you are connected from over SSH",
 		Long: `ignore-me adds the address of your SSH connection (from SSH_CONNECTION, also
-under sudo) to the ignore list, and lifts a ban of it if there is one.`,
+under sudo) to the ignore list, and lifts a ban of it if there is one. For
+an IPv6 address it adds its /64 (server.rate_limit.ipv6_prefix): the guard
+counts IPv6 per /64, and your devices change their addresses within it.`,
 		Example: "  moat guard ignore-me",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -120,8 +120,8 @@ func (s *Server) guardBan(w http.ResponseWriter, r *http.Request) {
 	}
 	d := DefaultManualBan
 	if req.For != "" {
-		if d, err = time.ParseDuration(req.For); err != nil || d < 0 {
-			s.fail(w, inputError{&config.FieldError{Field: "for", Value: req.For, Problem: "is not a duration", Fix: "write how long, like 1h or 7d as 168h, or 0 for until lifted"}})
+		if d, err = time.ParseDuration(req.For); err != nil || d < 0 || (d > 0 && d < time.Second) {
+			s.fail(w, inputError{&config.FieldError{Field: "for", Value: req.For, Problem: "is not a duration of 1s or more", Fix: "write how long, like 1h or 7d as 168h, or 0 for until lifted"}})
 			return
 		}
 	}
@@ -160,8 +160,11 @@ func (s *Server) guardUnban(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, err := g.Unban(r.Context(), p, actor(r.Context()).Who)
-	if errors.Is(err, guard.ErrNotBanned) {
+	switch {
+	case errors.Is(err, guard.ErrNotBanned):
 		err = notFound(err.Error())
+	case errors.Is(err, guard.ErrRefused):
+		err = inputError{err}
 	}
 	if err != nil {
 		s.fail(w, err)
@@ -229,6 +232,11 @@ func (s *Server) guardUnignore(w http.ResponseWriter, r *http.Request) {
 	s.update(w, r, func(st *config.State) error {
 		i := slices.Index(st.Guard.Ignore, p.String())
 		if i < 0 {
+			for _, have := range st.GuardIgnore() {
+				if have.Overlaps(p) {
+					return notFound(fmt.Sprintf("%s is not on the ignore list by itself: %s is; take that off: moat guard unignore %s", p, have, have))
+				}
+			}
 			return notFound(fmt.Sprintf("%s is not on the ignore list (moat guard list shows it)", p))
 		}
 		st.Guard.Ignore = slices.Delete(st.Guard.Ignore, i, i+1)

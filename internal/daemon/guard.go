@@ -121,21 +121,49 @@ func (k kernelBans) Ban(ctx context.Context, p netip.Prefix, d time.Duration) er
 	return nil
 }
 
-// Unban lifts p in the kernel; a ban that ran out there, or a table that
-// is not there (the firewall is off), is no error.
+// Unban lifts p in the kernel. A ban that ran out there, or no table to
+// hold it (the firewall is off, or nft cannot be run here at all), is no
+// error: the kernel holds nothing to lift. Only a delete that fails while
+// the table is there is.
 func (k kernelBans) Unban(ctx context.Context, p netip.Prefix) error {
 	err := k.m.Unban(ctx, p)
-	if err != nil && (strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "No such file")) {
+	if err == nil || strings.Contains(err.Error(), "does not exist") {
+		return nil
+	}
+	if active, aerr := k.m.Active(ctx); aerr != nil || !active {
 		return nil
 	}
 	return err
 }
 
-// BanAll puts bans in the kernel in one transaction, each with the time
-// it has left.
+// BanAll makes the kernel's ban sets hold bans, each with the time it has
+// left, in one transaction. Elements that overlap one of them (left from
+// a crash between replacing a ban and forgetting the old one) would make
+// nft refuse the whole transaction, so they are taken out first.
 func (k kernelBans) BanAll(ctx context.Context, bans []guard.Ban, now time.Time) error {
 	if active, err := k.m.Active(ctx); err == nil && !active {
 		return nil // the firewall is off: the edge holds them
+	}
+	held, err := k.m.Bans(ctx)
+	if err != nil {
+		return err
+	}
+	want := make(map[netip.Prefix]bool, len(bans))
+	for _, b := range bans {
+		want[b.Prefix] = true
+	}
+	for _, h := range held {
+		if want[h.Prefix] {
+			continue
+		}
+		for _, b := range bans {
+			if b.Prefix.Overlaps(h.Prefix) {
+				if err := k.m.Unban(ctx, h.Prefix); err != nil {
+					return err
+				}
+				break
+			}
+		}
 	}
 	fb := make([]firewall.Ban, 0, len(bans))
 	for _, b := range bans {

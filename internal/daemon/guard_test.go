@@ -349,3 +349,17 @@ func TestAppLoginFailuresBanAtTheEdge(t *testing.T) {
 		t.Errorf("ban %+v (%v)", b, ok)
 	}
 }
+
+// TestKernelBansWithoutNft: where nft cannot run (not installed, no
+// CAP_NET_ADMIN), the kernel holds no ban, so lifting one is no error:
+// the owner must be able to lift an edge ban there.
+func TestKernelBansWithoutNft(t *testing.T) {
+	k := kernelBans{firewall.NewManager(firewall.NFT{Path: "/nonexistent/nft"})}
+	ctx := context.Background()
+	if err := k.Unban(ctx, netip.MustParsePrefix("203.0.113.7/32")); err != nil {
+		t.Errorf("unban without nft: %v", err)
+	}
+	if err := k.Ban(ctx, netip.MustParsePrefix("203.0.113.7/32"), time.Minute); err == nil {
+		t.Error("a ban without nft reports success")
+	}
+}

@@ -244,8 +244,12 @@ func TestBans(t *testing.T) {
 	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.m.Ban(ctx, netip.MustParsePrefix(c1Addr+"/32"), 2*time.Second); err != nil {
-		t.Fatal(err)
+	// A ban of the same prefix again replaces the element and its
+	// timeout, whatever the kernel does with a re-added element.
+	for _, d := range []time.Duration{time.Hour, 0, 2 * time.Second} {
+		if err := l.m.Ban(ctx, netip.MustParsePrefix(c1Addr+"/32"), d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := l.m.Ban(ctx, netip.MustParsePrefix(c1Addr6+"/128"), time.Hour); err != nil {
 		t.Fatal(err)

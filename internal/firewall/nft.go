@@ -161,7 +161,8 @@ func (m *Manager) Ban(ctx context.Context, prefix netip.Prefix, d time.Duration)
 	return m.Load(ctx, []Ban{{Prefix: prefix, Expires: d}})
 }
 
-// Load adds many bans in one transaction.
+// Load adds many bans in one transaction, replacing any element of the
+// same prefix (and its timeout).
 func (m *Manager) Load(ctx context.Context, bans []Ban) error {
 	var b strings.Builder
 	for _, ban := range bans {
@@ -173,6 +174,12 @@ func (m *Manager) Load(ctx context.Context, bans []Ban) error {
 		if p.Addr().Is4() {
 			set = "ban4"
 		}
+		// An element that is there already keeps its old timeout on
+		// older kernels (and a re-add without one is ignored), so it is
+		// made sure of, taken out and added anew: add, delete, add, in
+		// the one transaction.
+		fmt.Fprintf(&b, "add element inet %s %s { %s }\n", Table, set, p)
+		fmt.Fprintf(&b, "delete element inet %s %s { %s }\n", Table, set, p)
 		fmt.Fprintf(&b, "add element inet %s %s { %s", Table, set, p)
 		if ban.Expires > 0 {
 			fmt.Fprintf(&b, " timeout %dms", max(ban.Expires.Milliseconds(), 1000))

@@ -33,15 +33,33 @@ type Ban struct {
 	At time.Time `json:"at"`
 	// Expires is when the ban ends; zero for a ban until it is lifted.
 	Expires time.Time `json:"expires,omitzero"`
+	// Ended is when a wider ban replaced this one: it is history then,
+	// never in force again.
+	Ended time.Time `json:"ended,omitzero"`
 }
 
-// Left is how long the ban has to run at now: 0 when it has run out, -1
-// for a ban until lifted.
+// Left is how long the ban has to run at now: 0 when it has run out (or
+// was replaced), -1 for a ban until lifted.
 func (b Ban) Left(now time.Time) time.Duration {
-	if b.Expires.IsZero() {
+	switch {
+	case !b.Ended.IsZero():
+		return 0
+	case b.Expires.IsZero():
 		return -1
 	}
 	return max(b.Expires.Sub(now), 0)
+}
+
+// end is when b stopped or stops holding, for its history: far ahead for
+// a ban until lifted.
+func (b Ban) end() time.Time {
+	switch {
+	case !b.Ended.IsZero():
+		return b.Ended
+	case b.Expires.IsZero():
+		return b.At.Add(100 * 365 * 24 * time.Hour)
+	}
+	return b.Expires
 }
 
 // Ledger keeps the bans and the sources' read positions across restarts
@@ -183,14 +201,14 @@ var mapped = netip.MustParsePrefix("::ffff:0:0/96")
 // none to another.
 func normalize(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
-		return p, fmt.Errorf("refusing to ban %s: not a prefix: %w", p, ErrRefused)
+		return p, fmt.Errorf("%s is not a prefix: %w", p, ErrRefused)
 	}
 	p = p.Masked()
 	switch {
 	case p.Addr().Is4In6() && p.Bits() >= 96:
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	case p.Addr().Is6() && p.Overlaps(mapped):
-		return p, fmt.Errorf("refusing to ban %s: it holds every IPv4-mapped address (%s); ban IPv4 as IPv4: %w", p, mapped, ErrRefused)
+		return p, fmt.Errorf("%s holds every IPv4-mapped address (%s); write IPv4 as IPv4: %w", p, mapped, ErrRefused)
 	}
 	return p, nil
 }
@@ -198,28 +216,47 @@ func normalize(p netip.Prefix) (netip.Prefix, error) {
 // Restore reads the bans the ledger kept: those still in force go back on
 // the list and into the edge's check (Reenforce puts them in the kernel,
 // once the firewall is up), and each banned address's history goes back
-// to its jail, so that its next ban is longer. Call it before Configure.
+// to its jail, so that its next ban is longer. A row that is not a ban
+// moat would make now (written before a fix, say) is dropped with a
+// warning; a ban inside a wider one in force is history only. Call it
+// before Configure.
 func (w *Warden) Restore(ctx context.Context) error {
 	if w.opts.Ledger == nil {
 		return nil
 	}
-	bans, err := w.opts.Ledger.Bans(ctx)
+	rows, err := w.opts.Ledger.Bans(ctx)
 	if err != nil {
 		return fmt.Errorf("guard: reading the bans: %w", err)
 	}
-	now := w.opts.Now()
+	// The widest first, so that a ban inside one in force is seen to be.
+	slices.SortFunc(rows, func(a, b Ban) int { return a.Prefix.Bits() - b.Prefix.Bits() })
 	w.change.Lock()
 	defer w.change.Unlock()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, b := range bans {
-		if old, ok := w.past[b.Prefix]; !ok || old.At.Before(b.At) {
-			w.past[b.Prefix] = b
+	now := w.opts.Now()
+	for _, b := range rows {
+		p, err := normalize(b.Prefix)
+		if err != nil || p != b.Prefix {
+			w.log.Warn("guard: dropping a kept ban moat would not make now", "prefix", b.Prefix, "err", err)
+			if derr := w.opts.Ledger.DeleteBan(ctx, b.Prefix); derr != nil {
+				return fmt.Errorf("guard: dropping the ban of %s: %w", b.Prefix, derr)
+			}
+			continue
 		}
-		if b.Left(now) != 0 {
-			w.bans[b.Prefix] = b
-			w.index.Ban(ctx, b.Prefix, max(b.Left(now), 0))
+		w.mu.Lock()
+		if old, ok := w.past[p]; !ok || old.At.Before(b.At) {
+			w.past[p] = b
 		}
+		inside := false
+		for q, x := range w.bans {
+			if q.Overlaps(p) && x.Left(now) != 0 {
+				inside = true
+			}
+		}
+		if b.Left(now) != 0 && !inside {
+			w.bans[p] = b
+			w.index.Ban(ctx, p, max(b.Left(now), 0))
+		}
+		w.mu.Unlock()
 	}
 	return nil
 }
@@ -237,17 +274,23 @@ type BulkEnforcer interface {
 func (w *Warden) Reenforce(ctx context.Context) {
 	w.change.Lock()
 	defer w.change.Unlock()
-	bans, now := w.List(), w.opts.Now()
+	now := w.opts.Now()
+	var bans []Ban
+	for _, b := range w.List() {
+		if b.Left(now) != 0 {
+			bans = append(bans, b)
+		}
+	}
 	if len(bans) == 0 {
 		return
 	}
 	for _, e := range w.opts.Enforcers {
 		if be, ok := e.(BulkEnforcer); ok {
-			if err := be.BanAll(ctx, bans, now); err == nil {
+			err := be.BanAll(ctx, bans, now)
+			if err == nil {
 				continue
-			} else {
-				w.log.Warn("guard: bans not put back in one go; one by one", "err", err)
 			}
+			w.log.Warn("guard: bans not put back in one go; one by one", "err", err)
 		}
 		for _, b := range bans {
 			if err := e.Ban(ctx, b.Prefix, max(b.Left(now), 0)); err != nil {
@@ -273,6 +316,9 @@ func (w *Warden) Ban(ctx context.Context, p netip.Prefix, d time.Duration, by, r
 	}
 	if why := w.spared(p); why != "" {
 		return Ban{}, fmt.Errorf("refusing to ban %s: %s: %w", p, why, ErrRefused)
+	}
+	if d < 0 || (d > 0 && d < time.Second) {
+		return Ban{}, fmt.Errorf("a ban of %s: the shortest ban is 1s (0 bans until lifted): %w", d, ErrRefused)
 	}
 	now := w.opts.Now()
 	if reason == "" {
@@ -409,10 +455,19 @@ func (w *Warden) lift(ctx context.Context, b Ban, forget bool) error {
 	w.index.Unban(ctx, b.Prefix)
 	w.mu.Lock()
 	delete(w.bans, b.Prefix)
+	var dets []*Detector
 	if forget {
 		delete(w.past, b.Prefix)
+		for _, j := range w.jails {
+			if j.det != nil {
+				dets = append(dets, j.det)
+			}
+		}
 	}
 	w.mu.Unlock()
+	for _, d := range dets {
+		d.Forget(b.Prefix)
+	}
 	return nil
 }
 
@@ -451,17 +506,33 @@ func (w *Warden) decide(ctx context.Context, d Decision) {
 // keep keeps and enforces b, and returns the ban in force. The kernel's
 // interval sets refuse overlapping elements, so a prefix inside a wider
 // ban is not added (ErrAlreadyBanned), and the bans inside b are replaced
-// by it, b then lasting as long as the longest of them. A ban of the same
-// prefix is replaced. The ledger comes first: a ban it cannot keep is
-// not put in force, and the bans it would replace stay.
+// by it, b then lasting as long as the longest of them; they stay in the
+// ledger as history. A ban of the same prefix is replaced. The ledger
+// comes first: a ban it cannot keep is not put in force, and the bans it
+// would replace stay.
 func (w *Warden) keep(ctx context.Context, b Ban) (Ban, error) {
 	ctx = context.WithoutCancel(ctx)
-	now := w.opts.Now()
 	w.change.Lock()
+	now := w.opts.Now()
+	// Checked again under the lock: Configure may have just put the
+	// address on the ignore list.
+	if why := w.spared(b.Prefix); why != "" {
+		w.change.Unlock()
+		return Ban{}, fmt.Errorf("refusing to ban %s: %s: %w", b.Prefix, why, ErrRefused)
+	}
+	if b.Left(now) == 0 {
+		w.change.Unlock()
+		return Ban{}, fmt.Errorf("the ban of %s has run out already: %w", b.Prefix, ErrRefused)
+	}
 	w.mu.Lock()
 	var covered []Ban
 	for p, old := range w.bans {
-		if !p.Overlaps(b.Prefix) || old.Left(now) == 0 {
+		if !p.Overlaps(b.Prefix) {
+			continue
+		}
+		// The same prefix is replaced even if it just ran out: the
+		// kernel may hold it a moment longer.
+		if old.Left(now) == 0 && p != b.Prefix {
 			continue
 		}
 		if p.Bits() < b.Prefix.Bits() {
@@ -480,15 +551,16 @@ func (w *Warden) keep(ctx context.Context, b Ban) (Ban, error) {
 			w.change.Unlock()
 			return Ban{}, fmt.Errorf("guard: keeping the ban of %s: %w", b.Prefix, err)
 		}
-		for _, old := range covered {
-			if old.Prefix != b.Prefix {
-				if err := w.opts.Ledger.DeleteBan(ctx, old.Prefix); err != nil {
-					w.log.Warn("guard: a replaced ban stays in the ledger", "prefix", old.Prefix, "err", err)
+	}
+	for i, old := range covered {
+		if old.Prefix != b.Prefix {
+			covered[i].Ended = now
+			if w.opts.Ledger != nil {
+				if err := w.opts.Ledger.SaveBan(ctx, covered[i]); err != nil {
+					w.log.Warn("guard: a replaced ban is not marked as such in the ledger", "prefix", old.Prefix, "err", err)
 				}
 			}
 		}
-	}
-	for _, old := range covered {
 		for _, e := range w.opts.Enforcers {
 			if err := e.Unban(ctx, old.Prefix); err != nil {
 				w.log.Warn("guard: a replaced ban stays in an enforcer", "prefix", old.Prefix, "err", err)
@@ -500,6 +572,9 @@ func (w *Warden) keep(ctx context.Context, b Ban) (Ban, error) {
 	w.mu.Lock()
 	for _, old := range covered {
 		delete(w.bans, old.Prefix)
+		if old.Prefix != b.Prefix {
+			w.past[old.Prefix] = old
+		}
 	}
 	w.bans[b.Prefix] = b
 	w.past[b.Prefix] = b
@@ -521,6 +596,9 @@ func outlasts(a, b Ban) bool {
 // (the firewall is off, say) does not stop the others; the ban stays
 // kept, and Reenforce puts it in when the firewall is back.
 func (w *Warden) enforce(ctx context.Context, b Ban, now time.Time) {
+	if b.Left(now) == 0 {
+		return // 0 would be until lifted to an enforcer
+	}
 	d := max(b.Left(now), 0)
 	w.index.Ban(ctx, b.Prefix, d)
 	for _, e := range w.opts.Enforcers {
@@ -537,7 +615,7 @@ func (w *Warden) remember(b Ban) {
 	j := w.jails[b.Jail]
 	w.mu.Unlock()
 	if j != nil && j.det != nil {
-		j.det.Remember(b.Prefix, b.Repeat+1, b.At)
+		j.det.Remember(b.Prefix, b.Repeat+1, b.end())
 	}
 }
 
@@ -571,7 +649,7 @@ func (w *Warden) storm(ctx context.Context, now time.Time) {
 	w.mu.Unlock()
 	if fire && w.opts.Storm != nil {
 		slices.SortFunc(bans, func(a, b Ban) int { return a.At.Compare(b.At) })
-		w.opts.Storm(ctx, bans)
+		go w.opts.Storm(context.WithoutCancel(ctx), bans)
 	}
 }
 
@@ -593,7 +671,7 @@ func (w *Warden) Expire(ctx context.Context) {
 	}
 	keep := w.keepHistory
 	for p, b := range w.past {
-		if b.Left(now) == 0 && now.Sub(b.Expires) >= keep {
+		if b.Left(now) == 0 && now.Sub(b.end()) >= keep {
 			done = append(done, p)
 			delete(w.past, p)
 		}

@@ -26,14 +26,21 @@ func newMemLedger() *memLedger {
 	return &memLedger{bans: map[netip.Prefix]Ban{}, positions: map[string]string{}}
 }
 
-func (l *memLedger) SaveBan(_ context.Context, b Ban) error {
+// SaveBan fails on a cancelled context, as a database would.
+func (l *memLedger) SaveBan(ctx context.Context, b Ban) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.bans[b.Prefix] = b
 	return nil
 }
 
-func (l *memLedger) DeleteBan(_ context.Context, p netip.Prefix) error {
+func (l *memLedger) DeleteBan(ctx context.Context, p netip.Prefix) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.bans, p)
@@ -121,12 +128,12 @@ type wardenTest struct {
 	kernel  *kernel
 	clock   *clock
 	records []string
-	storms  [][]Ban
+	storms  chan []Ban
 }
 
 func newWardenTest(t *testing.T) *wardenTest {
 	t.Helper()
-	wt := &wardenTest{ledger: newMemLedger(), kernel: &kernel{}, clock: &clock{t: time.Unix(1_800_000_000, 0)}}
+	wt := &wardenTest{ledger: newMemLedger(), kernel: &kernel{}, clock: &clock{t: time.Unix(1_800_000_000, 0)}, storms: make(chan []Ban, 10)}
 	wt.w = NewWarden(WardenOptions{
 		Ledger:    wt.ledger,
 		Enforcers: []Enforcer{wt.kernel},
@@ -135,7 +142,7 @@ func newWardenTest(t *testing.T) *wardenTest {
 		Record: func(_ context.Context, action string, b Ban) {
 			wt.records = append(wt.records, action+" "+b.Prefix.String())
 		},
-		Storm:       func(_ context.Context, bans []Ban) { wt.storms = append(wt.storms, bans) },
+		Storm:       func(_ context.Context, bans []Ban) { wt.storms <- bans },
 		StormPolicy: StormPolicy{Bans: 3, Within: time.Minute},
 	})
 	t.Cleanup(wt.w.Stop)
@@ -244,8 +251,21 @@ func TestWardenOverlaps(t *testing.T) {
 	if _, err := wt.w.Unban(ctx, pfx("203.0.113.0/24"), "root"); !errors.Is(err, ErrNotBanned) {
 		t.Errorf("second unban: %v", err)
 	}
-	if len(wt.kernel.set) != 1 || len(wt.ledger.bans) != 1 || wt.w.Banned(netip.MustParseAddr("203.0.113.1")) {
+	if len(wt.kernel.set) != 1 || wt.w.Banned(netip.MustParseAddr("203.0.113.1")) {
 		t.Error("an unban left something behind")
+	}
+	// What is left in the ledger: the ban of 198.51.100.0/24, and the three
+	// bans the /24s replaced, as history only.
+	inForce := 0
+	for _, b := range wt.ledger.bans {
+		if b.Left(wt.clock.now()) != 0 {
+			inForce++
+		} else if b.Ended.IsZero() {
+			t.Errorf("a kept ban neither in force nor ended: %+v", b)
+		}
+	}
+	if inForce != 1 || len(wt.ledger.bans) != 4 {
+		t.Errorf("ledger %+v: want one ban in force and three replaced", wt.ledger.bans)
 	}
 }
 
@@ -328,15 +348,25 @@ func TestWardenStorm(t *testing.T) {
 		}
 		wt.clock.add(time.Second)
 	}
-	if len(wt.storms) != 1 || len(wt.storms[0]) != 3 {
-		t.Fatalf("storms %v, want one of 3 bans", wt.storms)
+	select {
+	case bans := <-wt.storms:
+		if len(bans) != 3 {
+			t.Fatalf("a storm of %d bans, want 3", len(bans))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no storm was told")
+	}
+	if len(wt.storms) != 0 {
+		t.Fatal("a storm was told twice within a minute")
 	}
 	wt.clock.add(2 * time.Minute)
 	for i := range 3 {
 		wt.w.Ban(ctx, pfx(fmt.Sprintf("198.51.100.%d/32", i+1)), time.Hour, "root", "", nil)
 	}
-	if len(wt.storms) != 2 {
-		t.Errorf("a second storm a minute later was not told: %d", len(wt.storms))
+	select {
+	case <-wt.storms:
+	case <-time.After(5 * time.Second):
+		t.Error("a second storm a minute later was not told")
 	}
 }
 
@@ -624,5 +654,100 @@ func TestSetFamilies(t *testing.T) {
 	s.Ban(ctx, pfx("203.0.113.9/32"), time.Hour)
 	if len(s.entries) != 1 || !s.Banned(netip.MustParseAddr("203.0.113.9")) || s.Banned(netip.MustParseAddr("198.51.100.1")) {
 		t.Errorf("after the clean-up: %d entries", len(s.entries))
+	}
+}
+
+// bulkKernel is a kernel that takes bans at once too.
+type bulkKernel struct {
+	kernel
+	calls int
+}
+
+func (k *bulkKernel) BanAll(ctx context.Context, bans []Ban, now time.Time) error {
+	k.mu.Lock()
+	k.calls++
+	k.mu.Unlock()
+	for _, b := range bans {
+		if err := k.Ban(ctx, b.Prefix, max(b.Left(now), 0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestWardenRestoreAndReenforce: rows moat would not make now are dropped,
+// a ban inside a wider one is history only, and the kernel gets what is in
+// force in one go, never a ban that ran out (which would be one until
+// lifted to it).
+func TestWardenRestoreAndReenforce(t *testing.T) {
+	ledger, k := newMemLedger(), &bulkKernel{}
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	w := NewWarden(WardenOptions{Ledger: ledger, Enforcers: []Enforcer{k}, Now: c.now, Logger: slog.New(slog.DiscardHandler)})
+	now := c.now()
+	for _, b := range []Ban{
+		{Prefix: pfx("::ffff:192.0.2.10/128"), At: now, Expires: now.Add(time.Hour)},
+		{Prefix: pfx("::fffe:0:0/95"), At: now, Expires: now.Add(time.Hour)},
+		{Prefix: pfx("203.0.113.0/24"), At: now, Expires: now.Add(time.Hour)},
+		{Prefix: pfx("203.0.113.7/32"), At: now, Expires: now.Add(time.Hour)},
+		{Prefix: pfx("198.51.100.7/32"), At: now, Expires: now.Add(time.Hour), Ended: now},
+		{Prefix: pfx("198.51.100.8/32"), At: now.Add(-time.Hour), Expires: now.Add(time.Millisecond)},
+	} {
+		ledger.bans[b.Prefix] = b
+	}
+	if err := w.Restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ledger.bans[pfx("::ffff:192.0.2.10/128")]; ok {
+		t.Error("a mapped row was kept")
+	}
+	if _, ok := ledger.bans[pfx("::fffe:0:0/95")]; ok {
+		t.Error("a row around the mapped space was kept")
+	}
+	got := w.List()
+	if len(got) != 2 {
+		t.Fatalf("in force after Restore: %+v, want the /24 and 198.51.100.8", got)
+	}
+	c.add(time.Second) // 198.51.100.8 runs out between List and the kernel
+	w.Reenforce(context.Background())
+	if k.calls != 1 || len(k.set) != 1 || k.set[pfx("203.0.113.0/24")] != time.Hour-time.Second {
+		t.Errorf("the kernel got %v in %d calls, want the /24 alone, in one", k.set, k.calls)
+	}
+}
+
+// TestWardenForgivesAndRemembers: a ban lifted by hand is forgiven (the
+// next one is not longer); a ban of the longest length is still
+// remembered when it ends.
+func TestWardenForgivesAndRemembers(t *testing.T) {
+	wt := newWardenTest(t)
+	ctx := context.Background()
+	policy := Policy{MaxRetry: 1, FindTime: time.Minute, BanTime: 10 * time.Minute, MaxBanTime: 20 * time.Minute}
+	wt.w.Configure(ctx, []JailSpec{{Name: "sshd", Policy: policy}}, nil)
+	addr := netip.MustParseAddr("203.0.113.7")
+	length := func() time.Duration {
+		t.Helper()
+		wt.w.Fail(ctx, "sshd", addr, "x")
+		b := wt.w.List()
+		if len(b) != 1 {
+			t.Fatalf("bans %+v", b)
+		}
+		return b[0].Expires.Sub(b[0].At)
+	}
+	if d := length(); d != 10*time.Minute {
+		t.Fatalf("first ban %s", d)
+	}
+	if _, err := wt.w.Unban(ctx, pfx("203.0.113.7/32"), "root"); err != nil {
+		t.Fatal(err)
+	}
+	if d := length(); d != 10*time.Minute {
+		t.Errorf("after an unban by hand, the next ban lasts %s, want 10m (forgiven)", d)
+	}
+	var got []time.Duration
+	for range 3 {
+		wt.clock.add(25 * time.Minute) // past the ban, and past the detector's window
+		wt.w.Expire(ctx)
+		got = append(got, length())
+	}
+	if !slices.Equal(got, []time.Duration{20 * time.Minute, 20 * time.Minute, 20 * time.Minute}) {
+		t.Errorf("repeat bans %v, want 20m each: a ban of the longest length is still remembered when it ends", got)
 	}
 }

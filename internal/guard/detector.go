@@ -97,7 +97,7 @@ const none = math.MinInt64
 type history struct {
 	earlier []failure // the attempts before the latest, oldest first
 	bans    int       // bans so far
-	lastBan int64     // when the last one was decided (unix ns)
+	lastBan int64     // when the last one ends (unix ns): history is kept MaxBanTime after
 }
 
 // failure is one attempt held as evidence: when, and its line.
@@ -214,7 +214,7 @@ func observe[K, C comparable](d *Detector, f *family[K, C], k K, c C, port uint1
 	}
 	dec := Decision{Prefix: p, Duration: dur, Jail: d.jail, Failures: n, Evidence: r.lines(n), Repeat: h.bans}
 	h.bans++
-	h.lastBan = t
+	h.lastBan = t + int64(dur)
 	h.earlier = nil
 	r.at, r.line = none, ""
 	f.records[k] = r
