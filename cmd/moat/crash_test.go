@@ -39,8 +39,8 @@ type daemonProc struct {
 func startDaemon(t *testing.T, bin, dataDir, socket string) *daemonProc {
 	t.Helper()
 	p := &daemonProc{done: make(chan struct{})}
-	// Never the host's firewall: no test may change it.
-	p.cmd = exec.Command(bin, "serve", "--data-dir", dataDir, "--socket", socket, "--log-level", "warn", "--firewall=false")
+	// Never the host's firewall or sshd: no test may change them.
+	p.cmd = exec.Command(bin, "serve", "--data-dir", dataDir, "--socket", socket, "--log-level", "warn", "--firewall=false", "--ssh=false")
 	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	// Dies with the test process too, should that be killed.

@@ -11,10 +11,11 @@ import (
 
 	"moat/internal/daemon"
 	"moat/internal/firewall"
+	"moat/internal/sshd"
 )
 
 func newServe(g *globals) *cobra.Command {
-	var demo, manageFirewall bool
+	var demo, manageFirewall, manageSSH bool
 	var httpsAddr, httpAddr, logLevel string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -47,6 +48,9 @@ certificates from a local CA it creates, and prints how to trust that CA.`,
 			if manageFirewall && !demo {
 				opts.Firewall = firewall.NewManager(firewall.NFT{})
 			}
+			if manageSSH && !demo {
+				opts.SSH = &sshd.Manager{Paths: sshd.DefaultPaths()}
+			}
 			if demo {
 				dm := &daemon.Demo{HTTPSAddr: httpsAddr, HTTPAddr: httpAddr}
 				opts.Demo = dm
@@ -66,6 +70,7 @@ certificates from a local CA it creates, and prints how to trust that CA.`,
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "with --demo: the HTTP address (redirects to HTTPS)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().BoolVar(&manageFirewall, "firewall", true, "put the stored firewall rules in force with nftables (never with --demo)")
+	cmd.Flags().BoolVar(&manageSSH, "ssh", true, "put the keys of moat ssh keys where sshd reads them (never with --demo)")
 	return cmd
 }
 

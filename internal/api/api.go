@@ -91,6 +91,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/activity", s.activity)
 	s.firewallRoutes(mux)
 	s.guardRoutes(mux)
+	s.sshRoutes(mux)
 	return mux
 }
 
@@ -219,6 +220,16 @@ type ChangeResponse struct {
 // store and the runtime, in that order, so that a refused change leaves
 // everything as it was.
 func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.State) error) {
+	out, err := s.change(r, fn)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// change is update's work: fn's change stored, checked and applied.
+func (s *Server) change(r *http.Request, fn func(*config.State) error) (ChangeResponse, error) {
 	ctx := r.Context()
 	dry := r.URL.Query().Get("dry_run") == "true"
 	var next config.State
@@ -239,8 +250,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.
 		return nil
 	})
 	if err != nil {
-		s.fail(w, err)
-		return
+		return ChangeResponse{}, err
 	}
 	out := ChangeResponse{Plan: res.Plan, Revision: res.Revision, DryRun: dry}
 	if !dry && s.Runtime != nil {
@@ -251,7 +261,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.
 			out.Warning = "stored, but the running daemon could not apply it: " + err.Error()
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // apply hands the state of revision rev to the runtime, unless a newer

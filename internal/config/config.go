@@ -31,6 +31,8 @@ type State struct {
 	Firewall Firewall `yaml:"firewall,omitempty" json:"firewall,omitempty"`
 	// Guard is the brute-force guard: which logs are read, what bans.
 	Guard Guard `yaml:"guard,omitempty" json:"guard,omitempty"`
+	// SSH is what moat manages of OpenSSH: keys by title.
+	SSH SSH `yaml:"ssh,omitempty" json:"ssh,omitempty"`
 }
 
 // Server holds the settings that are not about one app.
@@ -190,6 +192,7 @@ func (s State) Clone() State {
 	c.Server.RateLimit = s.Server.RateLimit.clone()
 	c.Firewall = s.Firewall.clone()
 	c.Guard = s.Guard.clone()
+	c.SSH = s.SSH.clone()
 	c.Apps = make([]App, len(s.Apps))
 	for i, a := range s.Apps {
 		c.Apps[i] = a.Clone()

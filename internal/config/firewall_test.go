@@ -22,18 +22,7 @@ func TestFirewallValidate(t *testing.T) {
 		{"range covers", []FirewallRule{{Port: "8080/tcp", From: []string{"203.0.113.0/24"}}, {Port: "8000-8100/tcp"}}, []wantErr{{"firewall.rules[0]", "8080/tcp from 203.0.113.0/24", "firewall.rules[1] (8000-8100/tcp)", "remove one of the two"}}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := State{Firewall: Firewall{Rules: tt.rules}}
-			s.Normalize()
-			err := s.Validate()
-			if tt.want == nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			checkErrors(t, err, tt.want)
-		})
+		t.Run(tt.name, func(t *testing.T) { checkValid(t, State{Firewall: Firewall{Rules: tt.rules}}, tt.want) })
 	}
 }
 

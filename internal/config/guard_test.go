@@ -42,18 +42,7 @@ func TestGuardValidate(t *testing.T) {
 		{"max below ban", Guard{Jails: []Jail{{Name: "sshd", BanTime: "2h", MaxBanTime: "1h"}}}, []wantErr{{"guard.jails[0].max_ban_time", "1h", "shorter than ban_time 2h", "make max_ban_time at least ban_time, or leave it out"}}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := State{Guard: tt.guard}
-			s.Normalize()
-			err := s.Validate()
-			if tt.want == nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			checkErrors(t, err, tt.want)
-		})
+		t.Run(tt.name, func(t *testing.T) { checkValid(t, State{Guard: tt.guard}, tt.want) })
 	}
 }
 

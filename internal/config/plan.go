@@ -41,6 +41,9 @@ func Diff(from, to State) Plan {
 	if f := diffFields(flatten(from.Firewall), flatten(to.Firewall)); len(f) > 0 {
 		p = append(p, Step{Op: Change, Object: "firewall", Fields: f, Before: mustJSON(from.Firewall), After: mustJSON(to.Firewall)})
 	}
+	if f := diffFields(flatten(from.SSH), flatten(to.SSH)); len(f) > 0 {
+		p = append(p, Step{Op: Change, Object: "ssh", Fields: f, Before: mustJSON(from.SSH), After: mustJSON(to.SSH)})
+	}
 	if f := diffFields(flatten(from.Guard), flatten(to.Guard)); len(f) > 0 {
 		p = append(p, Step{Op: Change, Object: "guard", Fields: f, Before: mustJSON(from.Guard), After: mustJSON(to.Guard)})
 	}

@@ -47,6 +47,7 @@ func (s *State) normalizeValues() {
 	s.Server.Domain = normalHost(s.Server.Domain)
 	s.normalizeFirewall()
 	s.normalizeGuard()
+	s.normalizeSSH()
 	for i := range s.Apps {
 		a := &s.Apps[i]
 		for j, d := range a.Domains {
@@ -227,6 +228,7 @@ func (s *State) Validate() error {
 	}
 	s.validateFirewall(add)
 	s.validateGuard(add)
+	s.validateSSH(add)
 	return errors.Join(errs...)
 }
 

@@ -57,6 +57,21 @@ func checkErrors(t *testing.T, err error, want []wantErr) {
 	}
 }
 
+// checkValid normalizes and validates s: it must pass when want is nil,
+// and fail with exactly want otherwise.
+func checkValid(t *testing.T, s State, want []wantErr) {
+	t.Helper()
+	s.Normalize()
+	err := s.Validate()
+	if want == nil {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	checkErrors(t, err, want)
+}
+
 func TestValidateGood(t *testing.T) {
 	tests := []struct {
 		name string

@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 
@@ -34,6 +35,7 @@ import (
 	"moat/internal/config"
 	"moat/internal/edge"
 	"moat/internal/notify"
+	"moat/internal/sshd"
 	"moat/internal/store"
 )
 
@@ -66,6 +68,9 @@ type Options struct {
 	// Journal is how the guard reads the systemd journal, for jails whose
 	// log is "journal"; journalctl on the whole journal when nil.
 	Journal *guard.Journal
+	// SSH, when set, puts the keys of moat ssh keys where sshd reads
+	// them. nil leaves sshd alone (the demo, most tests).
+	SSH *sshd.Manager
 }
 
 // Info tells where a started daemon listens.
@@ -195,7 +200,11 @@ func Run(ctx context.Context, opts Options) error {
 		Metrics:   edge.NewMetrics(reg),
 	})
 	if err := d.Apply(ctx, state); err != nil {
-		return err
+		var se sshError
+		if !errors.As(err, &se) {
+			return err
+		}
+		d.log.Error("the SSH keys are not in place", "err", err)
 	}
 	defer d.stopListening()
 	d.startFirewall(ctx, st, state)
@@ -288,7 +297,27 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	d.notifier = notifierFor(s.Server, d.log)
 	d.mu.Unlock()
 	d.configureGuard(s)
-	return d.certs.Sync(ctx, s.Server, s.Domains())
+	if err := d.certs.Sync(ctx, s.Server, s.Domains()); err != nil {
+		return err
+	}
+	return d.syncSSH(ctx, s)
+}
+
+// sshError is a failure to put the SSH keys in place: the rest of a
+// change is applied, and the daemon starts with it.
+type sshError struct{ error }
+
+func (e sshError) Unwrap() error { return e.error }
+
+// syncSSH puts the state's SSH keys where sshd reads them.
+func (d *Daemon) syncSSH(ctx context.Context, s config.State) error {
+	if d.opts.SSH == nil {
+		return nil
+	}
+	if err := d.opts.SSH.SyncKeys(ctx, s.SSHUserKeys()); err != nil {
+		return sshError{err}
+	}
+	return nil
 }
 
 func notifierFor(s config.Server, log *slog.Logger) notify.Notifier {

@@ -22,6 +22,7 @@ import (
 	"moat/internal/certs"
 	"moat/internal/config"
 	"moat/internal/firewall"
+	"moat/internal/sshd"
 	"moat/internal/store"
 	"moat/internal/testenv"
 )
@@ -47,6 +48,7 @@ type env struct {
 	renewCheck time.Duration
 	challenges []string
 	firewall   *firewall.Manager
+	ssh        *sshd.Manager
 	sessions   func(port uint16) []netip.Addr // SSH sessions as the daemon sees them; none by default
 }
 
@@ -64,6 +66,7 @@ func withValidity(d time.Duration) envOption     { return func(e *env) { e.valid
 func withChallenges(c ...string) envOption       { return func(e *env) { e.challenges = c } }
 func withRenewCheck(d time.Duration) envOption   { return func(e *env) { e.renewCheck = d } }
 func withFirewall(m *firewall.Manager) envOption { return func(e *env) { e.firewall = m } }
+func withSSH(m *sshd.Manager) envOption          { return func(e *env) { e.ssh = m } }
 
 // loopbackOnly is the probe's dialer in tests: the DNS pre-check's HTTP
 // probe may reach the test's own addresses and nothing beyond.
@@ -151,6 +154,7 @@ func (e *env) start() {
 			},
 			AccessLog: &e.accessLog,
 			Firewall:  e.firewall,
+			SSH:       e.ssh,
 			Sessions:  e.sessions,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()

@@ -105,4 +105,13 @@ CREATE TABLE guard_positions (
 	position TEXT NOT NULL
 ) STRICT;
 `,
+	// 5: what moat manages of OpenSSH.
+	`
+-- SSH: one row, config.SSH as JSON (the keys moat manages, by title).
+CREATE TABLE ssh (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	desired TEXT NOT NULL CHECK (json_valid(desired))
+) STRICT;
+INSERT INTO ssh (id, desired) VALUES (1, '{}');
+`,
 }

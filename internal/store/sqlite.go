@@ -525,6 +525,13 @@ func readState(ctx context.Context, q querier) (config.State, int64, error) {
 	if err := json.Unmarshal([]byte(gd), &st.Guard); err != nil {
 		return st, 0, fmt.Errorf("guard: %w", err)
 	}
+	var sd string
+	if err := q.QueryRowContext(ctx, "SELECT desired FROM ssh WHERE id = 1").Scan(&sd); err != nil {
+		return st, 0, fmt.Errorf("ssh: %w", err)
+	}
+	if err := json.Unmarshal([]byte(sd), &st.SSH); err != nil {
+		return st, 0, fmt.Errorf("ssh: %w", err)
+	}
 	rows, err := q.QueryContext(ctx, "SELECT name, spec FROM apps ORDER BY name")
 	if err != nil {
 		return st, 0, fmt.Errorf("apps: %w", err)
@@ -587,6 +594,14 @@ func writeState(ctx context.Context, tx *sql.Tx, next config.State, plan config.
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE guard SET desired = ? WHERE id = 1", string(desired)); err != nil {
 				return fmt.Errorf("guard: %w", err)
+			}
+		case "ssh":
+			desired, err := json.Marshal(next.SSH)
+			if err != nil {
+				return fmt.Errorf("ssh: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE ssh SET desired = ? WHERE id = 1", string(desired)); err != nil {
+				return fmt.Errorf("ssh: %w", err)
 			}
 		case "app":
 			as := appStep{op: step.Op}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +31,7 @@ type SSHD struct {
 	Config, Log string
 	Port        int
 	cmd         *exec.Cmd
+	bin         string
 }
 
 // SSHDOptions set up a test's sshd.
@@ -47,6 +49,9 @@ type SSHDOptions struct {
 	// Syslog sends sshd's lines to syslog (and so to journald where it
 	// runs) instead of a file.
 	Syslog bool
+	// Include, when set, is a glob of drop-ins read first, as Debian's
+	// sshd_config reads /etc/ssh/sshd_config.d/*.conf.
+	Include string
 }
 
 // sshdPath finds sshd: where test-deps.sh unpacks it, or installed.
@@ -85,7 +90,7 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	s := &SSHD{Dir: t.TempDir(), Port: o.Port}
+	s := &SSHD{Dir: t.TempDir(), Port: o.Port, bin: bin}
 	if s.Port == 0 {
 		s.Port = FreePorts(t, 1)[0]
 	}
@@ -98,13 +103,17 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("testenv: ssh-keygen: %v: %s", err, out)
 	}
-	conf := []string{
-		"Port " + strconv.Itoa(s.Port),
-		"HostKey " + key,
+	var conf []string
+	if o.Include != "" {
+		conf = append(conf, "Include "+o.Include)
+	}
+	conf = append(conf,
+		"Port "+strconv.Itoa(s.Port),
+		"HostKey "+key,
 		"PidFile none",
 		"UsePAM no",
 		"LogLevel INFO",
-	}
+	)
 	conf = append(conf, o.Config...)
 	if err := os.WriteFile(s.Config, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -162,6 +171,64 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	}
 }
 
+// Binary is the sshd this test runs.
+func (s *SSHD) Binary() string { return s.bin }
+
+// Reload has sshd read its configuration again (SIGHUP), as systemctl
+// reload ssh does, and waits until it listens again: sshd restarts
+// itself, and for a moment nothing listens.
+func (s *SSHD) Reload(ctx context.Context) error {
+	listening := func() int {
+		b, _ := os.ReadFile(s.Log)
+		return bytes.Count(b, []byte("Server listening on "))
+	}
+	before := listening()
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return err
+	}
+	if s.Log == "" {
+		time.Sleep(500 * time.Millisecond) // no log to watch
+		return nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); listening() <= before; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testenv: sshd did not listen again within 10s of SIGHUP")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// SSHKey tries a key login as user at addr:port from ns (nil: the test's
+// own namespace) with the private key in keyFile, and returns ssh's error
+// (nil when the login worked and ran true).
+func SSHKey(ns *Netns, addr string, port int, user, keyFile string) error {
+	return runSSH(ns, nil, "-i", keyFile, "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey",
+		"-o", "BatchMode=yes", "-p", strconv.Itoa(port), user+"@"+addr, "true")
+}
+
+// runSSH runs the ssh client with the options every test wants.
+func runSSH(ns *Netns, env []string, args ...string) error {
+	all := append([]string{"ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3"}, args...)
+	if ns != nil {
+		all = append([]string{"ip", "netns", "exec", ns.Name}, all...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, all[0], all[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
 // SSHPassword tries a password login as user at addr:port from ns (nil:
 // the test's own namespace) with the given password, and returns ssh's
 // error (nil when the login worked and ran true).
@@ -175,26 +242,47 @@ func SSHPassword(ns *Netns, addr string, port int, user, password string) error 
 	if err := os.WriteFile(askpass, []byte("#!/bin/sh\nprintf '%s\\n' "+shellQuote(password)+"\n"), 0o700); err != nil {
 		return err
 	}
-	args := []string{"ssh", "-F", "/dev/null", "-p", strconv.Itoa(port),
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		"-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
-		"-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=3",
-		user + "@" + addr, "true"}
-	if ns != nil {
-		args = append([]string{"ip", "netns", "exec", ns.Name}, args...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=none")
-	cmd.Stdin = nil
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ssh %s@%s: %w: %s", user, addr, err, bytes.TrimSpace(out))
-	}
-	return nil
+	return runSSH(ns, []string{"SSH_ASKPASS=" + askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=none"},
+		"-p", strconv.Itoa(port), "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
+		"-o", "NumberOfPasswordPrompts=1", user+"@"+addr, "true")
 }
 
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// privateRoot holds the directories of PrivateDir: on /run, which root
+// owns and nobody else may write, unlike /tmp.
+const privateRoot = "/run/moat-test"
+
+// PrivateDir is a directory for the test that only root can write, nor
+// any directory above it, as sshd's StrictModes demands of a key file
+// outside a home directory (t.TempDir is under /tmp, which everyone may
+// write). It is removed when the test ends, and those of crashed test
+// processes when the next one makes its first.
+func PrivateDir(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("testenv: a directory only root can write needs root; running as uid %d", os.Geteuid())
+	}
+	if err := os.MkdirAll(privateRoot, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if entries, err := os.ReadDir(privateRoot); err == nil {
+		for _, e := range entries {
+			pid, _, _ := strings.Cut(e.Name(), "-")
+			if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() && syscall.Kill(n, 0) == syscall.ESRCH {
+				os.RemoveAll(filepath.Join(privateRoot, e.Name()))
+			}
+		}
+	}
+	dir, err := os.MkdirTemp(privateRoot, strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"moat/internal/api"
+	"moat/internal/sshd"
+	"moat/internal/testenv"
+)
+
+// sshLab is a real sshd that includes a drop-in directory, and moat's
+// manager of it, with the keys in a directory only root can write (as
+// StrictModes demands).
+type sshLab struct {
+	sshd *testenv.SSHD
+	m    *sshd.Manager
+	dir  string
+}
+
+func newSSHLab(t *testing.T) *sshLab {
+	t.Helper()
+	dir := testenv.PrivateDir(t)
+	dropIns := filepath.Join(dir, "sshd_config.d")
+	if err := os.Mkdir(dropIns, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Config: []string{"ListenAddress 127.0.0.1", "PasswordAuthentication yes"}})
+	m := &sshd.Manager{
+		Paths:  sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys")},
+		Reload: s.Reload,
+	}
+	return &sshLab{sshd: s, m: m, dir: dir}
+}
+
+// keyPair makes an ed25519 key pair for a client; it returns the private
+// key's file and the public key's line.
+func keyPair(t *testing.T, dir, name string) (string, string) {
+	t.Helper()
+	priv := filepath.Join(dir, name)
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", priv).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err := os.ReadFile(priv + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, strings.TrimSpace(string(pub))
+}
+
+// TestSSHKeysLogIn: a key added through moat logs in with a real ssh
+// client against a real sshd; removed (with the confirmation), it is
+// refused. The user's own authorized_keys is not written.
+func TestSSHKeysLogIn(t *testing.T) {
+	l := newSSHLab(t)
+	e := startEnv(t, withSSH(l.m))
+	ctx := context.Background()
+	priv, pub := keyPair(t, t.TempDir(), "laptop")
+	login := func() error { return testenv.SSHKey(nil, "127.0.0.1", l.sshd.Port, "root", priv) }
+	if err := login(); err == nil {
+		t.Fatal("the key logs in before it was added")
+	}
+	own, _ := os.Stat("/root/.ssh/authorized_keys")
+
+	var res api.AddKeyResponse
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/keys", api.AddKeyRequest{Title: "laptop", Key: pub}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Warning != "" || res.Key.Type != "ssh-ed25519" || res.Key.SSHKey.User != "root" {
+		t.Fatalf("added: %+v", res)
+	}
+	if err := login(); err != nil {
+		t.Fatalf("the added key does not log in: %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(l.dir, "keys", "root"))
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("moat's key file: %v, %v; want mode 0644", fi, err)
+	}
+	if now, _ := os.Stat("/root/.ssh/authorized_keys"); (own == nil) != (now == nil) || (own != nil && !own.ModTime().Equal(now.ModTime())) {
+		t.Error("root's own authorized_keys was written")
+	}
+	var keys []api.SSHKey
+	if err := e.client.Do(ctx, "GET", "/v1/ssh/keys", nil, &keys); err != nil || len(keys) != 1 || keys[0].Title != "laptop" || !strings.HasPrefix(keys[0].Fingerprint, "SHA256:") || keys[0].AddedBy == "" {
+		t.Errorf("list: %+v, %v", keys, err)
+	}
+
+	// Removing needs the confirmation.
+	err = e.client.Do(ctx, "DELETE", "/v1/ssh/keys?key=laptop", nil, nil)
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(err.Error(), "confirm") {
+		t.Errorf("remove without confirm: %v", err)
+	}
+	if err := login(); err != nil {
+		t.Fatalf("a refused remove cut the key off: %v", err)
+	}
+	if err := e.client.Do(ctx, "DELETE", "/v1/ssh/keys?confirm=true&key="+keys[0].Fingerprint, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(); err == nil {
+		t.Error("the removed key still logs in")
+	}
+}
