@@ -33,6 +33,9 @@ type Paths struct {
 	// user. It and its parents must be owned by root and writable by
 	// nobody else, or sshd's StrictModes ignores the files.
 	KeysDir string
+	// Passwd and Shadow are the account files, for who can log in and
+	// who has a password; /etc/passwd and /etc/shadow when empty.
+	Passwd, Shadow string
 }
 
 // DefaultPaths are those of Debian's and Ubuntu's OpenSSH, and moat's own.
@@ -63,6 +66,8 @@ type Manager struct {
 	// Reload has the running sshd read its configuration again;
 	// systemctl reload ssh (or sshd) by default.
 	Reload func(ctx context.Context) error
+
+	harden hardening
 }
 
 var userName = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)

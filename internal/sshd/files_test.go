@@ -20,15 +20,21 @@ type lab struct {
 
 func newLab(t *testing.T, config ...string) *lab {
 	t.Helper()
+	return newLabUsers(t, nil, config...)
+}
+
+// newLabUsers is newLab with accounts that only the test's sshd sees.
+func newLabUsers(t *testing.T, users []testenv.User, config ...string) *lab {
+	t.Helper()
 	dir := testenv.PrivateDir(t)
 	dropIns := filepath.Join(dir, "sshd_config.d")
 	if err := os.Mkdir(dropIns, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Config: append([]string{"ListenAddress 127.0.0.1"}, config...)})
+	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Users: users, Config: append([]string{"ListenAddress 127.0.0.1"}, config...)})
 	l := &lab{sshd: s}
 	l.m = &Manager{
-		Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys")},
+		Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow},
 		Reload: func(ctx context.Context) error {
 			l.reloads++
 			return s.Reload(ctx)

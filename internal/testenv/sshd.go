@@ -30,8 +30,11 @@ type SSHD struct {
 	// Config is the sshd_config file; Log is where sshd writes (-E).
 	Config, Log string
 	Port        int
-	cmd         *exec.Cmd
-	bin         string
+	// Passwd and Shadow are the account files sshd sees (the machine's
+	// unless Users were given).
+	Passwd, Shadow string
+	cmd            *exec.Cmd
+	bin            string
 }
 
 // SSHDOptions set up a test's sshd.
@@ -52,6 +55,16 @@ type SSHDOptions struct {
 	// Include, when set, is a glob of drop-ins read first, as Debian's
 	// sshd_config reads /etc/ssh/sshd_config.d/*.conf.
 	Include string
+	// Users are accounts that sshd (and only sshd) sees, with their
+	// passwords: it runs in a mount namespace of its own where copies of
+	// /etc/passwd, /etc/shadow and /etc/group that hold them are mounted
+	// over the machine's. A user named root sets root's password there.
+	Users []User
+}
+
+// User is an account of a test's sshd.
+type User struct {
+	Name, Password string
 }
 
 // sshdPath finds sshd: where test-deps.sh unpacks it, or installed.
@@ -124,6 +137,11 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	} else {
 		args = append(args, "-E", s.Log)
 	}
+	s.Passwd, s.Shadow = "/etc/passwd", "/etc/shadow"
+	if len(o.Users) > 0 {
+		mounts := s.accounts(t, o.Users)
+		args = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts + ` && exec "$@"`, "sh"}, args...)
+	}
 	if o.Netns != nil {
 		args = append([]string{"ip", "netns", "exec", o.Netns.Name}, args...)
 	}
@@ -169,6 +187,83 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// accounts writes copies of the account files holding users, and returns
+// the shell commands that mount them over the machine's.
+func (s *SSHD) accounts(t testing.TB, users []User) string {
+	t.Helper()
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		return string(b)
+	}
+	passwd, shadow, group := read("/etc/passwd"), read("/etc/shadow"), read("/etc/group")
+	hash := func(pw string) string {
+		if pw == "" {
+			return "!"
+		}
+		out, err := exec.Command("openssl", "passwd", "-6", pw).Output()
+		if err != nil {
+			t.Fatalf("testenv: openssl passwd: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for i, u := range users {
+		if u.Name == "root" {
+			// root's home too is the test's, so that the machine's
+			// /root/.ssh/authorized_keys plays no part.
+			home := filepath.Join(s.Dir, "home", "root")
+			if err := os.MkdirAll(home, 0o700); err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			var pl []string
+			for l := range strings.Lines(passwd) {
+				if strings.HasPrefix(l, "root:") {
+					f := strings.Split(strings.TrimRight(l, "\n"), ":")
+					f[5] = home
+					l = strings.Join(f, ":") + "\n"
+				}
+				pl = append(pl, l)
+			}
+			passwd = strings.Join(pl, "")
+			var lines []string
+			for l := range strings.Lines(shadow) {
+				if strings.HasPrefix(l, "root:") {
+					f := strings.Split(strings.TrimRight(l, "\n"), ":")
+					f[1] = hash(u.Password)
+					l = strings.Join(f, ":") + "\n"
+				}
+				lines = append(lines, l)
+			}
+			shadow = strings.Join(lines, "")
+			continue
+		}
+		id := 4200 + i
+		home := filepath.Join(s.Dir, "home", u.Name)
+		if err := os.MkdirAll(home, 0o755); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		if err := os.Chown(home, id, id); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		passwd += fmt.Sprintf("%s:x:%d:%d::%s:/bin/sh\n", u.Name, id, id, home)
+		group += fmt.Sprintf("%s:x:%d:\n", u.Name, id)
+		shadow += fmt.Sprintf("%s:%s:19000:0:99999:7:::\n", u.Name, hash(u.Password))
+	}
+	var mounts []string
+	for _, f := range []struct{ name, content, over string }{{"passwd", passwd, "/etc/passwd"}, {"shadow", shadow, "/etc/shadow"}, {"group", group, "/etc/group"}} {
+		p := filepath.Join(s.Dir, f.name)
+		if err := os.WriteFile(p, []byte(f.content), 0o644); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		mounts = append(mounts, "mount --bind "+p+" "+f.over)
+	}
+	os.Chmod(filepath.Join(s.Dir, "shadow"), 0o600)
+	s.Passwd, s.Shadow = filepath.Join(s.Dir, "passwd"), filepath.Join(s.Dir, "shadow")
+	return strings.Join(mounts, " && ")
 }
 
 // Binary is the sshd this test runs.

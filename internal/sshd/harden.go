@@ -1,0 +1,328 @@
+package sshd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// This file hardens sshd: a drop-in with the settings every hardening
+// guide starts with, put in force only when some user keeps a way in,
+// and taken back by itself unless confirmed from a new session.
+
+// Setting is a recommended sshd setting and why.
+type Setting struct {
+	Keyword, Value, Why string
+}
+
+// Recommended are the settings moat ssh harden puts in force.
+var Recommended = []Setting{
+	{"PasswordAuthentication", "no", "passwords can be guessed by the bots that try every server; keys cannot"},
+	{"KbdInteractiveAuthentication", "no", "it asks for a password too, through PAM"},
+	{"PermitRootLogin", "prohibit-password", "root, the account every bot tries, logs in by key only"},
+	{"PubkeyAuthentication", "yes", "keys are how you log in"},
+	{"MaxAuthTries", "3", "a client gets 3 tries per connection, not 6"},
+	{"LoginGraceTime", "30", "a client that does not log in within 30 s is dropped, not after 2 minutes"},
+	{"X11Forwarding", "no", "a server needs no X11, and forwarding it exposes your desktop to the server"},
+}
+
+// hardenDropIn is moat's hardening drop-in: sshd takes the first value it
+// reads, and reads drop-ins in name order, so it sorts before the usual
+// 50-cloud-init.conf (which turns passwords on).
+const hardenDropIn = "00-moat-hardening.conf"
+
+// effectiveValue is how sshd -T writes a value it takes.
+func effectiveValue(keyword, value string) string {
+	if strings.EqualFold(keyword, "PermitRootLogin") && value == "prohibit-password" {
+		return "without-password"
+	}
+	return strings.ToLower(value)
+}
+
+func hardenContent() []byte {
+	var b strings.Builder
+	b.WriteString("# Written by moat ssh harden: change it with moat, not here.\n")
+	for _, s := range Recommended {
+		fmt.Fprintf(&b, "%s %s\n", s.Keyword, s.Value)
+	}
+	return []byte(b.String())
+}
+
+// Access is who can log in once passwords are off: the users with a key,
+// and those who log in with a password today and have none.
+type Access struct {
+	WithKeys   []string
+	LockedOut  []string
+	Considered []string
+}
+
+// CheckAccess finds who keeps a way in with password login off: a user
+// who can log in (root, or an account with a login shell and a UID of
+// 1000 or more) and has a valid key in moat's files or in his own
+// authorized_keys. With nobody, it refuses, naming who would be locked
+// out.
+func (m *Manager) CheckAccess(ctx context.Context) (Access, error) {
+	var a Access
+	users, err := loginUsers(m.passwd())
+	if err != nil {
+		return a, err
+	}
+	passwords := withPasswords(m.shadow())
+	for _, u := range users {
+		a.Considered = append(a.Considered, u.name)
+		files := []string{filepath.Join(m.Paths.KeysDir, u.name)}
+		if u.home != "" {
+			files = append(files, filepath.Join(u.home, ".ssh/authorized_keys"), filepath.Join(u.home, ".ssh/authorized_keys2"))
+		}
+		if hasKey(files) {
+			a.WithKeys = append(a.WithKeys, u.name)
+		} else if passwords[u.name] {
+			a.LockedOut = append(a.LockedOut, u.name)
+		}
+	}
+	if len(a.WithKeys) == 0 {
+		who := "everyone"
+		if len(a.LockedOut) > 0 {
+			who = strings.Join(a.LockedOut, ", ") + ", who log in with a password now"
+		}
+		return a, fmt.Errorf("refusing to turn password login off: no user who can log in has a key (looked at %s), so %s would be locked out; add yours first: moat ssh keys add --title laptop [--user NAME] ~/.ssh/id_ed25519.pub",
+			strings.Join(a.Considered, ", "), who)
+	}
+	return a, nil
+}
+
+type loginUser struct{ name, home string }
+
+// loginUsers reads the accounts that can log in from a passwd file.
+func loginUsers(path string) ([]loginUser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("sshd: reading the accounts: %w", err)
+	}
+	defer f.Close()
+	var out []loginUser
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fl := strings.Split(sc.Text(), ":")
+		if len(fl) < 7 {
+			continue
+		}
+		var uid int
+		fmt.Sscan(fl[2], &uid)
+		shell := filepath.Base(fl[6])
+		if shell == "" || shell == "nologin" || shell == "false" || shell == "sync" {
+			continue
+		}
+		if fl[0] == "root" || (uid >= 1000 && uid < 65534) {
+			out = append(out, loginUser{name: fl[0], home: fl[5]})
+		}
+	}
+	return out, sc.Err()
+}
+
+// withPasswords reads which accounts have a password that works (not
+// locked, not empty) from a shadow file; none when it cannot be read.
+func withPasswords(path string) map[string]bool {
+	out := map[string]bool{}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return out
+	}
+	for line := range strings.Lines(string(b)) {
+		fl := strings.Split(line, ":")
+		if len(fl) > 1 && fl[1] != "" && !strings.HasPrefix(fl[1], "!") && !strings.HasPrefix(fl[1], "*") {
+			out[fl[0]] = true
+		}
+	}
+	return out
+}
+
+// hasKey reports whether any of the files holds a key ParseKey accepts.
+func hasKey(files []string) bool {
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if _, _, err := ParseKey(line); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (m *Manager) passwd() string {
+	if m.Paths.Passwd != "" {
+		return m.Paths.Passwd
+	}
+	return "/etc/passwd"
+}
+
+func (m *Manager) shadow() string {
+	if m.Paths.Shadow != "" {
+		return m.Paths.Shadow
+	}
+	return "/etc/shadow"
+}
+
+// pendingHarden is a hardening on trial: what the drop-in held before
+// (nil: there was none), and the timer that puts it back.
+type pendingHarden struct {
+	previous []byte
+	timer    *time.Timer
+}
+
+// hardening is the Manager's state of a hardening on trial.
+type hardening struct {
+	mu      sync.Mutex
+	pending *pendingHarden
+}
+
+// Harden puts the recommended settings in force, after CheckAccess. sshd
+// checks them (sshd -t) and they are read back (sshd -T) before it
+// reloads; a setting that does not take (set earlier in sshd_config, say)
+// is refused with the reason and nothing changes. With window > 0 the
+// previous drop-in comes back by itself, and sshd reloads, unless Confirm
+// comes first; done hears how that went. It returns who keeps a way in.
+func (m *Manager) Harden(ctx context.Context, window time.Duration, done func(error)) (Access, error) {
+	a, err := m.CheckAccess(ctx)
+	if err != nil {
+		return a, err
+	}
+	path := filepath.Join(m.Paths.DropInDir, hardenDropIn)
+	previous, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		previous, err = nil, nil
+	}
+	if err != nil {
+		return a, fmt.Errorf("sshd: %w", err)
+	}
+	m.harden.mu.Lock()
+	defer m.harden.mu.Unlock()
+	if m.harden.pending != nil {
+		// The one on trial is what to go back to: a second harden
+		// does not make it the previous settings.
+		m.harden.pending.timer.Stop()
+		previous = m.harden.pending.previous
+		m.harden.pending = nil
+	}
+	err = m.changeDropIn(ctx, hardenDropIn, hardenContent(), func(eff Effective) error {
+		var missed []string
+		for _, s := range Recommended {
+			if got := eff.Value(strings.ToLower(s.Keyword)); got != effectiveValue(s.Keyword, s.Value) {
+				missed = append(missed, fmt.Sprintf("%s is %s", s.Keyword, got))
+			}
+		}
+		if len(missed) > 0 {
+			return fmt.Errorf("sshd does not take moat's hardening: %s, set before moat's drop-in is read (in %s, or a drop-in that sorts before %s); remove those lines and harden again",
+				strings.Join(missed, ", "), m.Paths.Config, hardenDropIn)
+		}
+		return nil
+	})
+	if err != nil {
+		return a, err
+	}
+	if window > 0 {
+		p := &pendingHarden{previous: previous}
+		p.timer = time.AfterFunc(window, func() { m.rollback(p, done) })
+		m.harden.pending = p
+	}
+	return a, nil
+}
+
+// rollback puts back the drop-in p replaced, unless p was confirmed.
+func (m *Manager) rollback(p *pendingHarden, done func(error)) {
+	m.harden.mu.Lock()
+	if m.harden.pending != p {
+		m.harden.mu.Unlock()
+		return
+	}
+	m.harden.pending = nil
+	m.harden.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := m.Restore(ctx, p.previous)
+	if done != nil {
+		done(err)
+	}
+}
+
+// Restore puts the hardening drop-in back to previous (nil: none) and
+// has sshd reload.
+func (m *Manager) Restore(ctx context.Context, previous []byte) error {
+	path := filepath.Join(m.Paths.DropInDir, hardenDropIn)
+	if previous == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("sshd: %w", err)
+		}
+		if err := m.Test(ctx); err != nil {
+			return err
+		}
+		return m.reload(ctx)
+	}
+	return m.changeDropIn(ctx, hardenDropIn, previous, nil)
+}
+
+// Confirm keeps the hardening on trial.
+func (m *Manager) Confirm() error {
+	m.harden.mu.Lock()
+	defer m.harden.mu.Unlock()
+	if m.harden.pending == nil {
+		return errors.New("no hardening waits for a confirmation")
+	}
+	m.harden.pending.timer.Stop()
+	m.harden.pending = nil
+	return nil
+}
+
+// Pending reports whether a hardening waits for its confirmation, and
+// what the drop-in held before it (nil: none).
+func (m *Manager) Pending() (bool, []byte) {
+	m.harden.mu.Lock()
+	defer m.harden.mu.Unlock()
+	if m.harden.pending == nil {
+		return false, nil
+	}
+	return true, m.harden.pending.previous
+}
+
+// Finding is one difference between sshd's effective settings and the
+// recommended ones.
+type Finding struct {
+	Keyword string `json:"keyword"`
+	Have    string `json:"have"`
+	Want    string `json:"want"`
+	Why     string `json:"why"`
+	Fix     string `json:"fix"`
+}
+
+// Audit compares sshd's effective settings (sshd -T) with the
+// recommended ones.
+func (m *Manager) Audit(ctx context.Context) ([]Finding, error) {
+	eff, err := m.Effective(ctx, "root")
+	if err != nil {
+		return nil, err
+	}
+	var out []Finding
+	for _, s := range Recommended {
+		have := eff.Value(strings.ToLower(s.Keyword))
+		if have == effectiveValue(s.Keyword, s.Value) {
+			continue
+		}
+		out = append(out, Finding{Keyword: s.Keyword, Have: have, Want: s.Value, Why: s.Why,
+			Fix: "moat ssh harden (it checks first that someone keeps a way in), or set " + s.Keyword + " " + s.Value + " in " + filepath.Join(m.Paths.DropInDir, hardenDropIn)})
+	}
+	return out, nil
+}

@@ -1,0 +1,173 @@
+package sshd
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"moat/internal/testenv"
+)
+
+// hardenLab is a real sshd that lets passwords in (as a fresh VPS does,
+// root's too), with alice and root having passwords only sshd sees.
+func hardenLab(t *testing.T) *lab {
+	t.Helper()
+	users := []testenv.User{{Name: "alice", Password: "alice-pw"}, {Name: "root", Password: "root-pw"}}
+	return newLabUsers(t, users, "PasswordAuthentication yes", "PermitRootLogin yes")
+}
+
+func (l *lab) password(user, pw string) error {
+	return testenv.SSHPassword(nil, "127.0.0.1", l.sshd.Port, user, pw)
+}
+
+// rootKey adds a key for root through moat's key files, and returns its
+// private key file.
+func (l *lab) rootKey(t *testing.T) string {
+	t.Helper()
+	priv := filepath.Join(t.TempDir(), "id")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", priv).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, _ := os.ReadFile(priv + ".pub")
+	if err := l.m.SyncKeys(context.Background(), []UserKeys{{User: "root", Keys: []TitledKey{{Title: "laptop", Line: strings.TrimSpace(string(pub))}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+// TestHardenWithoutAKeyIsRefused: with no key for anyone who can log in,
+// hardening is refused, naming who would be locked out, and nothing
+// changes: passwords still log in.
+func TestHardenWithoutAKeyIsRefused(t *testing.T) {
+	l := hardenLab(t)
+	before, _ := os.ReadDir(l.m.Paths.DropInDir)
+	_, err := l.m.Harden(context.Background(), 0, nil)
+	if err == nil || !strings.Contains(err.Error(), "refusing to turn password login off") || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "moat ssh keys add") {
+		t.Fatalf("%v, want a refusal naming alice, with the fix", err)
+	}
+	after, _ := os.ReadDir(l.m.Paths.DropInDir)
+	if len(before) != len(after) || l.reloads != 0 {
+		t.Errorf("a refused hardening changed the drop-ins (%d -> %d) or reloaded sshd (%d)", len(before), len(after), l.reloads)
+	}
+	if err := l.password("alice", "alice-pw"); err != nil {
+		t.Errorf("password login after the refusal: %v", err)
+	}
+}
+
+// TestHarden: with root's key in place, hardening turns password login
+// off (alice's and root's), root gets in by key only, and the audit is
+// clean; the settings read back from sshd -T.
+func TestHarden(t *testing.T) {
+	l := hardenLab(t)
+	ctx := context.Background()
+	findings, err := l.m.Audit(ctx)
+	if err != nil || len(findings) == 0 {
+		t.Fatalf("audit before: %v, %v; want findings (passwords are on)", findings, err)
+	}
+	if f := findings[0]; f.Keyword != "PasswordAuthentication" || f.Have != "yes" || f.Want != "no" || f.Fix == "" || f.Why == "" {
+		t.Errorf("first finding %+v", f)
+	}
+	key := l.rootKey(t)
+	a, err := l.m.Harden(ctx, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(a.WithKeys, ",") != "root" || strings.Join(a.LockedOut, ",") != "alice" {
+		t.Errorf("access %+v: want root with a key, alice locked out", a)
+	}
+	if err := l.password("alice", "alice-pw"); err == nil {
+		t.Error("alice's password still logs in")
+	}
+	if err := l.password("root", "root-pw"); err == nil {
+		t.Error("root's password still logs in")
+	}
+	if err := testenv.SSHKey(nil, "127.0.0.1", l.sshd.Port, "root", key); err != nil {
+		t.Errorf("root's key: %v", err)
+	}
+	if findings, err := l.m.Audit(ctx); err != nil || len(findings) != 0 {
+		t.Errorf("audit after: %+v, %v; want none", findings, err)
+	}
+	eff, _ := l.m.Effective(ctx, "root")
+	for keyword, want := range map[string]string{"maxauthtries": "3", "logingracetime": "30", "x11forwarding": "no", "kbdinteractiveauthentication": "no"} {
+		if eff.Value(keyword) != want {
+			t.Errorf("%s is %q, want %q", keyword, eff.Value(keyword), want)
+		}
+	}
+}
+
+// TestHardenRollsBackUnlessConfirmed: with a confirmation window and no
+// confirmation, the previous settings come back by themselves and
+// password login works again; a confirmed hardening stays.
+func TestHardenRollsBackUnlessConfirmed(t *testing.T) {
+	l := hardenLab(t)
+	ctx := context.Background()
+	l.rootKey(t)
+	done := make(chan error, 1)
+	if _, err := l.m.Harden(ctx, 2*time.Second, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.password("alice", "alice-pw"); err == nil {
+		t.Fatal("alice's password logs in while hardened")
+	}
+	if pending, _ := l.m.Pending(); !pending {
+		t.Error("no hardening pending")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("rollback: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no rollback 15s after a 2s window")
+	}
+	if err := l.password("alice", "alice-pw"); err != nil {
+		t.Errorf("after the rollback alice's password does not log in: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(l.m.Paths.DropInDir, hardenDropIn)); !os.IsNotExist(err) {
+		t.Errorf("the drop-in is still there after the rollback: %v", err)
+	}
+	// Confirmed, it stays.
+	if _, err := l.m.Harden(ctx, 2*time.Second, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+		t.Fatal("a confirmed hardening rolled back")
+	case <-time.After(3 * time.Second):
+	}
+	if err := l.password("alice", "alice-pw"); err == nil {
+		t.Error("after the confirmation alice's password logs in")
+	}
+	if err := l.m.Confirm(); err == nil {
+		t.Error("a second confirmation succeeded")
+	}
+}
+
+// TestHardenThatSSHDIgnores: a setting made before the Include wins in
+// sshd; the hardening is refused with the reason, and taken back.
+func TestHardenThatSSHDIgnores(t *testing.T) {
+	l := hardenLab(t)
+	l.rootKey(t)
+	conf, _ := os.ReadFile(l.m.Paths.Config)
+	if err := os.WriteFile(l.m.Paths.Config, []byte("PasswordAuthentication yes\n"+string(conf)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloads := l.reloads
+	_, err := l.m.Harden(context.Background(), 0, nil)
+	if err == nil || !strings.Contains(err.Error(), "PasswordAuthentication is yes") {
+		t.Fatalf("%v, want the refusal naming PasswordAuthentication", err)
+	}
+	if _, err := os.Stat(filepath.Join(l.m.Paths.DropInDir, hardenDropIn)); !os.IsNotExist(err) {
+		t.Errorf("the refused drop-in stays: %v", err)
+	}
+	if l.reloads != reloads {
+		t.Error("sshd was reloaded for a refused hardening")
+	}
+}
