@@ -36,8 +36,88 @@ is left as it is and still works.`,
   moat ssh keys remove laptop`,
 	}
 	keys.AddCommand(newSSHKeysAdd(g), newSSHKeysList(g), newSSHKeysRemove(g))
-	cmd.AddCommand(keys)
+	cmd.AddCommand(keys, newSSHHarden(g), newSSHConfirm(g), newSSHAudit(g))
 	return cmd
+}
+
+func newSSHHarden(g *globals) *cobra.Command {
+	var req api.HardenRequest
+	cmd := &cobra.Command{
+		Use:   "harden",
+		Short: "Turn password login off and harden sshd, unless that would lock everyone out",
+		Long: `harden puts the settings every hardening guide starts with in a drop-in of
+moat's: no password or keyboard-interactive login, root by key only, 3 tries
+per connection, 30 s to log in, no X11 forwarding. It is refused, naming who
+would be locked out, unless someone who can log in has a key.
+
+The new settings wait --confirm-within (120 s) for moat ssh confirm, which
+you run from a NEW SSH session that logs in with your key: if that works,
+you keep a way in. Without it, the previous settings come back by
+themselves.`,
+		Example: `  moat ssh harden
+  moat ssh harden --confirm-within 5m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res api.HardenResponse
+			if err := g.call(cmd, "POST", "/v1/ssh/harden", req, &res); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "sshd is hardened: password login is off, root logs in by key only.\n")
+			fmt.Fprintf(w, "Users with a key: %s\n", strings.Join(res.WithKeys, ", "))
+			if len(res.LockedOut) > 0 {
+				fmt.Fprintf(w, "WARNING: %s log in with a password and have no key: they are locked out until they get one (moat ssh keys add --user NAME).\n", strings.Join(res.LockedOut, ", "))
+			}
+			fmt.Fprintf(w, "Now open a NEW SSH session with your key and run: moat ssh confirm\nWithout it, the previous settings come back at %s.\n", res.ConfirmBy.Local().Format(time.TimeOnly))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "120s", "how long the new settings wait for moat ssh confirm")
+	return cmd
+}
+
+func newSSHConfirm(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "confirm",
+		Short:   "Keep the settings of moat ssh harden (run it from a new session that used your key)",
+		Example: "  moat ssh confirm",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res api.AuditResponse
+			if err := g.call(cmd, "POST", "/v1/ssh/confirm", nil, &res); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "Confirmed: the hardened settings stay.")
+			return nil
+		},
+	}
+}
+
+func newSSHAudit(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "audit",
+		Short:   "Compare sshd's effective settings with the recommended ones, each difference with its fix",
+		Example: "  moat ssh audit",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res api.AuditResponse
+			if err := g.call(cmd, "GET", "/v1/ssh/audit", nil, &res); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if res.Pending {
+				fmt.Fprintln(w, "A hardening waits for its confirmation: moat ssh confirm, from a new session.")
+			}
+			if len(res.Findings) == 0 {
+				fmt.Fprintln(w, "sshd's effective settings are the recommended ones.")
+				return nil
+			}
+			for _, f := range res.Findings {
+				fmt.Fprintf(w, "%s is %s, should be %s: %s.\n  Fix: %s\n", f.Keyword, f.Have, f.Want, f.Why, f.Fix)
+			}
+			return nil
+		},
+	}
 }
 
 func newSSHKeysAdd(g *globals) *cobra.Command {

@@ -42,6 +42,8 @@ type Runtime interface {
 	Firewall() Firewall
 	// Guard is the daemon's brute-force guard.
 	Guard() Guard
+	// SSH is the daemon's hold on sshd, nil when it leaves sshd alone.
+	SSH() SSH
 }
 
 // Server holds the handlers' dependencies.
@@ -92,6 +94,7 @@ func (s *Server) Handler() http.Handler {
 	s.firewallRoutes(mux)
 	s.guardRoutes(mux)
 	s.sshRoutes(mux)
+	s.sshHardenRoutes(mux)
 	return mux
 }
 

@@ -28,6 +28,7 @@ func (r *holdFirstApply) Check(context.Context, config.State) error { return nil
 func (r *holdFirstApply) Certificates() []certs.Status              { return nil }
 func (r *holdFirstApply) Firewall() Firewall                        { return nil }
 func (r *holdFirstApply) Guard() Guard                              { return nil }
+func (r *holdFirstApply) SSH() SSH                                  { return nil }
 
 func (r *holdFirstApply) Apply(_ context.Context, s config.State) error {
 	r.mu.Lock()

@@ -26,6 +26,7 @@ func (fwRuntime) Apply(context.Context, config.State) error { return nil }
 func (fwRuntime) Certificates() []certs.Status              { return nil }
 func (r fwRuntime) Firewall() Firewall                      { return r.fw }
 func (r fwRuntime) Guard() Guard                            { return nil }
+func (r fwRuntime) SSH() SSH                                { return nil }
 
 // reaches reports whether a TCP connection from client to addr is
 // accepted soon (a dropped SYN times out).

@@ -208,6 +208,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.stopListening()
 	d.startFirewall(ctx, st, state)
+	d.startSSH(ctx, st)
 	d.warden.Reenforce(ctx)
 	expiring, stopExpiring := context.WithCancel(d.life)
 	expired := make(chan struct{})
@@ -301,6 +302,49 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 		return err
 	}
 	return d.syncSSH(ctx, s)
+}
+
+// SSH implements api.Runtime.
+func (d *Daemon) SSH() api.SSH {
+	if d.opts.SSH == nil {
+		return nil // a nil *sshd.Manager in the interface would not be nil
+	}
+	return d.opts.SSH
+}
+
+// startSSH puts back the sshd settings a hardening replaced, when moat
+// stopped before it was confirmed: an unconfirmed change must not stay
+// and lock the owner out.
+func (d *Daemon) startSSH(ctx context.Context, st *store.SQLite) {
+	if d.opts.SSH == nil {
+		return
+	}
+	raw, err := st.InForce(ctx, api.SSHStoreName)
+	var trial api.SSHTrial
+	if err == nil && raw != nil {
+		err = json.Unmarshal(raw, &trial)
+	}
+	if err != nil {
+		d.log.Error("sshd: reading what waits for a confirmation", "err", err)
+		return
+	}
+	if !trial.Pending {
+		return
+	}
+	var previous []byte
+	if trial.Previous != nil {
+		previous = []byte(*trial.Previous)
+	}
+	detail := "moat restarted before the hardening was confirmed: the previous sshd settings are back"
+	if err := d.opts.SSH.Restore(ctx, previous); err != nil {
+		detail = "moat restarted before the hardening was confirmed, and putting the previous sshd settings back failed: " + err.Error()
+		d.log.Error("sshd rollback", "err", err)
+	} else if err := st.SetInForce(ctx, api.SSHStoreName, []byte(`{"pending":false}`)); err != nil {
+		d.log.Error("sshd rollback", "err", err)
+	}
+	if err := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: "ssh.rollback", Target: "sshd", Detail: detail}); err != nil {
+		d.log.Error("activity", "err", err)
+	}
 }
 
 // sshError is a failure to put the SSH keys in place: the rest of a

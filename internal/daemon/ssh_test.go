@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"moat/internal/api"
 	"moat/internal/sshd"
+	"moat/internal/store"
 	"moat/internal/testenv"
 )
 
@@ -23,16 +25,16 @@ type sshLab struct {
 	dir  string
 }
 
-func newSSHLab(t *testing.T) *sshLab {
+func newSSHLab(t *testing.T, users ...testenv.User) *sshLab {
 	t.Helper()
 	dir := testenv.PrivateDir(t)
 	dropIns := filepath.Join(dir, "sshd_config.d")
 	if err := os.Mkdir(dropIns, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Config: []string{"ListenAddress 127.0.0.1", "PasswordAuthentication yes"}})
+	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Users: users, Config: []string{"ListenAddress 127.0.0.1", "PasswordAuthentication yes", "PermitRootLogin yes"}})
 	m := &sshd.Manager{
-		Paths:  sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys")},
+		Paths:  sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow},
 		Reload: s.Reload,
 	}
 	return &sshLab{sshd: s, m: m, dir: dir}
@@ -103,5 +105,86 @@ func TestSSHKeysLogIn(t *testing.T) {
 	}
 	if err := login(); err == nil {
 		t.Error("the removed key still logs in")
+	}
+}
+
+// TestSSHHardenThroughMoat: moat ssh harden through the daemon is refused
+// without a key (and changes nothing), rolls back by itself without a
+// confirmation, stays when confirmed, and rolls back at start when moat
+// stopped before the confirmation.
+func TestSSHHardenThroughMoat(t *testing.T) {
+	l := newSSHLab(t, testenv.User{Name: "alice", Password: "alice-pw"})
+	e := startEnv(t, withSSH(l.m))
+	ctx := context.Background()
+	password := func() error { return testenv.SSHPassword(nil, "127.0.0.1", l.sshd.Port, "alice", "alice-pw") }
+	harden := func() error {
+		return e.client.Do(ctx, "POST", "/v1/ssh/harden", api.HardenRequest{ConfirmWithin: "10s"}, &api.HardenResponse{})
+	}
+	err := harden()
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(err.Error(), "alice") {
+		t.Fatalf("harden without a key: %v, want a 409 naming alice", err)
+	}
+	if err := password(); err != nil {
+		t.Fatalf("after the refusal: %v", err)
+	}
+	priv, pub := keyPair(t, t.TempDir(), "laptop")
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/keys", api.AddKeyRequest{Title: "laptop", Key: pub}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var audit api.AuditResponse
+	if err := e.client.Do(ctx, "GET", "/v1/ssh/audit", nil, &audit); err != nil || len(audit.Findings) == 0 {
+		t.Fatalf("audit before: %+v, %v", audit, err)
+	}
+
+	// No confirmation: the previous settings come back.
+	if err := harden(); err != nil {
+		t.Fatal(err)
+	}
+	if err := password(); err == nil {
+		t.Fatal("password login works after hardening")
+	}
+	if err := testenv.SSHKey(nil, "127.0.0.1", l.sshd.Port, "root", priv); err != nil {
+		t.Fatalf("root's key after hardening: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for password() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("password login did not come back 20s after a 10s window")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// Confirmed: it stays.
+	if err := harden(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", nil, &audit); err != nil {
+		t.Fatal(err)
+	}
+	if len(audit.Findings) != 0 || audit.Pending {
+		t.Errorf("audit after the confirmation: %+v", audit)
+	}
+
+	// Not confirmed when moat stops: the next start puts back what the
+	// hardening replaced (here: the confirmed hardening).
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/harden", api.HardenRequest{ConfirmWithin: "1h"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.shutdown()
+	e.start()
+	var entries []store.Entry
+	if err := e.client.Do(ctx, "GET", "/v1/activity?target=sshd", nil, &entries); err != nil {
+		t.Fatal(err)
+	}
+	actions := map[string]int{}
+	for _, x := range entries {
+		actions[x.Action]++
+	}
+	if actions["ssh.harden"] != 3 || actions["ssh.confirm"] != 1 || actions["ssh.rollback"] != 2 {
+		t.Errorf("activity %v: want 3 hardenings, 1 confirmation, 2 rollbacks", actions)
+	}
+	if err := password(); err == nil {
+		t.Error("the confirmed hardening did not come back at start")
 	}
 }

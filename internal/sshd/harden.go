@@ -326,3 +326,16 @@ func (m *Manager) Audit(ctx context.Context) ([]Finding, error) {
 	}
 	return out, nil
 }
+
+// HardenDropIn returns what moat's hardening drop-in holds now, nil when
+// there is none: what a hardening would go back to.
+func (m *Manager) HardenDropIn() ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(m.Paths.DropInDir, hardenDropIn))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sshd: %w", err)
+	}
+	return b, nil
+}
