@@ -55,7 +55,8 @@ you run from a NEW SSH session that logs in with your key: if that works,
 you keep a way in. Without it, the previous settings come back by
 themselves.`,
 		Example: `  moat ssh harden
-  moat ssh harden --confirm-within 5m`,
+  moat ssh harden --confirm-within 5m
+  moat ssh harden --port 2222`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res api.HardenResponse
@@ -73,6 +74,7 @@ themselves.`,
 		},
 	}
 	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "120s", "how long the new settings wait for moat ssh confirm")
+	cmd.Flags().IntVar(&req.Port, "port", 0, "move sshd to this port: the firewall opens it first; the old port closes once you confirm")
 	return cmd
 }
 

@@ -9,15 +9,16 @@ import (
 	"time"
 
 	"moat/internal/config"
+	"moat/internal/firewall"
 	"moat/internal/sshd"
 	"moat/internal/store"
 )
 
 // SSH is the running daemon's hold on sshd; *sshd.Manager is one.
 type SSH interface {
-	Harden(ctx context.Context, window time.Duration, done func(error)) (sshd.Access, error)
+	Harden(ctx context.Context, o sshd.HardenOptions, done func(error)) (sshd.Access, []int, error)
 	HardenDropIn() ([]byte, error)
-	Confirm() error
+	Confirm(ctx context.Context) error
 	Pending() (bool, []byte)
 	Audit(ctx context.Context) ([]sshd.Finding, error)
 }
@@ -27,6 +28,9 @@ type SSH interface {
 type SSHTrial struct {
 	Pending  bool    `json:"pending"`
 	Previous *string `json:"previous,omitempty"`
+	// OldPorts are the ports sshd moves from: the firewall closes them
+	// when the move is confirmed.
+	OldPorts []int `json:"old_ports,omitempty"`
 }
 
 // SSHStoreName is the in-force name of SSHTrial.
@@ -38,6 +42,10 @@ type HardenRequest struct {
 	// settings wait for POST /v1/ssh/confirm before the previous ones
 	// come back.
 	ConfirmWithin string `json:"confirm_within,omitempty"`
+	// Port, when set, moves sshd there. The firewall opens it first;
+	// sshd listens on the old port too until the confirmation, which
+	// closes the old port in sshd and in the firewall.
+	Port int `json:"port,omitempty"`
 }
 
 // HardenResponse says who keeps a way in, and until when the change
@@ -94,6 +102,10 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		}
 		window = d
 	}
+	if req.Port < 0 || req.Port > 65535 {
+		s.fail(w, &config.FieldError{Field: "port", Value: fmt.Sprint(req.Port), Problem: "is not a port from 1 to 65535", Fix: "give the port sshd moves to, like 2222, or leave it out"})
+		return
+	}
 	m := s.ssh()
 	if m == nil {
 		s.fail(w, errNoSSH)
@@ -101,6 +113,14 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	who := actor(ctx)
+	if req.Port != 0 {
+		// The new port opens first: sshd must be reachable there before
+		// it listens there alone.
+		if err := s.openSSHPort(ctx, req.Port); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	// What to go back to is kept before anything changes, so that a
 	// restart in the window goes back too.
 	previous, err := m.HardenDropIn()
@@ -123,7 +143,7 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	a, err := m.Harden(ctx, window, func(err error) {
+	a, old, err := m.Harden(ctx, sshd.HardenOptions{Window: window, Port: req.Port}, func(err error) {
 		detail := "no confirmation within " + window.String() + ": the previous sshd settings are back"
 		if err != nil {
 			detail = "no confirmation within " + window.String() + ", and putting the previous sshd settings back failed: " + err.Error()
@@ -142,8 +162,27 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, conflict{err})
 		return
 	}
+	if req.Port != 0 {
+		var moved []int
+		for _, p := range old {
+			if p != req.Port {
+				moved = append(moved, p)
+			}
+		}
+		if raw, err := s.Store.InForce(ctx, SSHStoreName); err == nil && raw != nil {
+			var t SSHTrial
+			if json.Unmarshal(raw, &t) == nil {
+				t.OldPorts = moved
+				s.saveTrial(ctx, t)
+			}
+		}
+	}
 	by := time.Now().Add(window).UTC()
-	s.recordSSH(ctx, who, "ssh.harden", fmt.Sprintf("password login off, root by key only; users with a key: %v; rolls back unless confirmed within %s", a.WithKeys, window))
+	detail := fmt.Sprintf("password login off, root by key only; users with a key: %v; rolls back unless confirmed within %s", a.WithKeys, window)
+	if req.Port != 0 {
+		detail += fmt.Sprintf("; sshd moves to port %d (from %v once confirmed)", req.Port, old)
+	}
+	s.recordSSH(ctx, who, "ssh.harden", detail)
 	writeJSON(w, http.StatusOK, HardenResponse{Access: a, ConfirmBy: by})
 }
 
@@ -154,7 +193,11 @@ func (s *Server) sshConfirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if err := m.Confirm(); err != nil {
+	var trial SSHTrial
+	if raw, err := s.Store.InForce(ctx, SSHStoreName); err == nil && raw != nil {
+		json.Unmarshal(raw, &trial)
+	}
+	if err := m.Confirm(ctx); err != nil {
 		s.fail(w, conflict{err})
 		return
 	}
@@ -162,7 +205,15 @@ func (s *Server) sshConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	s.recordSSH(ctx, actor(ctx), "ssh.confirm", "the hardened sshd settings stay")
+	detail := "the hardened sshd settings stay"
+	if len(trial.OldPorts) > 0 {
+		if err := s.closeSSHPorts(ctx, trial.OldPorts); err != nil {
+			detail += fmt.Sprintf("; closing the old ports %v in the firewall failed: %v", trial.OldPorts, err)
+		} else {
+			detail += fmt.Sprintf("; the old ports %v are closed", trial.OldPorts)
+		}
+	}
+	s.recordSSH(ctx, actor(ctx), "ssh.confirm", detail)
 	s.sshAudit(w, r)
 }
 
@@ -182,4 +233,86 @@ func (s *Server) sshAudit(w http.ResponseWriter, r *http.Request) {
 		f = []sshd.Finding{}
 	}
 	writeJSON(w, http.StatusOK, AuditResponse{Findings: f, Pending: pending})
+}
+
+// openSSHPort opens port in the firewall's rules and, when moat's table is
+// in force, in the kernel, unless a rule opens it to anyone already.
+func (s *Server) openSSHPort(ctx context.Context, port int) error {
+	spec := fmt.Sprintf("%d/tcp", port)
+	_, err := s.change(requestWith(ctx), func(st *config.State) error {
+		rules, err := st.FirewallRules()
+		if err != nil {
+			return err
+		}
+		for _, r := range rules {
+			if r.Proto == "tcp" && int(r.From) <= port && port <= int(r.To) && len(r.Sources) == 0 {
+				return nil
+			}
+		}
+		st.Firewall.Rules = append(st.Firewall.Rules, config.FirewallRule{Port: spec, Comment: "ssh"})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("opening port %s for sshd in the firewall first: %w", spec, err)
+	}
+	return s.applyStoredRules(ctx)
+}
+
+// closeSSHPorts removes the firewall's rules for exactly these ports (an
+// old sshd port), and applies the rest.
+func (s *Server) closeSSHPorts(ctx context.Context, ports []int) error {
+	_, err := s.change(requestWith(ctx), func(st *config.State) error {
+		var keep []config.FirewallRule
+		for _, r := range st.Firewall.Rules {
+			drop := false
+			for _, p := range ports {
+				if r.Port == fmt.Sprintf("%d/tcp", p) {
+					drop = true
+				}
+			}
+			if !drop {
+				keep = append(keep, r)
+			}
+		}
+		st.Firewall.Rules = keep
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.applyStoredRules(ctx)
+}
+
+// applyStoredRules puts the stored rules in force, when moat's table is in
+// force now (a firewall that is off stays off).
+func (s *Server) applyStoredRules(ctx context.Context) error {
+	fw := s.firewall()
+	if fw == nil {
+		return nil
+	}
+	if active, err := fw.Active(ctx); err != nil || !active {
+		return err
+	}
+	st, _, err := s.Store.State(ctx)
+	if err != nil {
+		return err
+	}
+	rules, err := st.FirewallRules()
+	if err != nil {
+		return err
+	}
+	if err := fw.Apply(ctx, rules); err != nil {
+		return err
+	}
+	s.saveInForce(ctx, firewall.InForce{Rules: rules})
+	if g := s.guard(); g != nil {
+		g.Reenforce(context.WithoutCancel(ctx))
+	}
+	return nil
+}
+
+// requestWith is a request that carries only ctx, for change.
+func requestWith(ctx context.Context) *http.Request {
+	r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	return r
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"moat/internal/api"
+	"moat/internal/config"
+	"moat/internal/firewall"
 	"moat/internal/sshd"
 	"moat/internal/store"
 	"moat/internal/testenv"
@@ -100,7 +103,7 @@ func TestSSHKeysLogIn(t *testing.T) {
 	if err := login(); err != nil {
 		t.Fatalf("a refused remove cut the key off: %v", err)
 	}
-	if err := e.client.Do(ctx, "DELETE", "/v1/ssh/keys?confirm=true&key="+keys[0].Fingerprint, nil, nil); err != nil {
+	if err := e.client.Do(ctx, "DELETE", "/v1/ssh/keys?confirm=true&key="+url.QueryEscape(keys[0].Fingerprint), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := login(); err == nil {
@@ -186,5 +189,56 @@ func TestSSHHardenThroughMoat(t *testing.T) {
 	}
 	if err := password(); err == nil {
 		t.Error("the confirmed hardening did not come back at start")
+	}
+}
+
+// TestSSHPortMove: moat ssh harden --port opens the new port in the
+// firewall before sshd listens there, keeps the old one open in both
+// until the confirmation, and closes it in both after.
+func TestSSHPortMove(t *testing.T) {
+	gl := newGuardLab(t)
+	dir := testenv.PrivateDir(t)
+	dropIns := filepath.Join(dir, "sshd_config.d")
+	if err := os.Mkdir(dropIns, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := testenv.StartSSHD(t, testenv.SSHDOptions{Netns: gl.host, DefaultPort: true, Include: filepath.Join(dropIns, "*.conf"), Users: []testenv.User{{Name: "root"}}})
+	m := &sshd.Manager{Paths: sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow}, Reload: s.Reload}
+	e := startEnv(t, withSSH(m), withFirewall(firewall.NewManager(gl.nft)))
+	ctx := context.Background()
+	e.change(func(st *config.State) { st.Firewall.Rules = []config.FirewallRule{{Port: "22/tcp", Comment: "ssh"}} })
+	if err := e.client.Do(ctx, "POST", "/v1/firewall/apply", api.ApplyRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	priv, pub := keyPair(t, t.TempDir(), "laptop")
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/keys", api.AddKeyRequest{Title: "laptop", Key: pub}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/harden", api.HardenRequest{ConfirmWithin: "1m", Port: 2222}, nil); err != nil {
+		t.Fatal(err)
+	}
+	login := func(port int) error { return testenv.SSHKey(gl.attacker, labHost, port, "root", priv) }
+	if err := login(2222); err != nil {
+		log, _ := os.ReadFile(s.Log)
+		t.Fatalf("the new port during the trial: %v\n%s", err, log)
+	}
+	if err := login(22); err != nil {
+		t.Fatalf("the old port during the trial: %v", err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(2222); err != nil {
+		t.Errorf("the new port after the confirmation: %v", err)
+	}
+	if reaches(gl.attacker, labHost, 22) {
+		t.Error("port 22 is still open after the confirmation")
+	}
+	var cur api.StateResponse
+	if err := e.client.Do(ctx, "GET", "/v1/state", nil, &cur); err != nil {
+		t.Fatal(err)
+	}
+	if rules := cur.State.Firewall.Rules; len(rules) != 1 || rules[0].Port != "2222/tcp" {
+		t.Errorf("firewall rules after the move: %+v, want 2222/tcp alone", rules)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,13 +46,30 @@ func effectiveValue(keyword, value string) string {
 	return strings.ToLower(value)
 }
 
-func hardenContent() []byte {
+// hardenContent is the drop-in: the recommended settings, and the ports
+// sshd listens on when they move (sshd listens on every Port line it
+// reads).
+func hardenContent(ports []int) []byte {
 	var b strings.Builder
 	b.WriteString("# Written by moat ssh harden: change it with moat, not here.\n")
 	for _, s := range Recommended {
 		fmt.Fprintf(&b, "%s %s\n", s.Keyword, s.Value)
 	}
+	for _, p := range ports {
+		fmt.Fprintf(&b, "Port %d\n", p)
+	}
 	return []byte(b.String())
+}
+
+// HardenOptions are how a hardening is tried.
+type HardenOptions struct {
+	// Window is how long the new settings wait for Confirm; 0 keeps them
+	// at once.
+	Window time.Duration
+	// Port, when set, moves sshd there: during the window it listens on
+	// its old ports too, so that a session on them can still confirm;
+	// Confirm leaves the new one alone.
+	Port int
 }
 
 // Access is who can log in once passwords are off: the users with a key,
@@ -182,6 +200,9 @@ func (m *Manager) shadow() string {
 type pendingHarden struct {
 	previous []byte
 	timer    *time.Timer
+	// final is the drop-in Confirm writes when it differs from the one
+	// on trial (a port change drops the old ports).
+	final []byte
 }
 
 // hardening is the Manager's state of a hardening on trial.
@@ -193,13 +214,28 @@ type hardening struct {
 // Harden puts the recommended settings in force, after CheckAccess. sshd
 // checks them (sshd -t) and they are read back (sshd -T) before it
 // reloads; a setting that does not take (set earlier in sshd_config, say)
-// is refused with the reason and nothing changes. With window > 0 the
+// is refused with the reason and nothing changes. With a window, the
 // previous drop-in comes back by itself, and sshd reloads, unless Confirm
-// comes first; done hears how that went. It returns who keeps a way in.
-func (m *Manager) Harden(ctx context.Context, window time.Duration, done func(error)) (Access, error) {
+// comes first; done hears how that went. It returns who keeps a way in,
+// and the ports sshd listened on before.
+func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error)) (Access, []int, error) {
 	a, err := m.CheckAccess(ctx)
 	if err != nil {
-		return a, err
+		return a, nil, err
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return a, nil, fmt.Errorf("port %d is not a port from 1 to 65535", o.Port)
+	}
+	eff, err := m.Effective(ctx, "root")
+	if err != nil {
+		return a, nil, err
+	}
+	var old []int
+	for _, v := range eff.Values("port") {
+		var p int
+		if _, err := fmt.Sscan(v, &p); err == nil {
+			old = append(old, p)
+		}
 	}
 	path := filepath.Join(m.Paths.DropInDir, hardenDropIn)
 	previous, err := os.ReadFile(path)
@@ -207,7 +243,22 @@ func (m *Manager) Harden(ctx context.Context, window time.Duration, done func(er
 		previous, err = nil, nil
 	}
 	if err != nil {
-		return a, fmt.Errorf("sshd: %w", err)
+		return a, nil, fmt.Errorf("sshd: %w", err)
+	}
+	if o.Port != 0 {
+		// sshd listens on every Port line it reads: moat can move it
+		// only when its own drop-in holds the only ones.
+		if where := m.portLines(); len(where) > 0 {
+			return a, old, fmt.Errorf("sshd's port is set in %s, and sshd listens on every Port line it reads, so moat cannot move it: remove those Port lines and harden with the port again (moat keeps the old port open until you confirm the move)", strings.Join(where, ", "))
+		}
+	}
+	var trial, final []int
+	if o.Port != 0 {
+		final = []int{o.Port}
+		trial = append([]int{o.Port}, old...)
+		if o.Window == 0 {
+			trial = final
+		}
 	}
 	m.harden.mu.Lock()
 	defer m.harden.mu.Unlock()
@@ -218,12 +269,15 @@ func (m *Manager) Harden(ctx context.Context, window time.Duration, done func(er
 		previous = m.harden.pending.previous
 		m.harden.pending = nil
 	}
-	err = m.changeDropIn(ctx, hardenDropIn, hardenContent(), func(eff Effective) error {
+	err = m.changeDropIn(ctx, hardenDropIn, hardenContent(dedupe(trial)), func(eff Effective) error {
 		var missed []string
 		for _, s := range Recommended {
 			if got := eff.Value(strings.ToLower(s.Keyword)); got != effectiveValue(s.Keyword, s.Value) {
 				missed = append(missed, fmt.Sprintf("%s is %s", s.Keyword, got))
 			}
+		}
+		if o.Port != 0 && !slices.Contains(eff.Values("port"), fmt.Sprint(o.Port)) {
+			missed = append(missed, fmt.Sprintf("Port is %s", strings.Join(eff.Values("port"), " ")))
 		}
 		if len(missed) > 0 {
 			return fmt.Errorf("sshd does not take moat's hardening: %s, set before moat's drop-in is read (in %s, or a drop-in that sorts before %s); remove those lines and harden again",
@@ -232,14 +286,28 @@ func (m *Manager) Harden(ctx context.Context, window time.Duration, done func(er
 		return nil
 	})
 	if err != nil {
-		return a, err
+		return a, old, err
 	}
-	if window > 0 {
+	if o.Window > 0 {
 		p := &pendingHarden{previous: previous}
-		p.timer = time.AfterFunc(window, func() { m.rollback(p, done) })
+		if o.Port != 0 {
+			p.final = hardenContent(final)
+		}
+		p.timer = time.AfterFunc(o.Window, func() { m.rollback(p, done) })
 		m.harden.pending = p
 	}
-	return a, nil
+	return a, old, nil
+}
+
+// dedupe drops repeated ports, keeping the order.
+func dedupe(ports []int) []int {
+	var out []int
+	for _, p := range ports {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // rollback puts back the drop-in p replaced, unless p was confirmed.
@@ -275,15 +343,22 @@ func (m *Manager) Restore(ctx context.Context, previous []byte) error {
 	return m.changeDropIn(ctx, hardenDropIn, previous, nil)
 }
 
-// Confirm keeps the hardening on trial.
-func (m *Manager) Confirm() error {
+// Confirm keeps the hardening on trial; after a port change, sshd stops
+// listening on the old ports.
+func (m *Manager) Confirm(ctx context.Context) error {
 	m.harden.mu.Lock()
 	defer m.harden.mu.Unlock()
-	if m.harden.pending == nil {
+	p := m.harden.pending
+	if p == nil {
 		return errors.New("no hardening waits for a confirmation")
 	}
-	m.harden.pending.timer.Stop()
+	p.timer.Stop()
 	m.harden.pending = nil
+	if p.final != nil {
+		if err := m.changeDropIn(ctx, hardenDropIn, p.final, nil); err != nil {
+			return fmt.Errorf("the hardening stays, but sshd still listens on its old ports too: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -338,4 +413,29 @@ func (m *Manager) HardenDropIn() ([]byte, error) {
 		return nil, fmt.Errorf("sshd: %w", err)
 	}
 	return b, nil
+}
+
+// portLines lists the files other than moat's drop-in that set Port.
+func (m *Manager) portLines() []string {
+	files := []string{m.Paths.Config}
+	if more, err := filepath.Glob(filepath.Join(m.Paths.DropInDir, "*.conf")); err == nil {
+		files = append(files, more...)
+	}
+	var out []string
+	for _, f := range files {
+		if filepath.Base(f) == hardenDropIn {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if fl := strings.Fields(line); len(fl) > 1 && strings.EqualFold(fl[0], "Port") {
+				out = append(out, f)
+				break
+			}
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package sshd
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +46,7 @@ func (l *lab) rootKey(t *testing.T) string {
 func TestHardenWithoutAKeyIsRefused(t *testing.T) {
 	l := hardenLab(t)
 	before, _ := os.ReadDir(l.m.Paths.DropInDir)
-	_, err := l.m.Harden(context.Background(), 0, nil)
+	_, _, err := l.m.Harden(context.Background(), HardenOptions{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "refusing to turn password login off") || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "moat ssh keys add") {
 		t.Fatalf("%v, want a refusal naming alice, with the fix", err)
 	}
@@ -72,7 +73,7 @@ func TestHarden(t *testing.T) {
 		t.Errorf("first finding %+v", f)
 	}
 	key := l.rootKey(t)
-	a, err := l.m.Harden(ctx, 0, nil)
+	a, _, err := l.m.Harden(ctx, HardenOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestHardenRollsBackUnlessConfirmed(t *testing.T) {
 	ctx := context.Background()
 	l.rootKey(t)
 	done := make(chan error, 1)
-	if _, err := l.m.Harden(ctx, 2*time.Second, func(err error) { done <- err }); err != nil {
+	if _, _, err := l.m.Harden(ctx, HardenOptions{Window: 2 * time.Second}, func(err error) { done <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.password("alice", "alice-pw"); err == nil {
@@ -131,10 +132,10 @@ func TestHardenRollsBackUnlessConfirmed(t *testing.T) {
 		t.Errorf("the drop-in is still there after the rollback: %v", err)
 	}
 	// Confirmed, it stays.
-	if _, err := l.m.Harden(ctx, 2*time.Second, func(err error) { done <- err }); err != nil {
+	if _, _, err := l.m.Harden(ctx, HardenOptions{Window: 2 * time.Second}, func(err error) { done <- err }); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.m.Confirm(); err != nil {
+	if err := l.m.Confirm(ctx); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -145,7 +146,7 @@ func TestHardenRollsBackUnlessConfirmed(t *testing.T) {
 	if err := l.password("alice", "alice-pw"); err == nil {
 		t.Error("after the confirmation alice's password logs in")
 	}
-	if err := l.m.Confirm(); err == nil {
+	if err := l.m.Confirm(ctx); err == nil {
 		t.Error("a second confirmation succeeded")
 	}
 }
@@ -160,7 +161,7 @@ func TestHardenThatSSHDIgnores(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloads := l.reloads
-	_, err := l.m.Harden(context.Background(), 0, nil)
+	_, _, err := l.m.Harden(context.Background(), HardenOptions{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "PasswordAuthentication is yes") {
 		t.Fatalf("%v, want the refusal naming PasswordAuthentication", err)
 	}
@@ -169,5 +170,68 @@ func TestHardenThatSSHDIgnores(t *testing.T) {
 	}
 	if l.reloads != reloads {
 		t.Error("sshd was reloaded for a refused hardening")
+	}
+}
+
+// TestHardenMovesThePort: a port change listens on the new port and the
+// old one while it waits for the confirmation, and on the new one only
+// after it; a rollback puts the old one back alone. It needs sshd on its
+// default port, in a network namespace of its own.
+func TestHardenMovesThePort(t *testing.T) {
+	ns := testenv.NewNetns(t)
+	dir := testenv.PrivateDir(t)
+	dropIns := filepath.Join(dir, "sshd_config.d")
+	if err := os.Mkdir(dropIns, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := testenv.StartSSHD(t, testenv.SSHDOptions{Netns: ns, DefaultPort: true, Include: filepath.Join(dropIns, "*.conf"), Users: []testenv.User{{Name: "root"}}})
+	m := &Manager{Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow}, Reload: s.Reload}
+	l := &lab{sshd: s, m: m}
+	l.rootKey(t)
+	ctx := context.Background()
+	listens := func(port int) bool {
+		c, err := ns.Dial(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	// Not confirmed: back to 22 alone.
+	done := make(chan error, 1)
+	if _, _, err := m.Harden(ctx, HardenOptions{Window: 2 * time.Second, Port: 2222}, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if !listens(2222) {
+		t.Fatal("the new port does not listen during the trial")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if listens(2222) || !listens(22) {
+		t.Fatalf("after the rollback: 2222 %v, 22 %v; want 22 only", listens(2222), listens(22))
+	}
+	// sshd -T, run outside the namespace, reads the same files.
+	_, old, err := m.Harden(ctx, HardenOptions{Window: time.Minute, Port: 2222}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(old) != 1 || old[0] != 22 {
+		t.Errorf("old ports %v, want [22]", old)
+	}
+	if !listens(2222) || !listens(22) {
+		t.Fatalf("during the trial: 2222 %v, 22 %v; want both", listens(2222), listens(22))
+	}
+	if err := m.Confirm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !listens(2222) || listens(22) {
+		t.Errorf("after the confirmation: 2222 %v, 22 %v; want 2222 only", listens(2222), listens(22))
+	}
+	// A port set in sshd_config cannot be moved by a drop-in.
+	conf, _ := os.ReadFile(s.Config)
+	os.WriteFile(s.Config, []byte("Port 2200\n"+string(conf)), 0o600)
+	if _, _, err := m.Harden(ctx, HardenOptions{Window: time.Minute, Port: 2300}, nil); err == nil || !strings.Contains(err.Error(), "remove those Port lines") {
+		t.Errorf("moving a port sshd_config sets: %v", err)
 	}
 }

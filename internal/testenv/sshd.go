@@ -55,6 +55,10 @@ type SSHDOptions struct {
 	// Include, when set, is a glob of drop-ins read first, as Debian's
 	// sshd_config reads /etc/ssh/sshd_config.d/*.conf.
 	Include string
+	// DefaultPort leaves Port out of the configuration, so that sshd
+	// listens on 22 as a fresh server's does; it needs Netns (port 22
+	// of the test's own namespace is the machine's).
+	DefaultPort bool
 	// Users are accounts that sshd (and only sshd) sees, with their
 	// passwords: it runs in a mount namespace of its own where copies of
 	// /etc/passwd, /etc/shadow and /etc/group that hold them are mounted
@@ -104,7 +108,12 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 		t.Fatalf("testenv: %v", err)
 	}
 	s := &SSHD{Dir: t.TempDir(), Port: o.Port, bin: bin}
-	if s.Port == 0 {
+	switch {
+	case o.DefaultPort && o.Netns == nil:
+		t.Fatal("testenv: an sshd on port 22 needs a network namespace of its own")
+	case o.DefaultPort:
+		s.Port = 22
+	case s.Port == 0:
 		s.Port = FreePorts(t, 1)[0]
 	}
 	s.Config = filepath.Join(s.Dir, "sshd_config")
@@ -120,8 +129,10 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	if o.Include != "" {
 		conf = append(conf, "Include "+o.Include)
 	}
+	if !o.DefaultPort {
+		conf = append(conf, "Port "+strconv.Itoa(s.Port))
+	}
 	conf = append(conf,
-		"Port "+strconv.Itoa(s.Port),
 		"HostKey "+key,
 		"PidFile none",
 		"UsePAM no",
@@ -203,7 +214,7 @@ func (s *SSHD) accounts(t testing.TB, users []User) string {
 	passwd, shadow, group := read("/etc/passwd"), read("/etc/shadow"), read("/etc/group")
 	hash := func(pw string) string {
 		if pw == "" {
-			return "!"
+			return "*" // no password, and not locked ("!"), which would refuse keys too
 		}
 		out, err := exec.Command("openssl", "passwd", "-6", pw).Output()
 		if err != nil {
