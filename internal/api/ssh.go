@@ -122,7 +122,21 @@ func (s *Server) removeKey(w http.ResponseWriter, r *http.Request) {
 			k := st.SSH.Keys[match[0]]
 			return inputError{fmt.Errorf("removing key %s of %s can cut off whoever logs in with it, maybe you: confirm it (moat ssh keys remove --yes, or confirm=true)", k.Title, k.User)}
 		}
+		gone := st.SSH.Keys[match[0]]
 		st.SSH.Keys = slices.Delete(st.SSH.Keys, match[0], match[0]+1)
+		// With password login off, the last key someone gets in with
+		// is the last way in.
+		if m := s.ssh(); m != nil {
+			if eff, err := m.Effective(r.Context(), "root"); err == nil && eff.Value("passwordauthentication") == "no" {
+				proposed := st.SSHUserKeys()
+				if proposed == nil {
+					proposed = []sshd.UserKeys{} // none left; nil would mean the files as they are
+				}
+				if _, err := m.CheckAccess(r.Context(), proposed); errors.Is(err, sshd.ErrLockout) {
+					return conflict{fmt.Errorf("refusing to remove key %s of %s: password login is off, and %w", gone.Title, gone.User, err)}
+				}
+			}
+		}
 		return nil
 	})
 }

@@ -21,11 +21,16 @@ type SSH interface {
 	Confirm(ctx context.Context) error
 	Pending() (bool, []byte)
 	Audit(ctx context.Context) ([]sshd.Finding, error)
+	CheckAccess(ctx context.Context, proposed []sshd.UserKeys) (sshd.Access, error)
+	Effective(ctx context.Context, user string) (sshd.Effective, error)
 }
 
 // SSHTrial is what the store keeps while a hardening waits for its
 // confirmation: a restart before it puts Previous back (nil: no drop-in).
 type SSHTrial struct {
+	// ID tells one trial from the next, so that the rollback of an old
+	// one never clears a newer one's record.
+	ID       int64   `json:"id,omitempty"`
 	Pending  bool    `json:"pending"`
 	Previous *string `json:"previous,omitempty"`
 	// OldPorts are the ports sshd moves from: the firewall closes them
@@ -123,9 +128,10 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 	}
 	// What to go back to is kept before anything changes, so that a
 	// restart in the window goes back too.
+	id := time.Now().UnixNano()
 	previous, err := m.HardenDropIn()
 	if err == nil {
-		t := SSHTrial{Pending: true}
+		t := SSHTrial{ID: id, Pending: true}
 		if previous != nil {
 			p := string(previous)
 			t.Previous = &p
@@ -150,8 +156,16 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 			s.Log.Error("sshd rollback", "err", err)
 		}
 		bg := context.Background()
-		if err := s.saveTrial(bg, SSHTrial{}); err != nil {
-			s.Log.Error("sshd rollback", "err", err)
+		// Cleared only when the rollback worked (a failed one is tried
+		// again, here and at the next start), and only if it is this
+		// trial's record.
+		if raw, rerr := s.Store.InForce(bg, SSHStoreName); err == nil && rerr == nil {
+			var t SSHTrial
+			if raw == nil || json.Unmarshal(raw, &t) != nil || t.ID == id {
+				if err := s.saveTrial(bg, SSHTrial{}); err != nil {
+					s.Log.Error("sshd rollback", "err", err)
+				}
+			}
 		}
 		s.recordSSH(bg, who, "ssh.rollback", detail)
 	})
@@ -159,7 +173,10 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		if pending, _ := m.Pending(); !pending {
 			s.saveTrial(context.WithoutCancel(ctx), SSHTrial{})
 		}
-		s.fail(w, conflict{err})
+		if errors.Is(err, sshd.ErrLockout) || errors.Is(err, sshd.ErrNotTaken) {
+			err = conflict{err}
+		}
+		s.fail(w, err)
 		return
 	}
 	if req.Port != 0 {
@@ -171,7 +188,7 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		}
 		if raw, err := s.Store.InForce(ctx, SSHStoreName); err == nil && raw != nil {
 			var t SSHTrial
-			if json.Unmarshal(raw, &t) == nil {
+			if json.Unmarshal(raw, &t) == nil && t.ID == id {
 				t.OldPorts = moved
 				s.saveTrial(ctx, t)
 			}

@@ -3,6 +3,7 @@ package config
 import (
 	"reflect"
 	"testing"
+	"time"
 )
 
 // fullState is a valid, normalized state that sets every field, so tests
@@ -35,6 +36,12 @@ func fullState() State {
 				Upstream: "https://10.0.0.5:3000/",
 			},
 		},
+		Guard: Guard{Ignore: []string{"203.0.113.0/24"}, Jails: []Jail{{Name: JailSSHD, BanTime: "1h"}}},
+		SSH: SSH{Keys: []SSHKey{{
+			Title: "laptop", User: "root",
+			Key:     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeGH3+5TrOKd7UbhR4RrOr2TmfdTeADqCk4RD/cNjXj me@laptop",
+			AddedBy: "root via control socket", AddedAt: time.Date(2026, 11, 21, 7, 0, 0, 0, time.UTC),
+		}}},
 	}
 }
 

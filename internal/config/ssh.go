@@ -27,7 +27,7 @@ type SSHKey struct {
 	Key string `yaml:"key" json:"key"`
 	// AddedBy and AddedAt say who added it and when.
 	AddedBy string    `yaml:"added_by,omitempty" json:"added_by,omitempty"`
-	AddedAt time.Time `yaml:"added_at,omitzero" json:"added_at,omitzero"`
+	AddedAt time.Time `yaml:"added_at,omitempty" json:"added_at,omitzero"`
 }
 
 // DefaultSSHUser is the user of a key that names none.

@@ -150,6 +150,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer st.Close()
 	d.store = st
+	// An sshd change on trial when moat stopped goes back first, before
+	// anything else that could keep moat from starting.
+	d.startSSH(ctx, st)
+	defer d.stopSSH(st)
 
 	if opts.Demo != nil {
 		if d.certs, err = opts.Demo.setup(ctx, d); err != nil {
@@ -208,7 +212,6 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.stopListening()
 	d.startFirewall(ctx, st, state)
-	d.startSSH(ctx, st)
 	d.warden.Reenforce(ctx)
 	expiring, stopExpiring := context.WithCancel(d.life)
 	expired := make(chan struct{})
@@ -340,6 +343,32 @@ func (d *Daemon) startSSH(ctx context.Context, st *store.SQLite) {
 		detail = "moat restarted before the hardening was confirmed, and putting the previous sshd settings back failed: " + err.Error()
 		d.log.Error("sshd rollback", "err", err)
 	} else if err := st.SetInForce(ctx, api.SSHStoreName, []byte(`{"pending":false}`)); err != nil {
+		d.log.Error("sshd rollback", "err", err)
+	}
+	if err := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: "ssh.rollback", Target: "sshd", Detail: detail}); err != nil {
+		d.log.Error("activity", "err", err)
+	}
+}
+
+// stopSSH puts back, as moat stops, the sshd settings a hardening on
+// trial replaced: nobody would be left to roll it back.
+func (d *Daemon) stopSSH(st *store.SQLite) {
+	if d.opts.SSH == nil {
+		return
+	}
+	pending, previous := d.opts.SSH.Pending()
+	if !pending {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	detail := "moat stopped before the hardening was confirmed: the previous sshd settings are back"
+	if err := d.opts.SSH.Restore(ctx, previous); err != nil {
+		d.log.Error("sshd rollback", "err", err)
+		return // the record stays: the next start tries again
+	}
+	d.opts.SSH.Forget()
+	if err := st.SetInForce(ctx, api.SSHStoreName, []byte(`{"pending":false}`)); err != nil {
 		d.log.Error("sshd rollback", "err", err)
 	}
 	if err := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: "ssh.rollback", Target: "sshd", Detail: detail}); err != nil {

@@ -116,7 +116,7 @@ func TestSSHKeysLogIn(t *testing.T) {
 // confirmation, stays when confirmed, and rolls back at start when moat
 // stopped before the confirmation.
 func TestSSHHardenThroughMoat(t *testing.T) {
-	l := newSSHLab(t, testenv.User{Name: "alice", Password: "alice-pw"})
+	l := newSSHLab(t, testenv.User{Name: "alice", Password: "alice-pw"}, testenv.User{Name: "root"})
 	e := startEnv(t, withSSH(l.m))
 	ctx := context.Background()
 	password := func() error { return testenv.SSHPassword(nil, "127.0.0.1", l.sshd.Port, "alice", "alice-pw") }
@@ -168,9 +168,14 @@ func TestSSHHardenThroughMoat(t *testing.T) {
 	if len(audit.Findings) != 0 || audit.Pending {
 		t.Errorf("audit after the confirmation: %+v", audit)
 	}
+	// With passwords off, the last key is the last way in.
+	err = e.client.Do(ctx, "DELETE", "/v1/ssh/keys?confirm=true&key=laptop", nil, nil)
+	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(err.Error(), "password login is off") {
+		t.Errorf("removing the last key after hardening: %v, want a 409", err)
+	}
 
-	// Not confirmed when moat stops: the next start puts back what the
-	// hardening replaced (here: the confirmed hardening).
+	// Not confirmed when moat stops: moat puts back what the hardening
+	// replaced (here: the confirmed hardening) as it stops.
 	if err := e.client.Do(ctx, "POST", "/v1/ssh/harden", api.HardenRequest{ConfirmWithin: "1h"}, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,13 @@ func DefaultPaths() Paths {
 // comes before the usual 50-cloud-init.conf.
 const keysDropIn = "00-moat-keys.conf"
 
+// keysHeader starts every key file of moat's.
+const keysHeader = "# Written by moat: change it with moat ssh keys, not here.\n"
+
+// ErrNotTaken marks a change sshd would not take as moat means it (a
+// setting made before moat's drop-in is read).
+var ErrNotTaken = errors.New("not taken by sshd")
+
 // UserKeys are the keys of one user, with their titles.
 type UserKeys struct {
 	User string
@@ -101,7 +108,7 @@ func (m *Manager) SyncKeys(ctx context.Context, keys []UserKeys) error {
 		}
 		want[uk.User] = true
 		var b bytes.Buffer
-		b.WriteString("# Written by moat: change it with moat ssh keys, not here.\n")
+		b.WriteString(keysHeader)
 		for _, k := range uk.Keys {
 			fmt.Fprintf(&b, "# %s\n%s\n", strings.ReplaceAll(k.Title, "\n", " "), k.Line)
 		}
@@ -114,28 +121,49 @@ func (m *Manager) SyncKeys(ctx context.Context, keys []UserKeys) error {
 		return fmt.Errorf("ssh keys: %w", err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() && !want[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
-			if err := os.Remove(filepath.Join(m.Paths.KeysDir, e.Name())); err != nil {
-				return fmt.Errorf("ssh keys: %w", err)
-			}
+		p := filepath.Join(m.Paths.KeysDir, e.Name())
+		if e.IsDir() || want[e.Name()] || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		// Only moat's own files go: one put here by hand stays.
+		if b, err := os.ReadFile(p); err != nil || !bytes.HasPrefix(b, []byte(keysHeader)) {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("ssh keys: %w", err)
 		}
 	}
 	return nil
 }
 
 // ensureDropIn writes the drop-in that adds moat's key files to
-// AuthorizedKeysFile (keeping the users' own files), unless it is there.
+// AuthorizedKeysFile, keeping the files sshd reads now (the users' own,
+// or what the owner set), unless it is there already.
 func (m *Manager) ensureDropIn(ctx context.Context) error {
 	path := filepath.Join(m.Paths.DropInDir, keysDropIn)
-	content := []byte("# Written by moat: the keys of moat ssh keys, beside each user's own.\n" +
-		"AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2 " + filepath.Join(m.Paths.KeysDir, "%u") + "\n")
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, content) {
+	mine := filepath.Join(m.Paths.KeysDir, "%u")
+	if old, err := os.ReadFile(path); err == nil && strings.Contains(string(old), " "+mine+"\n") {
 		return nil
 	}
+	eff, err := m.Effective(ctx, "root")
+	if err != nil {
+		return err
+	}
+	var files []string
+	for _, f := range eff.Values("authorizedkeysfile") {
+		if f != mine && f != "none" {
+			files = append(files, f)
+		}
+	}
+	content := []byte("# Written by moat: the keys of moat ssh keys, beside the files sshd read before.\n" +
+		"AuthorizedKeysFile " + strings.Join(append(files, mine), " ") + "\n")
 	return m.changeDropIn(ctx, keysDropIn, content, func(eff Effective) error {
-		if !slices.Contains(eff.Values("authorizedkeysfile"), filepath.Join(m.Paths.KeysDir, "%u")) {
-			return fmt.Errorf("sshd does not read moat's keys: its effective AuthorizedKeysFile is %q, set before moat's drop-in %s is read; remove that AuthorizedKeysFile line (from %s or an earlier drop-in), or add %s to it",
-				strings.Join(eff.Values("authorizedkeysfile"), " "), path, m.Paths.Config, filepath.Join(m.Paths.KeysDir, "%u"))
+		got := eff.Values("authorizedkeysfile")
+		for _, f := range append(files, mine) {
+			if !slices.Contains(got, f) {
+				return fmt.Errorf("sshd does not read moat's keys as moat set them: its effective AuthorizedKeysFile is %q, set before moat's drop-in %s is read; remove that AuthorizedKeysFile line (from %s or an earlier drop-in), or add %s to it: %w",
+					strings.Join(got, " "), path, m.Paths.Config, mine, ErrNotTaken)
+			}
 		}
 		return nil
 	})
@@ -143,9 +171,12 @@ func (m *Manager) ensureDropIn(ctx context.Context) error {
 
 // changeDropIn puts content in the drop-in called name, has sshd check
 // the whole configuration (sshd -t) and check (on sshd -T's effective
-// settings), then reloads sshd. If sshd refuses it, or check does, the
-// drop-in goes back to what it was and sshd is not reloaded.
+// settings), then reloads sshd. If sshd refuses it, or check does, or
+// the reload fails, the drop-in goes back to what it was.
 func (m *Manager) changeDropIn(ctx context.Context, name string, content []byte, check func(Effective) error) error {
+	// Once begun, the host's side is seen through: a client that leaves
+	// must not stop it between writing a file and taking it back.
+	ctx = context.WithoutCancel(ctx)
 	if err := os.MkdirAll(m.Paths.DropInDir, 0o755); err != nil {
 		return fmt.Errorf("sshd: %w", err)
 	}
@@ -176,7 +207,9 @@ func (m *Manager) changeDropIn(ctx context.Context, name string, content []byte,
 		return errors.Join(fmt.Errorf("sshd refuses the configuration with moat's %s, which is not loaded: %w", name, err), restore())
 	}
 	if err := m.reload(ctx); err != nil {
-		return fmt.Errorf("sshd: the configuration is checked, but sshd did not reload it: %w", err)
+		// Left on disk, the drop-in would take at the next reload or
+		// boot, with no window to take it back in.
+		return errors.Join(fmt.Errorf("sshd: the configuration is checked, but sshd did not reload it, so moat's %s is taken back: %w", name, err), restore())
 	}
 	return nil
 }

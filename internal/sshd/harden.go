@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -72,115 +71,6 @@ type HardenOptions struct {
 	Port int
 }
 
-// Access is who can log in once passwords are off: the users with a key,
-// and those who log in with a password today and have none.
-type Access struct {
-	WithKeys   []string
-	LockedOut  []string
-	Considered []string
-}
-
-// CheckAccess finds who keeps a way in with password login off: a user
-// who can log in (root, or an account with a login shell and a UID of
-// 1000 or more) and has a valid key in moat's files or in his own
-// authorized_keys. With nobody, it refuses, naming who would be locked
-// out.
-func (m *Manager) CheckAccess(ctx context.Context) (Access, error) {
-	var a Access
-	users, err := loginUsers(m.passwd())
-	if err != nil {
-		return a, err
-	}
-	passwords := withPasswords(m.shadow())
-	for _, u := range users {
-		a.Considered = append(a.Considered, u.name)
-		files := []string{filepath.Join(m.Paths.KeysDir, u.name)}
-		if u.home != "" {
-			files = append(files, filepath.Join(u.home, ".ssh/authorized_keys"), filepath.Join(u.home, ".ssh/authorized_keys2"))
-		}
-		if hasKey(files) {
-			a.WithKeys = append(a.WithKeys, u.name)
-		} else if passwords[u.name] {
-			a.LockedOut = append(a.LockedOut, u.name)
-		}
-	}
-	if len(a.WithKeys) == 0 {
-		who := "everyone"
-		if len(a.LockedOut) > 0 {
-			who = strings.Join(a.LockedOut, ", ") + ", who log in with a password now"
-		}
-		return a, fmt.Errorf("refusing to turn password login off: no user who can log in has a key (looked at %s), so %s would be locked out; add yours first: moat ssh keys add --title laptop [--user NAME] ~/.ssh/id_ed25519.pub",
-			strings.Join(a.Considered, ", "), who)
-	}
-	return a, nil
-}
-
-type loginUser struct{ name, home string }
-
-// loginUsers reads the accounts that can log in from a passwd file.
-func loginUsers(path string) ([]loginUser, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("sshd: reading the accounts: %w", err)
-	}
-	defer f.Close()
-	var out []loginUser
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fl := strings.Split(sc.Text(), ":")
-		if len(fl) < 7 {
-			continue
-		}
-		var uid int
-		fmt.Sscan(fl[2], &uid)
-		shell := filepath.Base(fl[6])
-		if shell == "" || shell == "nologin" || shell == "false" || shell == "sync" {
-			continue
-		}
-		if fl[0] == "root" || (uid >= 1000 && uid < 65534) {
-			out = append(out, loginUser{name: fl[0], home: fl[5]})
-		}
-	}
-	return out, sc.Err()
-}
-
-// withPasswords reads which accounts have a password that works (not
-// locked, not empty) from a shadow file; none when it cannot be read.
-func withPasswords(path string) map[string]bool {
-	out := map[string]bool{}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return out
-	}
-	for line := range strings.Lines(string(b)) {
-		fl := strings.Split(line, ":")
-		if len(fl) > 1 && fl[1] != "" && !strings.HasPrefix(fl[1], "!") && !strings.HasPrefix(fl[1], "*") {
-			out[fl[0]] = true
-		}
-	}
-	return out
-}
-
-// hasKey reports whether any of the files holds a key ParseKey accepts.
-func hasKey(files []string) bool {
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		for line := range strings.Lines(string(b)) {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			if _, _, err := ParseKey(line); err == nil {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 func (m *Manager) passwd() string {
 	if m.Paths.Passwd != "" {
 		return m.Paths.Passwd
@@ -219,9 +109,9 @@ type hardening struct {
 // comes first; done hears how that went. It returns who keeps a way in,
 // and the ports sshd listened on before.
 func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error)) (Access, []int, error) {
-	a, err := m.CheckAccess(ctx)
+	a, err := m.CheckAccess(ctx, nil)
 	if err != nil {
-		return a, nil, err
+		return a, nil, fmt.Errorf("refusing to turn password login off: %w", err)
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return a, nil, fmt.Errorf("port %d is not a port from 1 to 65535", o.Port)
@@ -237,37 +127,38 @@ func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error))
 			old = append(old, p)
 		}
 	}
-	path := filepath.Join(m.Paths.DropInDir, hardenDropIn)
-	previous, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		previous, err = nil, nil
-	}
-	if err != nil {
-		return a, nil, fmt.Errorf("sshd: %w", err)
-	}
 	if o.Port != 0 {
 		// sshd listens on every Port line it reads: moat can move it
 		// only when its own drop-in holds the only ones.
 		if where := m.portLines(); len(where) > 0 {
-			return a, old, fmt.Errorf("sshd's port is set in %s, and sshd listens on every Port line it reads, so moat cannot move it: remove those Port lines and harden with the port again (moat keeps the old port open until you confirm the move)", strings.Join(where, ", "))
+			return a, old, fmt.Errorf("sshd's port is set in %s, and sshd listens on every Port line it reads, so moat cannot move it: remove those Port lines and harden with the port again (moat keeps the old port open until you confirm the move): %w", strings.Join(where, ", "), ErrNotTaken)
 		}
 	}
+	m.harden.mu.Lock()
+	defer m.harden.mu.Unlock()
+	// What to go back to is read under the lock, so that a rollback
+	// running now is either done or not begun. A hardening on trial goes
+	// back to what it replaced, and stays on trial until the new one is
+	// in place.
+	previous, err := m.HardenDropIn()
+	if err != nil {
+		return a, old, err
+	}
+	if m.harden.pending != nil {
+		previous = m.harden.pending.previous
+	}
 	var trial, final []int
-	if o.Port != 0 {
+	switch {
+	case o.Port != 0:
 		final = []int{o.Port}
 		trial = append([]int{o.Port}, old...)
 		if o.Window == 0 {
 			trial = final
 		}
-	}
-	m.harden.mu.Lock()
-	defer m.harden.mu.Unlock()
-	if m.harden.pending != nil {
-		// The one on trial is what to go back to: a second harden
-		// does not make it the previous settings.
-		m.harden.pending.timer.Stop()
-		previous = m.harden.pending.previous
-		m.harden.pending = nil
+	default:
+		// A port moved before stays where it is.
+		now, _ := m.HardenDropIn()
+		trial = portsIn(now)
 	}
 	err = m.changeDropIn(ctx, hardenDropIn, hardenContent(dedupe(trial)), func(eff Effective) error {
 		var missed []string
@@ -280,13 +171,17 @@ func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error))
 			missed = append(missed, fmt.Sprintf("Port is %s", strings.Join(eff.Values("port"), " ")))
 		}
 		if len(missed) > 0 {
-			return fmt.Errorf("sshd does not take moat's hardening: %s, set before moat's drop-in is read (in %s, or a drop-in that sorts before %s); remove those lines and harden again",
-				strings.Join(missed, ", "), m.Paths.Config, hardenDropIn)
+			return fmt.Errorf("sshd does not take moat's hardening: %s, set before moat's drop-in is read (in %s, or a drop-in that sorts before %s); remove those lines and harden again: %w",
+				strings.Join(missed, ", "), m.Paths.Config, hardenDropIn, ErrNotTaken)
 		}
 		return nil
 	})
 	if err != nil {
 		return a, old, err
+	}
+	if m.harden.pending != nil {
+		m.harden.pending.timer.Stop()
+		m.harden.pending = nil
 	}
 	if o.Window > 0 {
 		p := &pendingHarden{previous: previous}
@@ -310,18 +205,24 @@ func dedupe(ports []int) []int {
 	return out
 }
 
-// rollback puts back the drop-in p replaced, unless p was confirmed.
+// rollback puts back the drop-in p replaced, unless p was confirmed or
+// replaced. It holds the lock throughout, so that a hardening begun now
+// waits and then sees what the rollback left; done is told under it too.
+// A rollback that fails is tried again a minute later.
 func (m *Manager) rollback(p *pendingHarden, done func(error)) {
 	m.harden.mu.Lock()
+	defer m.harden.mu.Unlock()
 	if m.harden.pending != p {
-		m.harden.mu.Unlock()
 		return
 	}
-	m.harden.pending = nil
-	m.harden.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := m.Restore(ctx, p.previous)
+	if err != nil {
+		p.timer = time.AfterFunc(time.Minute, func() { m.rollback(p, done) })
+	} else {
+		m.harden.pending = nil
+	}
 	if done != nil {
 		done(err)
 	}
@@ -350,7 +251,7 @@ func (m *Manager) Confirm(ctx context.Context) error {
 	defer m.harden.mu.Unlock()
 	p := m.harden.pending
 	if p == nil {
-		return errors.New("no hardening waits for a confirmation")
+		return errors.New("no hardening waits for a confirmation: it was rolled back, or confirmed already (moat activity shows which); moat ssh audit shows the settings in force")
 	}
 	p.timer.Stop()
 	m.harden.pending = nil
@@ -360,6 +261,17 @@ func (m *Manager) Confirm(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Forget drops the hardening on trial without touching sshd: its
+// rollback was done by other means (moat stopping).
+func (m *Manager) Forget() {
+	m.harden.mu.Lock()
+	defer m.harden.mu.Unlock()
+	if m.harden.pending != nil {
+		m.harden.pending.timer.Stop()
+		m.harden.pending = nil
+	}
 }
 
 // Pending reports whether a hardening waits for its confirmation, and
@@ -397,7 +309,7 @@ func (m *Manager) Audit(ctx context.Context) ([]Finding, error) {
 			continue
 		}
 		out = append(out, Finding{Keyword: s.Keyword, Have: have, Want: s.Value, Why: s.Why,
-			Fix: "moat ssh harden (it checks first that someone keeps a way in), or set " + s.Keyword + " " + s.Value + " in " + filepath.Join(m.Paths.DropInDir, hardenDropIn)})
+			Fix: "moat ssh harden (it checks first that someone keeps a way in); if the setting stays, remove the " + s.Keyword + " line from " + m.Paths.Config + " or from a drop-in that sorts before " + hardenDropIn})
 	}
 	return out, nil
 }
@@ -434,6 +346,20 @@ func (m *Manager) portLines() []string {
 			if fl := strings.Fields(line); len(fl) > 1 && strings.EqualFold(fl[0], "Port") {
 				out = append(out, f)
 				break
+			}
+		}
+	}
+	return out
+}
+
+// portsIn reads the Port lines of a drop-in of moat's.
+func portsIn(content []byte) []int {
+	var out []int
+	for line := range strings.Lines(string(content)) {
+		var p int
+		if fl := strings.Fields(line); len(fl) == 2 && fl[0] == "Port" {
+			if _, err := fmt.Sscan(fl[1], &p); err == nil {
+				out = append(out, p)
 			}
 		}
 	}

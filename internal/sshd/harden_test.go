@@ -2,10 +2,12 @@ package sshd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +235,118 @@ func TestHardenMovesThePort(t *testing.T) {
 	os.WriteFile(s.Config, []byte("Port 2200\n"+string(conf)), 0o600)
 	if _, _, err := m.Harden(ctx, HardenOptions{Window: time.Minute, Port: 2300}, nil); err == nil || !strings.Contains(err.Error(), "remove those Port lines") {
 		t.Errorf("moving a port sshd_config sets: %v", err)
+	}
+}
+
+// TestCheckAccess: only a key sshd would take for a plain login counts.
+func TestCheckAccess(t *testing.T) {
+	ctx := context.Background()
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeGH3+5TrOKd7UbhR4RrOr2TmfdTeADqCk4RD/cNjXj me"
+	root := func(line string) []UserKeys {
+		return []UserKeys{{User: "root", Keys: []TitledKey{{Title: "t", Line: line}}}}
+	}
+	cases := []struct {
+		name     string
+		config   []string
+		proposed []UserKeys
+		ok       bool
+	}{
+		{"a plain key", nil, root(key), true},
+		{"no key", nil, root("# nothing"), false},
+		{"a key with a forced command", nil, root(`command="backup" ` + key), false},
+		{"a key from one network only", nil, root(`from="10.0.0.0/8" ` + key), false},
+		{"root not in AllowUsers", []string{"AllowUsers alice"}, root(key), false},
+		{"root in DenyUsers", []string{"DenyUsers ro*"}, root(key), false},
+		{"keys alone not enough", []string{"AuthenticationMethods publickey,password"}, root(key), false},
+		{"moat's files not read", []string{"first: AuthorizedKeysFile .ssh/authorized_keys"}, root(key), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var config, first []string
+			for _, line := range c.config {
+				if rest, ok := strings.CutPrefix(line, "first: "); ok {
+					first = append(first, rest)
+				} else {
+					config = append(config, line)
+				}
+			}
+			l := newLabUsers(t, []testenv.User{{Name: "alice", Password: "pw"}, {Name: "root", Password: "pw"}}, config...)
+			if len(first) > 0 {
+				// Before the Include: the first value wins over moat's.
+				conf, _ := os.ReadFile(l.m.Paths.Config)
+				os.WriteFile(l.m.Paths.Config, []byte(strings.Join(first, "\n")+"\n"+string(conf)), 0o600)
+			}
+			// moat's keys are read where its drop-in says, unless the
+			// configuration set AuthorizedKeysFile first.
+			os.WriteFile(filepath.Join(l.m.Paths.DropInDir, keysDropIn), []byte("AuthorizedKeysFile .ssh/authorized_keys "+filepath.Join(l.m.Paths.KeysDir, "%u")+"\n"), 0o644)
+			a, err := l.m.CheckAccess(ctx, c.proposed)
+			if (err == nil) != c.ok {
+				t.Fatalf("access %+v, %v; want ok %v", a, err, c.ok)
+			}
+			if err != nil && (!errors.Is(err, ErrLockout) || !strings.Contains(err.Error(), "alice")) {
+				t.Errorf("%v: want ErrLockout naming alice", err)
+			}
+		})
+	}
+	// A key file sshd's StrictModes refuses (a directory others may
+	// write) does not count.
+	l := newLabUsers(t, []testenv.User{{Name: "root"}})
+	l.rootKey(t)
+	if _, err := l.m.CheckAccess(ctx, nil); err != nil {
+		t.Fatalf("with root's key: %v", err)
+	}
+	os.Chmod(l.m.Paths.KeysDir, 0o777)
+	if _, err := l.m.CheckAccess(ctx, nil); !errors.Is(err, ErrLockout) {
+		t.Errorf("with a world-writable key directory: %v, want ErrLockout", err)
+	}
+}
+
+// TestKeysKeepTheOwnersAuthorizedKeysFile: moat's drop-in adds its files
+// to what sshd read before, a custom file included.
+func TestKeysKeepTheOwnersAuthorizedKeysFile(t *testing.T) {
+	l := newLab(t, "AuthorizedKeysFile .ssh/custom_keys")
+	ctx := context.Background()
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeGH3+5TrOKd7UbhR4RrOr2TmfdTeADqCk4RD/cNjXj me"
+	if err := l.m.SyncKeys(ctx, []UserKeys{{User: "root", Keys: []TitledKey{{Title: "t", Line: key}}}}); err != nil {
+		t.Fatal(err)
+	}
+	eff, err := l.m.Effective(ctx, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := eff.Values("authorizedkeysfile"); !slices.Contains(got, ".ssh/custom_keys") || !slices.Contains(got, filepath.Join(l.m.Paths.KeysDir, "%u")) {
+		t.Errorf("AuthorizedKeysFile %v: want the owner's custom file and moat's", got)
+	}
+}
+
+// TestSecondHardenThatFails: a harden during a trial that fails leaves
+// the first trial on trial, and its rollback still comes.
+func TestSecondHardenThatFails(t *testing.T) {
+	l := hardenLab(t)
+	ctx := context.Background()
+	l.rootKey(t)
+	done := make(chan error, 1)
+	if _, _, err := l.m.Harden(ctx, HardenOptions{Window: 3 * time.Second}, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	reload := l.m.Reload
+	l.m.Reload = func(context.Context) error { return errors.New("systemctl: timed out") }
+	if _, _, err := l.m.Harden(ctx, HardenOptions{Window: time.Hour}, nil); err == nil {
+		t.Fatal("a harden whose reload failed succeeded")
+	}
+	l.m.Reload = reload
+	if pending, _ := l.m.Pending(); !pending {
+		t.Fatal("the first trial is no longer pending")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first trial did not roll back")
+	}
+	if err := l.password("alice", "alice-pw"); err != nil {
+		t.Errorf("after the rollback: %v", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -47,6 +49,12 @@ type KeyError struct {
 }
 
 func (e *KeyError) Error() string { return e.Problem + ": " + e.Fix }
+
+// keyOptions are the options sshd takes in front of a key (sshd(8),
+// AUTHORIZED_KEYS FILE FORMAT).
+var keyOptions = []string{"agent-forwarding", "cert-authority", "command", "environment", "expiry-time", "from", "no-agent-forwarding",
+	"no-port-forwarding", "no-pty", "no-touch-required", "no-user-rc", "no-x11-forwarding", "permitlisten", "permitopen",
+	"port-forwarding", "principals", "pty", "restrict", "tunnel", "user-rc", "verify-required", "x11-forwarding"}
 
 // The smallest RSA keys accepted, and those accepted without a warning.
 const (
@@ -89,6 +97,13 @@ func ParseKey(line string) (k Key, warning string, err error) {
 	}
 	if len(strings.TrimSpace(string(rest))) > 0 {
 		return Key{}, "", &KeyError{Problem: "there is more than one key", Fix: "add one key at a time"}
+	}
+	for _, o := range options {
+		name, _, _ := strings.Cut(o, "=")
+		if !slices.Contains(keyOptions, strings.ToLower(name)) {
+			// sshd refuses the whole line for an option it does not know.
+			return Key{}, "", &KeyError{Problem: "the option " + strconv.Quote(name) + " is not one sshd knows, and sshd would ignore the whole key", Fix: "correct or remove it; sshd's options are " + strings.Join(keyOptions, ", ")}
+		}
 	}
 	k = Key{Options: options, Type: pub.Type(), Fingerprint: ssh.FingerprintSHA256(pub), Comment: comment}
 	if _, ok := pub.(*ssh.Certificate); ok {
@@ -135,10 +150,18 @@ func dsaRefused() error {
 	return &KeyError{Problem: "DSA (ssh-dss) keys are broken, and OpenSSH no longer accepts them", Fix: fixNewKey}
 }
 
-// isPrivate reports whether s looks like a private key of any format.
+// isPrivate reports whether s looks like a private key of any format: a
+// PEM block of one, PuTTY's file, or the base64 of OpenSSH's
+// ("openssh-key-v1"), as one line of it pasted alone would be.
 func isPrivate(s string) bool {
-	u := strings.ToUpper(s)
-	return strings.Contains(u, "PRIVATE KEY") || strings.HasPrefix(s, "PuTTY-User-Key-File") || strings.Contains(s, "b3BlbnNzaC1rZXktdjE") // "openssh-key-v1", base64
+	if i := strings.Index(s, "-----BEGIN "); i >= 0 {
+		if head, _, ok := strings.Cut(s[i:], "-----\n"); ok || strings.HasSuffix(s, "-----") {
+			if strings.Contains(head, "PRIVATE KEY") {
+				return true
+			}
+		}
+	}
+	return strings.HasPrefix(s, "PuTTY-User-Key-File") || strings.Contains(s, "b3BlbnNzaC1rZXktdjE")
 }
 
 // bits is the size of pub's underlying key, 0 when unknown.

@@ -82,6 +82,7 @@ func TestParseKey(t *testing.T) {
 		{"sk ed25519", ssh.KeyAlgoSKED25519 + " " + wire([]byte(ssh.KeyAlgoSKED25519), edPub, []byte("ssh:")) + " yubikey", ssh.KeyAlgoSKED25519, 256, false, nil},
 		{"sk ecdsa", ssh.KeyAlgoSKECDSA256 + " " + wire([]byte(ssh.KeyAlgoSKECDSA256), []byte("nistp256"), ecPoint(), []byte("ssh:")) + " yubikey", ssh.KeyAlgoSKECDSA256, 256, false, nil},
 		{"options kept", `from="203.0.113.0/24",command="backup" ` + line(t, edPub, "backup"), ssh.KeyAlgoED25519, 256, false, []string{`from="203.0.113.0/24"`, `command="backup"`}},
+		{"private key in the comment is just words", line(t, edPub, "my work private key"), ssh.KeyAlgoED25519, 256, false, nil},
 		{"no comment, spaces around", "  " + strings.TrimSuffix(line(t, edPub, ""), " ") + "  ", ssh.KeyAlgoED25519, 256, false, nil},
 	}
 	for _, g := range good {
@@ -119,6 +120,7 @@ func TestParseKey(t *testing.T) {
 		{"comment", "# my key", "comment", false},
 		{"two lines", line(t, edPub, "a") + "\n" + line(t, edPub, "b"), "more than one line", false},
 		{"control characters", line(t, edPub, "a\x00b"), "control characters", false},
+		{"an option sshd does not know", "no-ptty " + line(t, edPub, "x"), `"no-ptty" is not one sshd knows`, false},
 		{"certificate", certLine(t, edPub, edPriv), "certificate", false},
 	}
 	for _, b := range bad {

@@ -252,7 +252,7 @@ func (s *SSHD) accounts(t testing.TB, users []User) string {
 			shadow = strings.Join(lines, "")
 			continue
 		}
-		id := 4200 + i
+		id := 61000 + i // far from the machine's own accounts
 		home := filepath.Join(s.Dir, "home", u.Name)
 		if err := os.MkdirAll(home, 0o755); err != nil {
 			t.Fatalf("testenv: %v", err)
@@ -389,6 +389,9 @@ func PrivateDir(t testing.TB) string {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		os.Remove(privateRoot) // only when empty
+	})
 	return dir
 }
