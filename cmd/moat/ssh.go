@@ -115,7 +115,11 @@ func newSSHAudit(g *globals) *cobra.Command {
 				return nil
 			}
 			for _, f := range res.Findings {
-				fmt.Fprintf(w, "%s is %s, should be %s: %s.\n  Fix: %s\n", f.Keyword, f.Have, f.Want, f.Why, f.Fix)
+				who := ""
+				if f.For != "" {
+					who = " for " + f.For
+				}
+				fmt.Fprintf(w, "%s is %s%s, should be %s: %s.\n  Fix: %s\n", f.Keyword, f.Have, who, f.Want, f.Why, f.Fix)
 			}
 			return nil
 		},

@@ -206,18 +206,24 @@ func keyFiles(eff Effective, u loginUser) []string {
 // else.
 func safePath(file string, uid int) bool {
 	for p := file; ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return false
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok || (st.Uid != 0 && int(st.Uid) != uid) || fi.Mode().Perm()&0o022 != 0 {
+		if !safe(p, uid) {
 			return false
 		}
 		if p == "/" {
 			return true
 		}
 	}
+}
+
+// safe reports whether p alone is owned by root or uid and writable by
+// nobody else.
+func safe(p string, uid int) bool {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && (st.Uid == 0 || int(st.Uid) == uid) && fi.Mode().Perm()&0o022 == 0
 }
 
 func readLines(file string) []string {

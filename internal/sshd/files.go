@@ -98,8 +98,8 @@ func (m *Manager) SyncKeys(ctx context.Context, keys []UserKeys) error {
 			return err
 		}
 	}
-	if err := os.MkdirAll(m.Paths.KeysDir, 0o755); err != nil {
-		return fmt.Errorf("ssh keys: %w", err)
+	if err := m.keysDir(); err != nil {
+		return err
 	}
 	want := map[string]bool{}
 	for _, uk := range keys {
@@ -134,6 +134,29 @@ func (m *Manager) SyncKeys(ctx context.Context, keys []UserKeys) error {
 		}
 	}
 	return nil
+}
+
+// keysDir makes the keys directory as sshd's StrictModes wants it: owned
+// by root, writable by nobody else, and so every directory above it; one
+// that is not is refused with the fix, since sshd would ignore the keys.
+func (m *Manager) keysDir() error {
+	if err := os.MkdirAll(m.Paths.KeysDir, 0o755); err != nil {
+		return fmt.Errorf("ssh keys: %w", err)
+	}
+	if err := os.Chown(m.Paths.KeysDir, 0, 0); err != nil {
+		return fmt.Errorf("ssh keys: %w", err)
+	}
+	if err := os.Chmod(m.Paths.KeysDir, 0o755); err != nil {
+		return fmt.Errorf("ssh keys: %w", err)
+	}
+	for p := filepath.Dir(m.Paths.KeysDir); ; p = filepath.Dir(p) {
+		if !safe(p, 0) {
+			return fmt.Errorf("ssh keys: %s is not owned by root, or others may write to it, so sshd (StrictModes) would ignore moat's keys below it: chown root:root %s && chmod go-w %s", p, p, p)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // ensureDropIn writes the drop-in that adds moat's key files to

@@ -170,6 +170,15 @@ func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error))
 		if o.Port != 0 && !slices.Contains(eff.Values("port"), fmt.Sprint(o.Port)) {
 			missed = append(missed, fmt.Sprintf("Port is %s", strings.Join(eff.Values("port"), " ")))
 		}
+		overrides, err := m.matchOverrides(ctx, eff)
+		if err != nil {
+			return err
+		}
+		for _, f := range overrides {
+			if f.Keyword == "PasswordAuthentication" || f.Keyword == "KbdInteractiveAuthentication" {
+				missed = append(missed, fmt.Sprintf("%s is %s for %s (a Match block)", f.Keyword, f.Have, f.For))
+			}
+		}
 		if len(missed) > 0 {
 			return fmt.Errorf("sshd does not take moat's hardening: %s, set before moat's drop-in is read (in %s, or a drop-in that sorts before %s); remove those lines and harden again: %w",
 				strings.Join(missed, ", "), m.Paths.Config, hardenDropIn, ErrNotTaken)
@@ -289,6 +298,8 @@ func (m *Manager) Pending() (bool, []byte) {
 // recommended ones.
 type Finding struct {
 	Keyword string `json:"keyword"`
+	// For names the user a Match block sets it for; empty for everyone.
+	For     string `json:"for,omitempty"`
 	Have    string `json:"have"`
 	Want    string `json:"want"`
 	Why     string `json:"why"`
@@ -310,6 +321,37 @@ func (m *Manager) Audit(ctx context.Context) ([]Finding, error) {
 		}
 		out = append(out, Finding{Keyword: s.Keyword, Have: have, Want: s.Value, Why: s.Why,
 			Fix: "moat ssh harden (it checks first that someone keeps a way in); if the setting stays, remove the " + s.Keyword + " line from " + m.Paths.Config + " or from a drop-in that sorts before " + hardenDropIn})
+	}
+	more, err := m.matchOverrides(ctx, eff)
+	return append(out, more...), err
+}
+
+// matchOverrides finds the settings a Match block gives a user other than
+// what sshd gives root from localhost (the connection Audit and Harden
+// read): a Match User alice with PasswordAuthentication yes keeps her
+// password working whatever the rest says.
+func (m *Manager) matchOverrides(ctx context.Context, rootEff Effective) ([]Finding, error) {
+	users, err := loginUsers(m.passwd())
+	if err != nil {
+		return nil, err
+	}
+	var out []Finding
+	for _, u := range users {
+		if u.name == "root" {
+			continue
+		}
+		eff, err := m.Effective(ctx, u.name)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range Recommended {
+			k := strings.ToLower(s.Keyword)
+			if k == "permitrootlogin" || eff.Value(k) == rootEff.Value(k) || eff.Value(k) == effectiveValue(s.Keyword, s.Value) {
+				continue
+			}
+			out = append(out, Finding{Keyword: s.Keyword, For: u.name, Have: eff.Value(k), Want: s.Value, Why: s.Why,
+				Fix: "remove " + s.Keyword + " from the Match block for " + u.name + " in " + m.Paths.Config + " (or a drop-in)"})
+		}
 	}
 	return out, nil
 }

@@ -350,3 +350,55 @@ func TestSecondHardenThatFails(t *testing.T) {
 		t.Errorf("after the rollback: %v", err)
 	}
 }
+
+// TestHardenSeesMatchBlocks: a Match block that keeps passwords on for
+// one user makes hardening refuse (it would not hold for her), and the
+// audit names her.
+func TestHardenSeesMatchBlocks(t *testing.T) {
+	l := hardenLab(t)
+	l.rootKey(t)
+	conf, _ := os.ReadFile(l.m.Paths.Config)
+	os.WriteFile(l.m.Paths.Config, append(conf, []byte("Match User alice\n\tPasswordAuthentication yes\n")...), 0o600)
+	ctx := context.Background()
+	_, _, err := l.m.Harden(ctx, HardenOptions{}, nil)
+	if !errors.Is(err, ErrNotTaken) || !strings.Contains(err.Error(), "PasswordAuthentication is yes for alice") {
+		t.Fatalf("%v, want a refusal naming alice's Match block", err)
+	}
+	// Hardened for everyone else (the drop-in written by hand), the audit
+	// names what the Match block keeps for alice.
+	os.WriteFile(filepath.Join(l.m.Paths.DropInDir, hardenDropIn), hardenContent(nil), 0o644)
+	findings, err := l.m.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := false
+	for _, f := range findings {
+		if f.For == "alice" && f.Keyword == "PasswordAuthentication" && strings.Contains(f.Fix, "Match block for alice") {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("audit %+v: want alice's Match block", findings)
+	}
+}
+
+// TestKeysDirThatSSHDWouldIgnore: a keys directory below one others may
+// write is refused with the fix; its own modes are put right.
+func TestKeysDirThatSSHDWouldIgnore(t *testing.T) {
+	l := newLab(t)
+	parent := filepath.Dir(l.m.Paths.KeysDir)
+	os.MkdirAll(l.m.Paths.KeysDir, 0o700)
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeGH3+5TrOKd7UbhR4RrOr2TmfdTeADqCk4RD/cNjXj me"
+	if err := l.m.SyncKeys(context.Background(), []UserKeys{{User: "root", Keys: []TitledKey{{Title: "t", Line: key}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(l.m.Paths.KeysDir); fi.Mode().Perm() != 0o755 {
+		t.Errorf("keys dir mode %v, want 0755", fi.Mode().Perm())
+	}
+	os.Chmod(parent, 0o777)
+	defer os.Chmod(parent, 0o755)
+	err := l.m.SyncKeys(context.Background(), []UserKeys{{User: "root", Keys: []TitledKey{{Title: "t", Line: key}}}})
+	if err == nil || !strings.Contains(err.Error(), "chmod go-w "+parent) {
+		t.Errorf("%v, want the refusal with the fix for %s", err, parent)
+	}
+}
