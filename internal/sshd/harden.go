@@ -299,11 +299,11 @@ func (m *Manager) Pending() (bool, []byte) {
 type Finding struct {
 	Keyword string `json:"keyword"`
 	// For names the user a Match block sets it for; empty for everyone.
-	For     string `json:"for,omitempty"`
-	Have    string `json:"have"`
-	Want    string `json:"want"`
-	Why     string `json:"why"`
-	Fix     string `json:"fix"`
+	For  string `json:"for,omitempty"`
+	Have string `json:"have"`
+	Want string `json:"want"`
+	Why  string `json:"why"`
+	Fix  string `json:"fix"`
 }
 
 // Audit compares sshd's effective settings (sshd -T) with the
