@@ -59,6 +59,7 @@ themselves.`,
   moat ssh harden --port 2222`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			req.SSHConnection = sshConnection()
 			var res api.HardenResponse
 			if err := g.call(cmd, "POST", "/v1/ssh/harden", req, &res); err != nil {
 				return err
@@ -86,7 +87,7 @@ func newSSHConfirm(g *globals) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res api.AuditResponse
-			if err := g.call(cmd, "POST", "/v1/ssh/confirm", nil, &res); err != nil {
+			if err := g.call(cmd, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: sshConnection()}, &res); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Confirmed: the hardened settings stay.")

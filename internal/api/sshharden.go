@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"moat/internal/config"
@@ -36,6 +37,25 @@ type SSHTrial struct {
 	// OldPorts are the ports sshd moves from: the firewall closes them
 	// when the move is confirmed.
 	OldPorts []int `json:"old_ports,omitempty"`
+	// From is the SSH connection (client address and port) the
+	// hardening came from: the confirmation must come from another, a
+	// session that logged in under the new settings.
+	From string `json:"from,omitempty"`
+}
+
+// ConfirmRequest is the body of POST /v1/ssh/confirm.
+type ConfirmRequest struct {
+	// SSHConnection is the caller's SSH_CONNECTION.
+	SSHConnection string `json:"ssh_connection,omitempty"`
+}
+
+// sshSession is "address port" of the client of an SSH_CONNECTION, or "".
+func sshSession(conn string) string {
+	f := strings.Fields(conn)
+	if len(f) < 2 {
+		return ""
+	}
+	return f[0] + " " + f[1]
 }
 
 // SSHStoreName is the in-force name of SSHTrial.
@@ -51,6 +71,9 @@ type HardenRequest struct {
 	// sshd listens on the old port too until the confirmation, which
 	// closes the old port in sshd and in the firewall.
 	Port int `json:"port,omitempty"`
+	// SSHConnection is the caller's SSH_CONNECTION, so that the
+	// confirmation is refused from this same session.
+	SSHConnection string `json:"ssh_connection,omitempty"`
 }
 
 // HardenResponse says who keeps a way in, and until when the change
@@ -131,7 +154,7 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 	id := time.Now().UnixNano()
 	previous, err := m.HardenDropIn()
 	if err == nil {
-		t := SSHTrial{ID: id, Pending: true}
+		t := SSHTrial{ID: id, Pending: true, From: sshSession(req.SSHConnection)}
 		if previous != nil {
 			p := string(previous)
 			t.Previous = &p
@@ -209,10 +232,21 @@ func (s *Server) sshConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errNoSSH)
 		return
 	}
+	var req ConfirmRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	ctx := r.Context()
 	var trial SSHTrial
 	if raw, err := s.Store.InForce(ctx, SSHStoreName); err == nil && raw != nil {
 		json.Unmarshal(raw, &trial)
+	}
+	if from := sshSession(req.SSHConnection); from != "" && from == trial.From {
+		s.fail(w, conflict{errors.New("this is the session the hardening came from, which logged in under the old settings: open a NEW SSH session with your key and confirm from there (that it gets in is the proof you keep a way in)")})
+		return
 	}
 	if err := m.Confirm(ctx); err != nil {
 		s.fail(w, conflict{err})

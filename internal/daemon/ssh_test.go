@@ -158,11 +158,15 @@ func TestSSHHardenThroughMoat(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 
-	// Confirmed: it stays.
-	if err := harden(); err != nil {
+	// Confirmed, from another session than the hardening's: it stays.
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/harden", api.HardenRequest{ConfirmWithin: "1m", SSHConnection: "198.51.100.9 50001 10.0.0.1 22"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", nil, &audit); err != nil {
+	err = e.client.Do(ctx, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: "198.51.100.9 50001 10.0.0.1 22"}, nil)
+	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(err.Error(), "NEW SSH session") {
+		t.Errorf("confirm from the hardening's own session: %v, want a 409", err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: "198.51.100.9 50002 10.0.0.1 22"}, &audit); err != nil {
 		t.Fatal(err)
 	}
 	if len(audit.Findings) != 0 || audit.Pending {
