@@ -43,7 +43,7 @@ if [[ ! -x $sshd_dir/usr/sbin/sshd ]] || ! ldd "$sshd_dir/usr/sbin/sshd" >/dev/n
     }
   done
   tmp=$(mktemp -d)
-  (cd "$tmp" && chown _apt "$tmp" 2>/dev/null; apt-get download -qq openssh-server)
+  (cd "$tmp" && chown _apt "$tmp" 2>/dev/null; apt-get download -qq openssh-server || { apt-get update -qq && apt-get download -qq openssh-server; })
   mkdir -p "$sshd_dir"
   dpkg-deb -x "$tmp"/openssh-server_*.deb "$sshd_dir"
   rm -rf "$tmp"
