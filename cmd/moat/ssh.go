@@ -80,20 +80,23 @@ themselves.`,
 }
 
 func newSSHConfirm(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var console bool
+	cmd := &cobra.Command{
 		Use:     "confirm",
 		Short:   "Keep the settings of moat ssh harden (run it from a new session that used your key)",
 		Example: "  moat ssh confirm",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res api.AuditResponse
-			if err := g.call(cmd, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: sshConnection()}, &res); err != nil {
+			if err := g.call(cmd, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: sshConnection(), Console: console}, &res); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Confirmed: the hardened settings stay.")
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&console, "console", false, "confirm at the server's console, with no SSH session to prove a key login")
+	return cmd
 }
 
 func newSSHAudit(g *globals) *cobra.Command {

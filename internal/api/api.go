@@ -56,6 +56,13 @@ type Server struct {
 	// firewall.EstablishedPeers, reading /proc/net, when nil.
 	Sessions func(port uint16) []netip.Addr
 
+	// Conns lists the remote ends of the TCP connections open to a local
+	// port (the SSH sessions open when sshd is hardened);
+	// firewall.EstablishedConns when nil.
+	Conns func(port uint16) []netip.AddrPort
+	// sshMu orders hardenings and confirmations.
+	sshMu sync.Mutex
+
 	// applyMu orders Runtime.Apply calls and applied is the newest
 	// revision handed to it: two changes stored one after the other may
 	// reach this point in the other order, and the older state must not

@@ -127,13 +127,19 @@ func (s *Server) removeKey(w http.ResponseWriter, r *http.Request) {
 		// With password login off, the last key someone gets in with
 		// is the last way in.
 		if m := s.ssh(); m != nil {
-			if eff, err := m.Effective(r.Context(), "root"); err == nil && eff.Value("passwordauthentication") == "no" {
+			eff, err := m.Effective(r.Context(), "root")
+			if err != nil {
+				return fmt.Errorf("refusing to remove key %s of %s: sshd's settings cannot be read to check that someone keeps a way in: %w", gone.Title, gone.User, err)
+			}
+			if eff.Value("passwordauthentication") == "no" {
 				proposed := st.SSHUserKeys()
 				if proposed == nil {
 					proposed = []sshd.UserKeys{} // none left; nil would mean the files as they are
 				}
 				if _, err := m.CheckAccess(r.Context(), proposed); errors.Is(err, sshd.ErrLockout) {
 					return conflict{fmt.Errorf("refusing to remove key %s of %s: password login is off, and %w", gone.Title, gone.User, err)}
+				} else if err != nil {
+					return fmt.Errorf("refusing to remove key %s of %s: who keeps a way in cannot be checked: %w", gone.Title, gone.User, err)
 				}
 			}
 		}

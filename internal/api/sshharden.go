@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,15 +41,25 @@ type SSHTrial struct {
 	// when the move is confirmed.
 	OldPorts []int `json:"old_ports,omitempty"`
 	// From is the SSH connection (client address and port) the
-	// hardening came from: the confirmation must come from another, a
-	// session that logged in under the new settings.
-	From string `json:"from,omitempty"`
+	// hardening came from, and Open those open to sshd then: the
+	// confirmation must come from none of them, but from a session that
+	// logged in under the new settings.
+	From string   `json:"from,omitempty"`
+	Open []string `json:"open,omitempty"`
+	// NewPort is where sshd moves (0: it stays); Opened says that moat
+	// opened it in the firewall for the move, to close again on a
+	// rollback.
+	NewPort int  `json:"new_port,omitempty"`
+	Opened  bool `json:"opened,omitempty"`
 }
 
 // ConfirmRequest is the body of POST /v1/ssh/confirm.
 type ConfirmRequest struct {
 	// SSHConnection is the caller's SSH_CONNECTION.
 	SSHConnection string `json:"ssh_connection,omitempty"`
+	// Console confirms without an SSH session (at the server's console,
+	// which sshd's settings do not lock out).
+	Console bool `json:"console,omitempty"`
 }
 
 // sshSession is "address port" of the client of an SSH_CONNECTION, or "".
@@ -139,33 +152,50 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errNoSSH)
 		return
 	}
-	ctx := r.Context()
+	// One hardening or confirmation at a time, so that the stored record
+	// and the trial in sshd are the same one.
+	s.sshMu.Lock()
+	defer s.sshMu.Unlock()
+	ctx := context.WithoutCancel(r.Context())
 	who := actor(ctx)
+	before, err := s.Store.InForce(ctx, SSHStoreName)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	// The sessions open now logged in under the old settings: none of
+	// them may confirm.
+	t := SSHTrial{ID: time.Now().UnixNano(), Pending: true, From: sshSession(req.SSHConnection), NewPort: req.Port}
+	if eff, err := m.Effective(ctx, "root"); err == nil {
+		for _, p := range eff.Values("port") {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+				for _, c := range s.conns(uint16(n)) {
+					t.Open = append(t.Open, c.Addr().String()+" "+strconv.Itoa(int(c.Port())))
+				}
+			}
+		}
+	}
 	if req.Port != 0 {
 		// The new port opens first: sshd must be reachable there before
 		// it listens there alone.
-		if err := s.openSSHPort(ctx, req.Port); err != nil {
+		opened, err := s.openSSHPort(ctx, req.Port)
+		if err != nil {
 			s.fail(w, err)
 			return
 		}
+		t.Opened = opened
 	}
 	// What to go back to is kept before anything changes, so that a
 	// restart in the window goes back too.
-	id := time.Now().UnixNano()
 	previous, err := m.HardenDropIn()
+	if pending, prev := m.Pending(); pending {
+		previous = prev // a hardening on trial goes back to what it replaced
+	}
+	if previous != nil {
+		p := string(previous)
+		t.Previous = &p
+	}
 	if err == nil {
-		t := SSHTrial{ID: id, Pending: true, From: sshSession(req.SSHConnection)}
-		if previous != nil {
-			p := string(previous)
-			t.Previous = &p
-		}
-		if pending, prev := m.Pending(); pending {
-			t.Previous = nil // a hardening on trial goes back to what it replaced
-			if prev != nil {
-				p := string(prev)
-				t.Previous = &p
-			}
-		}
 		err = s.saveTrial(ctx, t)
 	}
 	if err != nil {
@@ -173,28 +203,16 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a, old, err := m.Harden(ctx, sshd.HardenOptions{Window: window, Port: req.Port}, func(err error) {
-		detail := "no confirmation within " + window.String() + ": the previous sshd settings are back"
-		if err != nil {
-			detail = "no confirmation within " + window.String() + ", and putting the previous sshd settings back failed: " + err.Error()
-			s.Log.Error("sshd rollback", "err", err)
-		}
-		bg := context.Background()
-		// Cleared only when the rollback worked (a failed one is tried
-		// again, here and at the next start), and only if it is this
-		// trial's record.
-		if raw, rerr := s.Store.InForce(bg, SSHStoreName); err == nil && rerr == nil {
-			var t SSHTrial
-			if raw == nil || json.Unmarshal(raw, &t) != nil || t.ID == id {
-				if err := s.saveTrial(bg, SSHTrial{}); err != nil {
-					s.Log.Error("sshd rollback", "err", err)
-				}
-			}
-		}
-		s.recordSSH(bg, who, "ssh.rollback", detail)
+		s.rolledBack(t, window, who, err)
 	})
 	if err != nil {
-		if pending, _ := m.Pending(); !pending {
-			s.saveTrial(context.WithoutCancel(ctx), SSHTrial{})
+		if pending, _ := m.Pending(); pending {
+			s.Store.SetInForce(ctx, SSHStoreName, before) // the trial before this one stays
+		} else {
+			s.saveTrial(ctx, SSHTrial{})
+		}
+		if t.Opened {
+			s.closeSSHPorts(ctx, []int{req.Port})
 		}
 		if errors.Is(err, sshd.ErrLockout) || errors.Is(err, sshd.ErrNotTaken) {
 			err = conflict{err}
@@ -202,20 +220,13 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if req.Port != 0 {
-		var moved []int
-		for _, p := range old {
-			if p != req.Port {
-				moved = append(moved, p)
-			}
+	for _, p := range old {
+		if req.Port != 0 && p != req.Port {
+			t.OldPorts = append(t.OldPorts, p)
 		}
-		if raw, err := s.Store.InForce(ctx, SSHStoreName); err == nil && raw != nil {
-			var t SSHTrial
-			if json.Unmarshal(raw, &t) == nil && t.ID == id {
-				t.OldPorts = moved
-				s.saveTrial(ctx, t)
-			}
-		}
+	}
+	if err := s.saveTrial(ctx, t); err != nil {
+		s.Log.Error("sshd: keeping the trial", "err", err)
 	}
 	by := time.Now().Add(window).UTC()
 	detail := fmt.Sprintf("password login off, root by key only; users with a key: %v; rolls back unless confirmed within %s", a.WithKeys, window)
@@ -224,6 +235,34 @@ func (s *Server) sshHarden(w http.ResponseWriter, r *http.Request) {
 	}
 	s.recordSSH(ctx, who, "ssh.harden", detail)
 	writeJSON(w, http.StatusOK, HardenResponse{Access: a, ConfirmBy: by})
+}
+
+// rolledBack records the rollback of trial t. Its record is cleared only
+// when the rollback worked (a failed one is tried again, in moat and at
+// the next start), and only if it is still t's; the port t opened closes.
+// It runs under sshd's lock: it must not wait for s.sshMu.
+func (s *Server) rolledBack(t SSHTrial, window time.Duration, who store.Actor, err error) {
+	ctx := context.Background()
+	detail := "no confirmation within " + window.String() + ": the previous sshd settings are back"
+	if err != nil {
+		detail = "no confirmation within " + window.String() + ", and putting the previous sshd settings back failed (tried again in a minute): " + err.Error()
+		s.Log.Error("sshd rollback", "err", err)
+	} else {
+		var cur SSHTrial
+		if raw, rerr := s.Store.InForce(ctx, SSHStoreName); rerr == nil && (raw == nil || json.Unmarshal(raw, &cur) != nil || cur.ID == t.ID) {
+			if err := s.saveTrial(ctx, SSHTrial{}); err != nil {
+				s.Log.Error("sshd rollback", "err", err)
+			}
+		}
+		if t.Opened {
+			if err := s.closeSSHPorts(ctx, []int{t.NewPort}); err != nil {
+				detail += fmt.Sprintf("; closing port %d again in the firewall failed: %v", t.NewPort, err)
+			} else {
+				detail += fmt.Sprintf("; port %d is closed again", t.NewPort)
+			}
+		}
+	}
+	s.recordSSH(ctx, who, "ssh.rollback", detail)
 }
 
 func (s *Server) sshConfirm(w http.ResponseWriter, r *http.Request) {
@@ -239,16 +278,22 @@ func (s *Server) sshConfirm(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx := r.Context()
+	s.sshMu.Lock()
+	defer s.sshMu.Unlock()
+	ctx := context.WithoutCancel(r.Context())
 	var trial SSHTrial
 	if raw, err := s.Store.InForce(ctx, SSHStoreName); err == nil && raw != nil {
 		json.Unmarshal(raw, &trial)
 	}
-	if from := sshSession(req.SSHConnection); from != "" && from == trial.From {
-		s.fail(w, conflict{errors.New("this is the session the hardening came from, which logged in under the old settings: open a NEW SSH session with your key and confirm from there (that it gets in is the proof you keep a way in)")})
+	session := sshSession(req.SSHConnection)
+	if why := confirmRefusal(trial, session, serverPort(req.SSHConnection), req.Console); why != "" {
+		s.fail(w, conflict{errors.New(why)})
 		return
 	}
 	if err := m.Confirm(ctx); err != nil {
+		if pending, _ := m.Pending(); !pending && trial.Pending {
+			s.saveTrial(ctx, SSHTrial{}) // the hardening stays, whatever else failed
+		}
 		s.fail(w, conflict{err})
 		return
 	}
@@ -266,6 +311,43 @@ func (s *Server) sshConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	s.recordSSH(ctx, actor(ctx), "ssh.confirm", detail)
 	s.sshAudit(w, r)
+}
+
+// confirmRefusal says why a confirmation from session (client "addr
+// port", on server port) proves nothing, or "": it must come from a
+// session that logged in under the new settings, on the new port after a
+// move. From a console (no SSH session) it is taken only when asked.
+func confirmRefusal(t SSHTrial, session string, port int, console bool) string {
+	const fix = "open a NEW SSH session with your key and run moat ssh confirm there: that it gets in is the proof you keep a way in"
+	switch {
+	case session == "" && t.NewPort != 0:
+		return fmt.Sprintf("a move to port %d is confirmed from an SSH session on port %d: %s", t.NewPort, t.NewPort, fix)
+	case session == "" && !console:
+		return "this is no SSH session (SSH_CONNECTION is not set): " + fix + "; from a console, moat ssh confirm --console"
+	case session != "" && (session == t.From || slices.Contains(t.Open, session)):
+		return "this session was open before the hardening, and logged in under the old settings: " + fix
+	case t.NewPort != 0 && port != t.NewPort:
+		return fmt.Sprintf("this session came in on port %d, not on the new port %d: %s", port, t.NewPort, fix)
+	}
+	return ""
+}
+
+// serverPort is the server port of an SSH_CONNECTION, 0 when unknown.
+func serverPort(conn string) int {
+	f := strings.Fields(conn)
+	if len(f) < 4 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[3])
+	return n
+}
+
+// conns lists the remote ends of the connections open to a local port.
+func (s *Server) conns(port uint16) []netip.AddrPort {
+	if s.Conns != nil {
+		return s.Conns(port)
+	}
+	return firewall.EstablishedConns(port)
 }
 
 func (s *Server) sshAudit(w http.ResponseWriter, r *http.Request) {
@@ -288,8 +370,9 @@ func (s *Server) sshAudit(w http.ResponseWriter, r *http.Request) {
 
 // openSSHPort opens port in the firewall's rules and, when moat's table is
 // in force, in the kernel, unless a rule opens it to anyone already.
-func (s *Server) openSSHPort(ctx context.Context, port int) error {
+func (s *Server) openSSHPort(ctx context.Context, port int) (bool, error) {
 	spec := fmt.Sprintf("%d/tcp", port)
+	opened := false
 	_, err := s.change(requestWith(ctx), func(st *config.State) error {
 		rules, err := st.FirewallRules()
 		if err != nil {
@@ -301,12 +384,13 @@ func (s *Server) openSSHPort(ctx context.Context, port int) error {
 			}
 		}
 		st.Firewall.Rules = append(st.Firewall.Rules, config.FirewallRule{Port: spec, Comment: "ssh"})
+		opened = true
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("opening port %s for sshd in the firewall first: %w", spec, err)
+		return false, fmt.Errorf("opening port %s for sshd in the firewall first: %w", spec, err)
 	}
-	return s.applyStoredRules(ctx)
+	return opened, s.applyStoredRules(ctx)
 }
 
 // closeSSHPorts removes the firewall's rules for exactly these ports (an

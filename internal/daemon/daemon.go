@@ -356,21 +356,20 @@ func (d *Daemon) stopSSH(st *store.SQLite) {
 	if d.opts.SSH == nil {
 		return
 	}
-	pending, previous := d.opts.SSH.Pending()
-	if !pending {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	detail := "moat stopped before the hardening was confirmed: the previous sshd settings are back"
-	if err := d.opts.SSH.Restore(ctx, previous); err != nil {
+	had, err := d.opts.SSH.Stop(ctx)
+	if !had {
+		return
+	}
+	if err != nil {
 		d.log.Error("sshd rollback", "err", err)
 		return // the record stays: the next start tries again
 	}
-	d.opts.SSH.Forget()
 	if err := st.SetInForce(ctx, api.SSHStoreName, []byte(`{"pending":false}`)); err != nil {
 		d.log.Error("sshd rollback", "err", err)
 	}
+	detail := "moat stopped before the hardening was confirmed: the previous sshd settings are back"
 	if err := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: "ssh.rollback", Target: "sshd", Detail: detail}); err != nil {
 		d.log.Error("activity", "err", err)
 	}

@@ -37,7 +37,7 @@ func newSSHLab(t *testing.T, users ...testenv.User) *sshLab {
 	}
 	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Users: users, Config: []string{"ListenAddress 127.0.0.1", "PasswordAuthentication yes", "PermitRootLogin yes"}})
 	m := &sshd.Manager{
-		Paths:  sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow},
+		Paths:  sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow, Group: s.Group},
 		Reload: s.Reload,
 	}
 	return &sshLab{sshd: s, m: m, dir: dir}
@@ -212,7 +212,7 @@ func TestSSHPortMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := testenv.StartSSHD(t, testenv.SSHDOptions{Netns: gl.host, DefaultPort: true, Include: filepath.Join(dropIns, "*.conf"), Users: []testenv.User{{Name: "root"}}})
-	m := &sshd.Manager{Paths: sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow}, Reload: s.Reload}
+	m := &sshd.Manager{Paths: sshd.Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow, Group: s.Group}, Reload: s.Reload}
 	e := startEnv(t, withSSH(m), withFirewall(firewall.NewManager(gl.nft)))
 	ctx := context.Background()
 	e.change(func(st *config.State) { st.Firewall.Rules = []config.FirewallRule{{Port: "22/tcp", Comment: "ssh"}} })
@@ -234,7 +234,13 @@ func TestSSHPortMove(t *testing.T) {
 	if err := login(22); err != nil {
 		t.Fatalf("the old port during the trial: %v", err)
 	}
-	if err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", nil, nil); err != nil {
+	// Not from a session on the old port: it proves nothing of the new.
+	err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: labAttacker + " 50000 " + labHost + " 22"}, nil)
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 409 || !strings.Contains(err.Error(), "not on the new port 2222") {
+		t.Fatalf("confirming a port move from the old port: %v, want a 409", err)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/ssh/confirm", api.ConfirmRequest{SSHConnection: labAttacker + " 50001 " + labHost + " 2222"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := login(2222); err != nil {

@@ -87,16 +87,16 @@ func TestParseProcNetTCP(t *testing.T) {
    3: 0100000A:0016 0900710B:C352 06 00000000:00000000 02:00000000 00000000     0        0 4 4 0000000000000000 20 4 30 10 -1
 `
 	got := parseProcNetTCP(text, 22)
-	if len(got) != 1 || got[0].String() != "11.113.0.7" {
-		t.Errorf("IPv4 peers on 22: %v, want [11.113.0.7]", got)
+	if len(got) != 1 || got[0].String() != "11.113.0.7:50000" {
+		t.Errorf("IPv4 peers on 22: %v, want [11.113.0.7:50000]", got)
 	}
 	text6 := `  sl  local_address                         remote_address                        st
    0: 00000000000000000000000001000000:0016 B80D0120000000000000000007000000:C350 01 00000000:00000000
    1: 00000000000000000000000001000000:0016 0000000000000000FFFF00000700710B:C351 01 00000000:00000000
 `
 	got = parseProcNetTCP(text6, 22)
-	if len(got) != 2 || got[0].String() != "2001:db8::7" || got[1].String() != "11.113.0.7" {
-		t.Errorf("IPv6 peers on 22: %v, want [2001:db8::7 11.113.0.7]", got)
+	if len(got) != 2 || got[0].String() != "[2001:db8::7]:50000" || got[1].String() != "11.113.0.7:50001" {
+		t.Errorf("IPv6 peers on 22: %v, want [[2001:db8::7]:50000 11.113.0.7:50001]", got)
 	}
 }
 

@@ -21,16 +21,24 @@ type Session struct {
 // the calling process's network namespace).
 func EstablishedPeers(port uint16) []netip.Addr {
 	var out []netip.Addr
+	for _, c := range EstablishedConns(port) {
+		if !containsAddr(out, c.Addr()) {
+			out = append(out, c.Addr())
+		}
+	}
+	return out
+}
+
+// EstablishedConns lists the remote ends (address and port) of the
+// established TCP connections to a local port.
+func EstablishedConns(port uint16) []netip.AddrPort {
+	var out []netip.AddrPort
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		for _, a := range parseProcNetTCP(string(data), port) {
-			if !containsAddr(out, a) {
-				out = append(out, a)
-			}
-		}
+		out = append(out, parseProcNetTCP(string(data), port)...)
 	}
 	return out
 }
@@ -47,8 +55,8 @@ func containsAddr(list []netip.Addr, a netip.Addr) bool {
 // parseProcNetTCP reads the peers of established connections to port from
 // the text of /proc/net/tcp or tcp6: "sl local_address rem_address st …",
 // addresses as hex words in the kernel's byte order, state 01 established.
-func parseProcNetTCP(text string, port uint16) []netip.Addr {
-	var out []netip.Addr
+func parseProcNetTCP(text string, port uint16) []netip.AddrPort {
+	var out []netip.AddrPort
 	for line := range strings.Lines(text) {
 		f := strings.Fields(line)
 		if len(f) < 4 || f[3] != "01" {
@@ -58,9 +66,9 @@ func parseProcNetTCP(text string, port uint16) []netip.Addr {
 		if !ok || lport != port {
 			continue
 		}
-		peer, _, ok := hexAddr(f[2])
+		peer, pport, ok := hexAddr(f[2])
 		if ok {
-			out = append(out, peer.Unmap())
+			out = append(out, netip.AddrPortFrom(peer.Unmap(), pport))
 		}
 	}
 	return out

@@ -43,6 +43,7 @@ func (m *Manager) CheckAccess(ctx context.Context, proposed []UserKeys) (Access,
 		return a, err
 	}
 	hashes := shadowHashes(m.shadow())
+	groups := memberships(m.group())
 	moatDir := filepath.Clean(m.Paths.KeysDir)
 	for _, u := range users {
 		a.Considered = append(a.Considered, u.name)
@@ -52,7 +53,8 @@ func (m *Manager) CheckAccess(ctx context.Context, proposed []UserKeys) (Access,
 		if err != nil {
 			return a, err
 		}
-		ok := allowed(eff, u.name) && keysAllowed(eff) && !(eff.Value("usepam") == "no" && strings.HasPrefix(hash, "!"))
+		ok := allowed(eff, u, groups) && keysAllowed(eff) && !(eff.Value("usepam") == "no" && strings.HasPrefix(hash, "!")) &&
+			(u.name != "root" || rootByKey(eff.Value("permitrootlogin"))) && (eff.Value("forcecommand") == "" || eff.Value("forcecommand") == "none")
 		if ok {
 			ok = false
 			for _, f := range keyFiles(eff, u) {
@@ -65,7 +67,7 @@ func (m *Manager) CheckAccess(ctx context.Context, proposed []UserKeys) (Access,
 							}
 						}
 					}
-				} else if eff.Value("strictmodes") != "yes" || safePath(f, u.uid) {
+				} else if (eff.Value("strictmodes") != "yes" || safePath(f, u.uid)) && readableBy(f, u.uid) {
 					lines = readLines(f)
 				}
 				if usableKey(lines) {
@@ -93,7 +95,7 @@ func (m *Manager) CheckAccess(ctx context.Context, proposed []UserKeys) (Access,
 
 type loginUser struct {
 	name, home string
-	uid        int
+	uid, gid   int
 }
 
 // loginUsers reads the accounts that can log in from a passwd file.
@@ -110,14 +112,15 @@ func loginUsers(file string) ([]loginUser, error) {
 		if len(fl) < 7 {
 			continue
 		}
-		var uid int
+		var uid, gid int
 		fmt.Sscan(fl[2], &uid)
+		fmt.Sscan(fl[3], &gid)
 		shell := filepath.Base(fl[6])
 		if shell == "" || shell == "nologin" || shell == "false" || shell == "sync" {
 			continue
 		}
 		if fl[0] == "root" || (uid >= 1000 && uid < 65534) {
-			out = append(out, loginUser{name: fl[0], home: fl[5], uid: uid})
+			out = append(out, loginUser{name: fl[0], home: fl[5], uid: uid, gid: gid})
 		}
 	}
 	return out, sc.Err()
@@ -139,23 +142,77 @@ func shadowHashes(file string) map[string]string {
 	return out
 }
 
-// allowed applies AllowUsers and DenyUsers (the user part of each
-// pattern) as sshd -T reports them for the user.
-func allowed(eff Effective, user string) bool {
-	match := func(patterns []string) bool {
+// allowed applies AllowUsers, DenyUsers, AllowGroups and DenyGroups (the
+// user part of each user pattern) as sshd -T reports them for the user.
+func allowed(eff Effective, u loginUser, groups groupInfo) bool {
+	match := func(patterns []string, names []string) bool {
 		for _, p := range patterns {
 			p, _, _ = strings.Cut(p, "@")
-			if ok, _ := path.Match(p, user); ok {
-				return true
+			for _, n := range names {
+				if ok, _ := path.Match(p, n); ok {
+					return true
+				}
 			}
 		}
 		return false
 	}
-	if match(eff.Values("denyusers")) {
+	mine := groups.of(u)
+	if match(eff.Values("denyusers"), []string{u.name}) || match(eff.Values("denygroups"), mine) {
 		return false
 	}
-	allow := eff.Values("allowusers")
-	return len(allow) == 0 || match(allow)
+	if allow := eff.Values("allowusers"); len(allow) > 0 && !match(allow, []string{u.name}) {
+		return false
+	}
+	if allow := eff.Values("allowgroups"); len(allow) > 0 && !match(allow, mine) {
+		return false
+	}
+	return true
+}
+
+// rootByKey reports whether PermitRootLogin (as sshd -T writes it) lets
+// root in with a key and a shell.
+func rootByKey(v string) bool {
+	return v == "" || v == "yes" || v == "without-password" || v == "prohibit-password"
+}
+
+// groupInfo is a group file: group names by gid, and members by name.
+type groupInfo struct {
+	names   map[int]string
+	members map[string][]string
+}
+
+// memberships reads a group file; empty when it cannot be read.
+func memberships(file string) groupInfo {
+	g := groupInfo{names: map[int]string{}, members: map[string][]string{}}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return g
+	}
+	for line := range strings.Lines(string(b)) {
+		fl := strings.Split(strings.TrimSpace(line), ":")
+		if len(fl) < 4 {
+			continue
+		}
+		var gid int
+		if _, err := fmt.Sscan(fl[2], &gid); err == nil {
+			g.names[gid] = fl[0]
+		}
+		for _, m := range strings.Split(fl[3], ",") {
+			if m != "" {
+				g.members[m] = append(g.members[m], fl[0])
+			}
+		}
+	}
+	return g
+}
+
+// of lists u's groups: the primary and the others.
+func (g groupInfo) of(u loginUser) []string {
+	var out []string
+	if n, ok := g.names[u.gid]; ok {
+		out = append(out, n)
+	}
+	return append(out, g.members[u.name]...)
 }
 
 // keysAllowed reports whether a key alone logs the user in:
@@ -224,6 +281,36 @@ func safe(p string, uid int) bool {
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && (st.Uid == 0 || int(st.Uid) == uid) && fi.Mode().Perm()&0o022 == 0
+}
+
+// readableBy reports whether uid can read file, as sshd does for a
+// user's keys (it reads them as the user): every directory above it
+// searchable, the file readable, by its owner bits when uid owns it and
+// by the others' bits when not. Root reads everything.
+func readableBy(file string, uid int) bool {
+	if uid == 0 {
+		return true
+	}
+	for p, need := file, os.FileMode(0o004); ; p, need = filepath.Dir(p), 0o001 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return false
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return false
+		}
+		perm := fi.Mode().Perm()
+		if int(st.Uid) == uid {
+			perm >>= 6
+		}
+		if perm&need == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
 }
 
 func readLines(file string) []string {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // This file puts keys where sshd reads them: one file per user in moat's
@@ -33,9 +34,10 @@ type Paths struct {
 	// user. It and its parents must be owned by root and writable by
 	// nobody else, or sshd's StrictModes ignores the files.
 	KeysDir string
-	// Passwd and Shadow are the account files, for who can log in and
-	// who has a password; /etc/passwd and /etc/shadow when empty.
-	Passwd, Shadow string
+	// Passwd, Shadow and Group are the account files, for who can log
+	// in, who has a password and who is in which group; /etc/passwd,
+	// /etc/shadow and /etc/group when empty.
+	Passwd, Shadow, Group string
 }
 
 // DefaultPaths are those of Debian's and Ubuntu's OpenSSH, and moat's own.
@@ -73,6 +75,9 @@ type Manager struct {
 	// Reload has the running sshd read its configuration again;
 	// systemctl reload ssh (or sshd) by default.
 	Reload func(ctx context.Context) error
+	// SocketActivated reports whether systemd's ssh.socket holds sshd's
+	// ports (a port cannot move then); systemctl is-active by default.
+	SocketActivated func(ctx context.Context) bool
 
 	harden hardening
 }
@@ -140,8 +145,25 @@ func (m *Manager) SyncKeys(ctx context.Context, keys []UserKeys) error {
 // by root, writable by nobody else, and so every directory above it; one
 // that is not is refused with the fix, since sshd would ignore the keys.
 func (m *Manager) keysDir() error {
-	if err := os.MkdirAll(m.Paths.KeysDir, 0o755); err != nil {
-		return fmt.Errorf("ssh keys: %w", err)
+	// Made one level at a time, each 0755 whatever the umask: sshd
+	// reads a user's keys as the user.
+	var made []string
+	for p := filepath.Clean(m.Paths.KeysDir); ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		made = append(made, p)
+		if p == "/" {
+			break
+		}
+	}
+	for i := len(made) - 1; i >= 0; i-- {
+		if err := os.Mkdir(made[i], 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("ssh keys: %w", err)
+		}
+		if err := os.Chmod(made[i], 0o755); err != nil {
+			return fmt.Errorf("ssh keys: %w", err)
+		}
 	}
 	if err := os.Chown(m.Paths.KeysDir, 0, 0); err != nil {
 		return fmt.Errorf("ssh keys: %w", err)
@@ -152,6 +174,9 @@ func (m *Manager) keysDir() error {
 	for p := filepath.Dir(m.Paths.KeysDir); ; p = filepath.Dir(p) {
 		if !safe(p, 0) {
 			return fmt.Errorf("ssh keys: %s is not owned by root, or others may write to it, so sshd (StrictModes) would ignore moat's keys below it: chown root:root %s && chmod go-w %s", p, p, p)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("ssh keys: others may not enter %s, so sshd, which reads a user's keys as the user, would not find them: chmod o+x %s", p, p)
 		}
 		if p == "/" {
 			return nil
@@ -198,8 +223,10 @@ func (m *Manager) ensureDropIn(ctx context.Context) error {
 // the reload fails, the drop-in goes back to what it was.
 func (m *Manager) changeDropIn(ctx context.Context, name string, content []byte, check func(Effective) error) error {
 	// Once begun, the host's side is seen through: a client that leaves
-	// must not stop it between writing a file and taking it back.
-	ctx = context.WithoutCancel(ctx)
+	// must not stop it between writing a file and taking it back. A
+	// command that hangs is stopped, and the drop-in taken back.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	if err := os.MkdirAll(m.Paths.DropInDir, 0o755); err != nil {
 		return fmt.Errorf("sshd: %w", err)
 	}

@@ -34,7 +34,7 @@ func newLabUsers(t *testing.T, users []testenv.User, config ...string) *lab {
 	s := testenv.StartSSHD(t, testenv.SSHDOptions{Include: filepath.Join(dropIns, "*.conf"), Users: users, Config: append([]string{"ListenAddress 127.0.0.1"}, config...)})
 	l := &lab{sshd: s}
 	l.m = &Manager{
-		Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow},
+		Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow, Group: s.Group},
 		Reload: func(ctx context.Context) error {
 			l.reloads++
 			return s.Reload(ctx)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,14 +47,38 @@ func effectiveValue(keyword, value string) string {
 	return strings.ToLower(value)
 }
 
-// hardenContent is the drop-in: the recommended settings, and the ports
-// sshd listens on when they move (sshd listens on every Port line it
-// reads).
-func hardenContent(ports []int) []byte {
+// compliant reports whether sshd's effective value of keyword (as sshd
+// -T writes it) is the recommended one or stricter: the owner's own
+// PermitRootLogin no or MaxAuthTries 2 is never loosened.
+func compliant(keyword, have string) bool {
+	n, err := strconv.Atoi(have)
+	switch strings.ToLower(keyword) {
+	case "permitrootlogin":
+		return have == "without-password" || have == "prohibit-password" || have == "no" || have == "forced-commands-only"
+	case "maxauthtries":
+		return err == nil && n >= 1 && n <= 3
+	case "logingracetime":
+		return err == nil && n >= 1 && n <= 30 // 0 is no limit
+	}
+	for _, s := range Recommended {
+		if strings.EqualFold(s.Keyword, keyword) {
+			return have == effectiveValue(s.Keyword, s.Value)
+		}
+	}
+	return false
+}
+
+// hardenContent is the drop-in: the recommended settings but those in
+// force now with a stricter value (strict, the owner's: the drop-in is
+// read first, and would win), and the ports sshd listens on when they
+// move (sshd listens on every Port line it reads).
+func hardenContent(ports []int, strict map[string]bool) []byte {
 	var b strings.Builder
 	b.WriteString("# Written by moat ssh harden: change it with moat, not here.\n")
 	for _, s := range Recommended {
-		fmt.Fprintf(&b, "%s %s\n", s.Keyword, s.Value)
+		if !strict[strings.ToLower(s.Keyword)] {
+			fmt.Fprintf(&b, "%s %s\n", s.Keyword, s.Value)
+		}
 	}
 	for _, p := range ports {
 		fmt.Fprintf(&b, "Port %d\n", p)
@@ -78,6 +104,13 @@ func (m *Manager) passwd() string {
 	return "/etc/passwd"
 }
 
+func (m *Manager) group() string {
+	if m.Paths.Group != "" {
+		return m.Paths.Group
+	}
+	return "/etc/group"
+}
+
 func (m *Manager) shadow() string {
 	if m.Paths.Shadow != "" {
 		return m.Paths.Shadow
@@ -99,6 +132,7 @@ type pendingHarden struct {
 type hardening struct {
 	mu      sync.Mutex
 	pending *pendingHarden
+	stopped bool // Stop was called: no new trial
 }
 
 // Harden puts the recommended settings in force, after CheckAccess. sshd
@@ -134,8 +168,14 @@ func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error))
 			return a, old, fmt.Errorf("sshd's port is set in %s, and sshd listens on every Port line it reads, so moat cannot move it: remove those Port lines and harden with the port again (moat keeps the old port open until you confirm the move): %w", strings.Join(where, ", "), ErrNotTaken)
 		}
 	}
+	if o.Port != 0 && m.socketActivated(ctx) {
+		return a, old, fmt.Errorf("sshd is started by ssh.socket (as on Ubuntu 22.10 and later), which holds its port whatever sshd_config says: change ListenStream in ssh.socket, or run sshd from ssh.service (systemctl disable --now ssh.socket && systemctl enable --now ssh.service), then move the port: %w", ErrNotTaken)
+	}
 	m.harden.mu.Lock()
 	defer m.harden.mu.Unlock()
+	if m.harden.stopped {
+		return a, old, errors.New("sshd: moat is stopping; harden again once it runs")
+	}
 	// What to go back to is read under the lock, so that a rollback
 	// running now is either done or not begun. A hardening on trial goes
 	// back to what it replaced, and stays on trial until the new one is
@@ -160,10 +200,19 @@ func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error))
 		now, _ := m.HardenDropIn()
 		trial = portsIn(now)
 	}
-	err = m.changeDropIn(ctx, hardenDropIn, hardenContent(dedupe(trial)), func(eff Effective) error {
+	// Stricter values in force now are the owner's; moat writes only
+	// what makes sshd at least as strict as it recommends.
+	strict := map[string]bool{}
+	for _, s := range Recommended {
+		k := strings.ToLower(s.Keyword)
+		if have := eff.Value(k); compliant(k, have) && have != effectiveValue(s.Keyword, s.Value) {
+			strict[k] = true
+		}
+	}
+	err = m.changeDropIn(ctx, hardenDropIn, hardenContent(dedupe(trial), strict), func(eff Effective) error {
 		var missed []string
 		for _, s := range Recommended {
-			if got := eff.Value(strings.ToLower(s.Keyword)); got != effectiveValue(s.Keyword, s.Value) {
+			if got := eff.Value(strings.ToLower(s.Keyword)); !compliant(s.Keyword, got) {
 				missed = append(missed, fmt.Sprintf("%s is %s", s.Keyword, got))
 			}
 		}
@@ -195,7 +244,7 @@ func (m *Manager) Harden(ctx context.Context, o HardenOptions, done func(error))
 	if o.Window > 0 {
 		p := &pendingHarden{previous: previous}
 		if o.Port != 0 {
-			p.final = hardenContent(final)
+			p.final = hardenContent(final, strict)
 		}
 		p.timer = time.AfterFunc(o.Window, func() { m.rollback(p, done) })
 		m.harden.pending = p
@@ -272,15 +321,32 @@ func (m *Manager) Confirm(ctx context.Context) error {
 	return nil
 }
 
-// Forget drops the hardening on trial without touching sshd: its
-// rollback was done by other means (moat stopping).
-func (m *Manager) Forget() {
+// Stop rolls back a hardening on trial, as moat stops (nobody would be
+// left to), and refuses new trials. It reports whether there was one.
+// A rollback that fails leaves the trial, for the next start to try.
+func (m *Manager) Stop(ctx context.Context) (bool, error) {
 	m.harden.mu.Lock()
 	defer m.harden.mu.Unlock()
-	if m.harden.pending != nil {
-		m.harden.pending.timer.Stop()
-		m.harden.pending = nil
+	m.harden.stopped = true
+	p := m.harden.pending
+	if p == nil {
+		return false, nil
 	}
+	p.timer.Stop()
+	if err := m.Restore(ctx, p.previous); err != nil {
+		return true, err
+	}
+	m.harden.pending = nil
+	return true, nil
+}
+
+// socketActivated reports whether systemd's ssh.socket holds sshd's
+// ports.
+func (m *Manager) socketActivated(ctx context.Context) bool {
+	if m.SocketActivated != nil {
+		return m.SocketActivated(ctx)
+	}
+	return exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", "ssh.socket").Run() == nil
 }
 
 // Pending reports whether a hardening waits for its confirmation, and
@@ -316,7 +382,7 @@ func (m *Manager) Audit(ctx context.Context) ([]Finding, error) {
 	var out []Finding
 	for _, s := range Recommended {
 		have := eff.Value(strings.ToLower(s.Keyword))
-		if have == effectiveValue(s.Keyword, s.Value) {
+		if compliant(s.Keyword, have) {
 			continue
 		}
 		out = append(out, Finding{Keyword: s.Keyword, Have: have, Want: s.Value, Why: s.Why,
@@ -346,7 +412,7 @@ func (m *Manager) matchOverrides(ctx context.Context, rootEff Effective) ([]Find
 		}
 		for _, s := range Recommended {
 			k := strings.ToLower(s.Keyword)
-			if k == "permitrootlogin" || eff.Value(k) == rootEff.Value(k) || eff.Value(k) == effectiveValue(s.Keyword, s.Value) {
+			if k == "permitrootlogin" || eff.Value(k) == rootEff.Value(k) || compliant(k, eff.Value(k)) {
 				continue
 			}
 			out = append(out, Finding{Keyword: s.Keyword, For: u.name, Have: eff.Value(k), Want: s.Value, Why: s.Why,

@@ -187,7 +187,7 @@ func TestHardenMovesThePort(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := testenv.StartSSHD(t, testenv.SSHDOptions{Netns: ns, DefaultPort: true, Include: filepath.Join(dropIns, "*.conf"), Users: []testenv.User{{Name: "root"}}})
-	m := &Manager{Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow}, Reload: s.Reload}
+	m := &Manager{Paths: Paths{SSHD: s.Binary(), Config: s.Config, DropInDir: dropIns, KeysDir: filepath.Join(dir, "keys"), Passwd: s.Passwd, Shadow: s.Shadow, Group: s.Group}, Reload: s.Reload}
 	l := &lab{sshd: s, m: m}
 	l.rootKey(t)
 	ctx := context.Background()
@@ -259,6 +259,10 @@ func TestCheckAccess(t *testing.T) {
 		{"root in DenyUsers", []string{"DenyUsers ro*"}, root(key), false},
 		{"keys alone not enough", []string{"AuthenticationMethods publickey,password"}, root(key), false},
 		{"moat's files not read", []string{"first: AuthorizedKeysFile .ssh/authorized_keys"}, root(key), false},
+		{"root may not log in", []string{"PermitRootLogin no"}, root(key), false},
+		{"root not in AllowGroups", []string{"AllowGroups sshusers"}, root(key), false},
+		{"root in AllowGroups", []string{"AllowGroups root"}, root(key), true},
+		{"a forced command", []string{"ForceCommand internal-sftp"}, root(key), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -329,12 +333,19 @@ func TestSecondHardenThatFails(t *testing.T) {
 	if _, _, err := l.m.Harden(ctx, HardenOptions{Window: 3 * time.Second}, func(err error) { done <- err }); err != nil {
 		t.Fatal(err)
 	}
+	first, _ := l.m.HardenDropIn()
+	// The owner's stricter MaxAuthTries makes the second drop-in differ.
+	conf, _ := os.ReadFile(l.m.Paths.Config)
+	os.WriteFile(l.m.Paths.Config, append(conf, []byte("MaxAuthTries 2\n")...), 0o600)
 	reload := l.m.Reload
 	l.m.Reload = func(context.Context) error { return errors.New("systemctl: timed out") }
 	if _, _, err := l.m.Harden(ctx, HardenOptions{Window: time.Hour}, nil); err == nil {
 		t.Fatal("a harden whose reload failed succeeded")
 	}
 	l.m.Reload = reload
+	if now, _ := l.m.HardenDropIn(); string(now) != string(first) {
+		t.Errorf("after the failed second harden the drop-in is\n%s\nwant the first trial's\n%s", now, first)
+	}
 	if pending, _ := l.m.Pending(); !pending {
 		t.Fatal("the first trial is no longer pending")
 	}
@@ -366,7 +377,7 @@ func TestHardenSeesMatchBlocks(t *testing.T) {
 	}
 	// Hardened for everyone else (the drop-in written by hand), the audit
 	// names what the Match block keeps for alice.
-	os.WriteFile(filepath.Join(l.m.Paths.DropInDir, hardenDropIn), hardenContent(nil), 0o644)
+	os.WriteFile(filepath.Join(l.m.Paths.DropInDir, hardenDropIn), hardenContent(nil, nil), 0o644)
 	findings, err := l.m.Audit(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -400,5 +411,55 @@ func TestKeysDirThatSSHDWouldIgnore(t *testing.T) {
 	err := l.m.SyncKeys(context.Background(), []UserKeys{{User: "root", Keys: []TitledKey{{Title: "t", Line: key}}}})
 	if err == nil || !strings.Contains(err.Error(), "chmod go-w "+parent) {
 		t.Errorf("%v, want the refusal with the fix for %s", err, parent)
+	}
+}
+
+// TestUserKeyLogsIn: a key in moat's files logs a user other than root
+// in: sshd reads it as that user, so the files must be readable to him.
+func TestUserKeyLogsIn(t *testing.T) {
+	l := newLabUsers(t, []testenv.User{{Name: "alice"}, {Name: "root"}})
+	priv := filepath.Join(t.TempDir(), "id")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", priv).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, _ := os.ReadFile(priv + ".pub")
+	if err := l.m.SyncKeys(context.Background(), []UserKeys{{User: "alice", Keys: []TitledKey{{Title: "laptop", Line: strings.TrimSpace(string(pub))}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.SSHKey(nil, "127.0.0.1", l.sshd.Port, "alice", priv); err != nil {
+		t.Errorf("alice's key from moat's files: %v", err)
+	}
+	if a, err := l.m.CheckAccess(context.Background(), nil); err != nil || !slices.Contains(a.WithKeys, "alice") {
+		t.Errorf("access %+v, %v: want alice with a key", a, err)
+	}
+	// A directory above the keys others may not enter: refused, with the fix.
+	parent := filepath.Dir(l.m.Paths.KeysDir)
+	os.Chmod(parent, 0o750)
+	defer os.Chmod(parent, 0o755)
+	if err := l.m.SyncKeys(context.Background(), []UserKeys{{User: "alice", Keys: []TitledKey{{Title: "laptop", Line: strings.TrimSpace(string(pub))}}}}); err == nil || !strings.Contains(err.Error(), "chmod o+x "+parent) {
+		t.Errorf("%v, want the refusal with chmod o+x", err)
+	}
+	if a, _ := l.m.CheckAccess(context.Background(), nil); slices.Contains(a.WithKeys, "alice") {
+		t.Error("alice counted with a key file she cannot read")
+	}
+}
+
+// TestHardenKeepsStricterSettings: the owner's MaxAuthTries 2 and
+// LoginGraceTime 20 stay: moat's drop-in is read first and would win,
+// so it leaves out what is stricter already.
+func TestHardenKeepsStricterSettings(t *testing.T) {
+	l := newLabUsers(t, []testenv.User{{Name: "root"}}, "MaxAuthTries 2", "LoginGraceTime 20")
+	l.rootKey(t)
+	ctx := context.Background()
+	if _, _, err := l.m.Harden(ctx, HardenOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eff, _ := l.m.Effective(ctx, "root")
+	if eff.Value("maxauthtries") != "2" || eff.Value("logingracetime") != "20" || eff.Value("passwordauthentication") != "no" {
+		t.Errorf("after hardening: MaxAuthTries %s, LoginGraceTime %s, PasswordAuthentication %s; want 2, 20, no",
+			eff.Value("maxauthtries"), eff.Value("logingracetime"), eff.Value("passwordauthentication"))
+	}
+	if f, err := l.m.Audit(ctx); err != nil || len(f) != 0 {
+		t.Errorf("audit: %+v, %v; stricter is no finding", f, err)
 	}
 }

@@ -30,11 +30,11 @@ type SSHD struct {
 	// Config is the sshd_config file; Log is where sshd writes (-E).
 	Config, Log string
 	Port        int
-	// Passwd and Shadow are the account files sshd sees (the machine's
-	// unless Users were given).
-	Passwd, Shadow string
-	cmd            *exec.Cmd
-	bin            string
+	// Passwd, Shadow and Group are the account files sshd sees (the
+	// machine's unless Users were given).
+	Passwd, Shadow, Group string
+	cmd                   *exec.Cmd
+	bin                   string
 }
 
 // SSHDOptions set up a test's sshd.
@@ -148,7 +148,7 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	} else {
 		args = append(args, "-E", s.Log)
 	}
-	s.Passwd, s.Shadow = "/etc/passwd", "/etc/shadow"
+	s.Passwd, s.Shadow, s.Group = "/etc/passwd", "/etc/shadow", "/etc/group"
 	if len(o.Users) > 0 {
 		mounts := s.accounts(t, o.Users)
 		args = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c", mounts + ` && exec "$@"`, "sh"}, args...)
@@ -273,7 +273,7 @@ func (s *SSHD) accounts(t testing.TB, users []User) string {
 		mounts = append(mounts, "mount --bind "+p+" "+f.over)
 	}
 	os.Chmod(filepath.Join(s.Dir, "shadow"), 0o600)
-	s.Passwd, s.Shadow = filepath.Join(s.Dir, "passwd"), filepath.Join(s.Dir, "shadow")
+	s.Passwd, s.Shadow, s.Group = filepath.Join(s.Dir, "passwd"), filepath.Join(s.Dir, "shadow"), filepath.Join(s.Dir, "group")
 	return strings.Join(mounts, " && ")
 }
 
