@@ -430,6 +430,15 @@ func (s JournalSource) Key() string {
 	return key
 }
 
+// End is the cursor of the last matching entry now, so that Configure
+// knows where a first start begins before it returns ("" when there is
+// none yet: Run then reads from the first one that comes).
+func (s JournalSource) End() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.lastCursor(ctx)
+}
+
 // Follow implements Source.
 func (s JournalSource) Follow(ctx context.Context, pos string, emit func(line, pos string) error) error {
 	return s.Run(ctx, pos, emit)

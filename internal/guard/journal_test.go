@@ -802,3 +802,31 @@ func TestJournalLive(t *testing.T) {
 	}
 	checkSequence(t, failurePorts(t, got), 4, 5)
 }
+
+// TestJournalJail: the sshd jail reads the journal through the warden:
+// old history bans nobody, and failures written right after Configure
+// returns (the start found before it does) lead to a ban.
+func TestJournalJail(t *testing.T) {
+	journalctl, err := exec.LookPath("journalctl")
+	if err != nil {
+		t.Skip("guard: this test needs journalctl (Debian package systemd)")
+	}
+	dir := t.TempDir()
+	w := &journalFile{t: t, remote: journalRemote(t), path: filepath.Join(dir, "sshd.journal")}
+	w.append(sshdJournalEntries(1, 5)...) // history
+	wt := newWardenTest(t)
+	src := JournalSource{&Journal{Path: journalctl, Matches: []string{"SYSLOG_IDENTIFIER=sshd"}, Files: []string{w.path}, Backoff: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}}
+	spec := JailSpec{Name: "sshd", Policy: Policy{MaxRetry: 3, FindTime: time.Hour, BanTime: time.Hour, MaxBanTime: time.Hour}, Filter: SSHD{}, Source: src}
+	wt.w.Configure(context.Background(), []JailSpec{spec}, nil)
+	w.append(sshdJournalEntries(6, 8)...)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(wt.w.List()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ban 10s after 3 failures; lines read: %d", wt.w.Stats().Lines["sshd"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b := wt.w.List()[0]; len(b.Evidence) != 3 || wt.w.Stats().Lines["sshd"] != 3 {
+		t.Errorf("ban %+v after %d lines: want the 3 new failures only", b, wt.w.Stats().Lines["sshd"])
+	}
+}
