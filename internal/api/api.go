@@ -230,7 +230,7 @@ type ChangeResponse struct {
 // store and the runtime, in that order, so that a refused change leaves
 // everything as it was.
 func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.State) error) {
-	out, err := s.change(r, fn)
+	out, err := s.change(r.Context(), r.URL.Query().Get("dry_run") == "true", fn)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -238,10 +238,9 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.
 	writeJSON(w, http.StatusOK, out)
 }
 
-// change is update's work: fn's change stored, checked and applied.
-func (s *Server) change(r *http.Request, fn func(*config.State) error) (ChangeResponse, error) {
-	ctx := r.Context()
-	dry := r.URL.Query().Get("dry_run") == "true"
+// change is update's work: fn's change stored, checked and applied
+// (only planned, with dry).
+func (s *Server) change(ctx context.Context, dry bool, fn func(*config.State) error) (ChangeResponse, error) {
 	var next config.State
 	res, err := s.Store.Update(ctx, actor(ctx), dry, func(st *config.State) error {
 		if err := fn(st); err != nil {

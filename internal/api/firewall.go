@@ -366,22 +366,35 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 			return
 		}
 		detail += ", rolls back unless confirmed within " + d.String()
-	} else if err := fw.Apply(ctx, rules); err != nil {
+		s.reenforceBans(ctx)
+	} else if err := s.putInForce(ctx, fw, rules); err != nil {
 		s.fail(w, err)
 		return
-	} else {
-		s.saveInForce(ctx, firewall.InForce{Rules: rules})
 	}
 	if req.Force {
 		detail += ", SSH check skipped (--force)"
 	}
-	// A table that was not there (the firewall was off) has none of the
-	// guard's bans yet.
+	s.record(ctx, action, detail)
+	s.firewallStatus(w, r)
+}
+
+// putInForce puts rules in force at once and records them, for the daemon
+// to put back when it starts.
+func (s *Server) putInForce(ctx context.Context, fw Firewall, rules []firewall.Rule) error {
+	if err := fw.Apply(ctx, rules); err != nil {
+		return err
+	}
+	s.saveInForce(ctx, firewall.InForce{Rules: rules})
+	s.reenforceBans(ctx)
+	return nil
+}
+
+// reenforceBans gives the guard's bans to a table just made: one that was
+// not there (the firewall was off) has none of them.
+func (s *Server) reenforceBans(ctx context.Context) {
 	if g := s.guard(); g != nil {
 		g.Reenforce(context.WithoutCancel(ctx))
 	}
-	s.record(ctx, action, detail)
-	s.firewallStatus(w, r)
 }
 
 // saveInForce records what is now in force, for the daemon to put back

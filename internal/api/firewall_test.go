@@ -47,16 +47,7 @@ func TestFirewallThroughTheAPI(t *testing.T) {
 	host, client := testenv.NewNetns(t), testenv.NewNetns(t)
 	testenv.Link(t, host, []netip.Prefix{netip.MustParsePrefix("10.62.1.1/24")}, client, []netip.Prefix{netip.MustParsePrefix("10.62.1.2/24")})
 	for _, port := range []string{"22", "80", "443", "5432"} {
-		ln := host.Listen(t, "tcp4", "0.0.0.0:"+port)
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		host.Accepting(t, "tcp4", "0.0.0.0:"+port)
 	}
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))

@@ -75,7 +75,7 @@ func (s *Server) addKey(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	k := config.SSHKey{Title: req.Title, User: req.User, Key: req.Key, AddedBy: actor(ctx).Who, AddedAt: time.Now().UTC().Truncate(time.Second)}
-	res, err := s.change(r, func(st *config.State) error {
+	res, err := s.change(ctx, r.URL.Query().Get("dry_run") == "true", func(st *config.State) error {
 		st.SSH.Keys = append(st.SSH.Keys, k)
 		return nil
 	})

@@ -373,7 +373,7 @@ func (s *Server) sshAudit(w http.ResponseWriter, r *http.Request) {
 func (s *Server) openSSHPort(ctx context.Context, port int) (bool, error) {
 	spec := fmt.Sprintf("%d/tcp", port)
 	opened := false
-	_, err := s.change(requestWith(ctx), func(st *config.State) error {
+	_, err := s.change(ctx, false, func(st *config.State) error {
 		rules, err := st.FirewallRules()
 		if err != nil {
 			return err
@@ -396,7 +396,7 @@ func (s *Server) openSSHPort(ctx context.Context, port int) (bool, error) {
 // closeSSHPorts removes the firewall's rules for exactly these ports (an
 // old sshd port), and applies the rest.
 func (s *Server) closeSSHPorts(ctx context.Context, ports []int) error {
-	_, err := s.change(requestWith(ctx), func(st *config.State) error {
+	_, err := s.change(ctx, false, func(st *config.State) error {
 		var keep []config.FirewallRule
 		for _, r := range st.Firewall.Rules {
 			drop := false
@@ -436,18 +436,5 @@ func (s *Server) applyStoredRules(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := fw.Apply(ctx, rules); err != nil {
-		return err
-	}
-	s.saveInForce(ctx, firewall.InForce{Rules: rules})
-	if g := s.guard(); g != nil {
-		g.Reenforce(context.WithoutCancel(ctx))
-	}
-	return nil
-}
-
-// requestWith is a request that carries only ctx, for change.
-func requestWith(ctx context.Context) *http.Request {
-	r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
-	return r
+	return s.putInForce(ctx, fw, rules)
 }

@@ -75,6 +75,9 @@ func (s State) validateSSH(add func(field, value, problem, fix string)) {
 		pk, _, err := sshd.ParseKey(k.Key)
 		var ke *sshd.KeyError
 		switch {
+		case errors.As(err, &ke) && ke.Leaked:
+			add(at+".key", "(a private key, not shown)", ke.Problem, ke.Fix)
+			continue
 		case errors.As(err, &ke):
 			add(at+".key", shorten(k.Key), ke.Problem, ke.Fix)
 			continue
@@ -90,21 +93,12 @@ func (s State) validateSSH(add func(field, value, problem, fix string)) {
 	}
 }
 
-// shorten keeps an error from quoting a whole key (or, worse, all of a
-// pasted private key).
+// shorten keeps an error from quoting a whole key.
 func shorten(v string) string {
-	if sshd.IsLeaked(errPrivate(v)) {
-		return "(a private key, not shown)"
-	}
 	if len(v) > 40 {
 		return v[:37] + "..."
 	}
 	return v
-}
-
-func errPrivate(v string) error {
-	_, _, err := sshd.ParseKey(v)
-	return err
 }
 
 // SSHUserKeys groups the keys by user, for sshd.Manager.SyncKeys. The

@@ -338,9 +338,16 @@ func (d *Daemon) startSSH(ctx context.Context, st *store.SQLite) {
 	if trial.Previous != nil {
 		previous = []byte(*trial.Previous)
 	}
-	detail := "moat restarted before the hardening was confirmed: the previous sshd settings are back"
-	if err := d.opts.SSH.Restore(ctx, previous); err != nil {
-		detail = "moat restarted before the hardening was confirmed, and putting the previous sshd settings back failed: " + err.Error()
+	d.sshRolledBack(ctx, st, "moat restarted", d.opts.SSH.Restore(ctx, previous))
+}
+
+// sshRolledBack records a rollback of an unconfirmed hardening done when
+// moat started or stopped; the stored trial is cleared only when it
+// worked, for the next start to try again.
+func (d *Daemon) sshRolledBack(ctx context.Context, st *store.SQLite, when string, err error) {
+	detail := when + " before the hardening was confirmed: the previous sshd settings are back"
+	if err != nil {
+		detail = when + " before the hardening was confirmed, and putting the previous sshd settings back failed: " + err.Error()
 		d.log.Error("sshd rollback", "err", err)
 	} else if err := st.SetInForce(ctx, api.SSHStoreName, []byte(`{"pending":false}`)); err != nil {
 		d.log.Error("sshd rollback", "err", err)
@@ -358,20 +365,8 @@ func (d *Daemon) stopSSH(st *store.SQLite) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	had, err := d.opts.SSH.Stop(ctx)
-	if !had {
-		return
-	}
-	if err != nil {
-		d.log.Error("sshd rollback", "err", err)
-		return // the record stays: the next start tries again
-	}
-	if err := st.SetInForce(ctx, api.SSHStoreName, []byte(`{"pending":false}`)); err != nil {
-		d.log.Error("sshd rollback", "err", err)
-	}
-	detail := "moat stopped before the hardening was confirmed: the previous sshd settings are back"
-	if err := st.Record(ctx, store.Entry{At: time.Now(), Who: "moat", From: "daemon", Action: "ssh.rollback", Target: "sshd", Detail: detail}); err != nil {
-		d.log.Error("activity", "err", err)
+	if had, err := d.opts.SSH.Stop(ctx); had {
+		d.sshRolledBack(ctx, st, "moat stopped", err)
 	}
 }
 

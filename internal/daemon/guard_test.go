@@ -179,18 +179,7 @@ func TestSSHBruteForceBannedInTheKernel(t *testing.T) {
 func TestBanSurvivesRestart(t *testing.T) {
 	l := newGuardLab(t)
 	port := testenv.FreePorts(t, 1)[0]
-	for _, ns := range []*testenv.Netns{l.host} {
-		ln := ns.Listen(t, "tcp4", fmt.Sprintf("0.0.0.0:%d", port))
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-	}
+	l.host.Accepting(t, "tcp4", fmt.Sprintf("0.0.0.0:%d", port))
 	e := startEnv(t, withFirewall(firewall.NewManager(l.nft)))
 	ctx := context.Background()
 	e.change(func(s *config.State) {

@@ -96,16 +96,7 @@ func BenchmarkConnect(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			ln := host.Listen(b, "tcp4", "0.0.0.0:22")
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			host.Accepting(b, "tcp4", "0.0.0.0:22")
 			for b.Loop() {
 				c, err := client.Dial(ctx, "tcp4", hostC1+":22")
 				if err != nil {

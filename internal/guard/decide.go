@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -139,7 +140,8 @@ type Warden struct {
 	jails       map[string]*jail
 	recent      []time.Time // when the last bans were decided, for storms
 	lastStorm   time.Time
-	stats       Stats
+	stats       Stats              // bans and unbans; lines and failures are in counts
+	counts      map[string]*counts // by jail name, never removed
 }
 
 // Stats counts what the guard has seen since it started.
@@ -176,7 +178,8 @@ func NewWarden(o WardenOptions) *Warden {
 		past:        map[netip.Prefix]Ban{},
 		keepHistory: DefaultPolicy().MaxBanTime,
 		jails:       map[string]*jail{},
-		stats:       Stats{Lines: map[string]int64{}, Failures: map[string]int64{}, Bans: map[string]int64{}},
+		counts:      map[string]*counts{},
+		stats:       Stats{Bans: map[string]int64{}},
 	}
 }
 
@@ -732,7 +735,10 @@ func (w *Warden) Stats() Stats {
 	now := w.opts.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := Stats{Lines: clone(w.stats.Lines), Failures: clone(w.stats.Failures), Bans: clone(w.stats.Bans), Unbans: w.stats.Unbans}
+	s := Stats{Lines: map[string]int64{}, Failures: map[string]int64{}, Bans: maps.Clone(w.stats.Bans), Unbans: w.stats.Unbans}
+	for name, n := range w.counts {
+		s.Lines[name], s.Failures[name] = n.lines.Load(), n.failures.Load()
+	}
 	for _, b := range w.bans {
 		if b.Left(now) != 0 {
 			s.Active++
@@ -744,14 +750,6 @@ func (w *Warden) Stats() Stats {
 		}
 	}
 	return s
-}
-
-func clone(m map[string]int64) map[string]int64 {
-	c := make(map[string]int64, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 func (w *Warden) findTime(jail string) time.Duration {

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,9 +42,14 @@ type JailSpec struct {
 type jail struct {
 	spec JailSpec
 	det  *Detector
+	n    *counts // the jail's counts, kept across Configure
 	stop context.CancelFunc
 	done chan struct{}
 }
+
+// counts are what a jail has read and recognised, counted without a lock:
+// they go up on every line.
+type counts struct{ lines, failures atomic.Int64 }
 
 // Configure replaces the jails and the ignore list, starting each jail's
 // source under life (which ends them all). A jail whose policy is the same
@@ -58,7 +65,7 @@ func (w *Warden) Configure(life context.Context, specs []JailSpec, ignore []neti
 	}
 	w.mu.Lock()
 	old := w.jails
-	sameIgnore := slicesEqual(w.ignore, ignore)
+	sameIgnore := slices.Equal(w.ignore, ignore)
 	w.ignore = append([]netip.Prefix(nil), ignore...)
 	w.jails = map[string]*jail{}
 	w.mu.Unlock()
@@ -67,8 +74,17 @@ func (w *Warden) Configure(life context.Context, specs []JailSpec, ignore []neti
 	}
 	next := map[string]*jail{}
 	keep := DefaultPolicy().MaxBanTime
+	w.mu.Lock()
+	n := make(map[string]*counts, len(specs))
 	for _, s := range specs {
-		j := &jail{spec: s}
+		if w.counts[s.Name] == nil {
+			w.counts[s.Name] = &counts{}
+		}
+		n[s.Name] = w.counts[s.Name]
+	}
+	w.mu.Unlock()
+	for _, s := range specs {
+		j := &jail{spec: s, n: n[s.Name]}
 		if o := old[s.Name]; o != nil && o.spec.Policy == s.Policy && sameIgnore {
 			j.det = o.det
 		} else {
@@ -221,15 +237,11 @@ func (w *Warden) follow(ctx context.Context, j *jail, pos string) {
 // ban.
 func (w *Warden) line(ctx context.Context, j *jail, line string) bool {
 	a, ok := j.spec.Filter.Match(line)
-	w.mu.Lock()
-	w.stats.Lines[j.spec.Name]++
-	if ok {
-		w.stats.Failures[j.spec.Name]++
-	}
-	w.mu.Unlock()
+	j.n.lines.Add(1)
 	if !ok {
 		return false
 	}
+	j.n.failures.Add(1)
 	return w.observe(ctx, j, a, line)
 }
 
@@ -252,26 +264,12 @@ func (w *Warden) observe(ctx context.Context, j *jail, a Attempt, line string) b
 func (w *Warden) Fail(ctx context.Context, jailName string, addr netip.Addr, detail string) {
 	w.mu.Lock()
 	j := w.jails[jailName]
-	if j != nil {
-		w.stats.Failures[jailName]++
-	}
 	w.mu.Unlock()
 	if j == nil {
 		return
 	}
+	j.n.failures.Add(1)
 	w.observe(ctx, j, Attempt{Addr: addr, Kind: jailName}, detail)
-}
-
-func slicesEqual(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // File is a log file followed like tail -F.
@@ -323,6 +321,9 @@ var _ Source = File{}
 // address). Lookups cost one map probe per prefix length in use in the
 // client's address family.
 type Set struct {
+	// size is len(entries), read without the lock: with no ban (the
+	// usual case) a request pays one atomic load.
+	size    atomic.Int64
 	mu      sync.RWMutex
 	entries map[netip.Prefix]time.Time // expiry; zero for until lifted
 	lengths [2]map[int]int             // per family (0: IPv4, 1: IPv6): prefix length -> entries
@@ -365,6 +366,7 @@ func (s *Set) Ban(_ context.Context, p netip.Prefix, d time.Duration) error {
 	defer s.mu.Unlock()
 	if _, ok := s.entries[p]; !ok {
 		s.lengths[familyOf(p.Addr())][p.Bits()]++
+		s.size.Add(1)
 	}
 	s.entries[p] = until
 	// Forget what has run out, now and then.
@@ -392,6 +394,7 @@ func (s *Set) remove(p netip.Prefix) {
 		return
 	}
 	delete(s.entries, p)
+	s.size.Add(-1)
 	l := s.lengths[familyOf(p.Addr())]
 	if l[p.Bits()]--; l[p.Bits()] == 0 {
 		delete(l, p.Bits())
@@ -400,12 +403,12 @@ func (s *Set) remove(p netip.Prefix) {
 
 // Banned reports whether a ban in force covers addr.
 func (s *Set) Banned(addr netip.Addr) bool {
+	if s.size.Load() == 0 {
+		return false
+	}
 	addr = addr.Unmap().WithZone("")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.entries) == 0 {
-		return false
-	}
 	for bits := range s.lengths[familyOf(addr)] {
 		p, _ := addr.Prefix(bits)
 		if until, ok := s.entries[p]; ok && (until.IsZero() || s.now().Before(until)) {

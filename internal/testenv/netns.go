@@ -218,6 +218,23 @@ func (n *Netns) Listen(t testing.TB, network, addr string) net.Listener {
 	return ln
 }
 
+// Accepting listens on addr in the namespace and closes each connection
+// it accepts, until the test ends: a port that answers, for tests of who
+// can reach it.
+func (n *Netns) Accepting(t testing.TB, network, addr string) {
+	t.Helper()
+	ln := n.Listen(t, network, addr)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
 // ListenPacket opens a packet socket inside the namespace, as
 // net.ListenPacket does ("udp", "udp4", "udp6", ...), and closes it when
 // the test ends.
