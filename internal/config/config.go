@@ -33,6 +33,8 @@ type State struct {
 	Guard Guard `yaml:"guard,omitempty" json:"guard,omitempty"`
 	// SSH is what moat manages of OpenSSH: keys by title.
 	SSH SSH `yaml:"ssh,omitempty" json:"ssh,omitempty"`
+	// Mail is the SMTP relay for the apps' mail and moat's own.
+	Mail Mail `yaml:"mail,omitempty" json:"mail,omitempty"`
 }
 
 // Server holds the settings that are not about one app.
@@ -134,6 +136,9 @@ type ACME struct {
 type Notify struct {
 	// Webhook receives a JSON POST for every alert.
 	Webhook string `yaml:"webhook,omitempty" json:"webhook,omitempty"`
+	// Email lists who is mailed every alert, once per incident an hour;
+	// the server's contact email when empty.
+	Email []string `yaml:"email,omitempty" json:"email,omitempty"`
 }
 
 // App is one application behind the edge.
@@ -193,6 +198,8 @@ func (s State) Clone() State {
 	c.Firewall = s.Firewall.clone()
 	c.Guard = s.Guard.clone()
 	c.SSH = s.SSH.clone()
+	c.Mail = s.Mail.clone()
+	c.Server.Notify.Email = append([]string(nil), s.Server.Notify.Email...)
 	c.Apps = make([]App, len(s.Apps))
 	for i, a := range s.Apps {
 		c.Apps[i] = a.Clone()

@@ -57,6 +57,8 @@ type Jail struct {
 const (
 	JailSSHD = "sshd"
 	JailMoat = "moat"
+	// JailMail counts failed logins to the mail relay.
+	JailMail = "mail"
 	Journal  = "journal"
 	// DefaultSSHDLog is where Debian's and Ubuntu's rsyslog puts sshd's
 	// lines.
@@ -77,7 +79,7 @@ func (s State) GuardJails() []Jail {
 	if s.Guard.Off {
 		return nil
 	}
-	builtin := []Jail{{Name: JailSSHD}, {Name: JailMoat}}
+	builtin := []Jail{{Name: JailSSHD}, {Name: JailMoat}, {Name: JailMail}}
 	var out []Jail
 	for _, b := range builtin {
 		for _, j := range s.Guard.Jails {
@@ -104,7 +106,7 @@ func (s State) GuardJails() []Jail {
 		}
 	}
 	for _, j := range s.Guard.Jails {
-		if j.Name != JailSSHD && j.Name != JailMoat && !s.edgeJail(j.Name) && !j.Off {
+		if j.Name != JailSSHD && j.Name != JailMoat && j.Name != JailMail && !s.edgeJail(j.Name) && !j.Off {
 			out = append(out, j)
 		}
 	}
@@ -197,7 +199,7 @@ func (s State) validateGuard(add func(field, value, problem, fix string)) {
 			}
 			seen[st] = true
 		}
-		if len(a.GuardStatuses) > 0 && (a.Name == JailSSHD || a.Name == JailMoat) {
+		if len(a.GuardStatuses) > 0 && (a.Name == JailSSHD || a.Name == JailMoat || a.Name == JailMail) {
 			add(fmt.Sprintf("apps[%d].guard_statuses", i), fmt.Sprint(a.GuardStatuses), "would make a jail named "+a.Name+", the name of a built-in jail", "rename the app to count its answers")
 		}
 	}
@@ -210,16 +212,16 @@ func (s State) validateGuard(add func(field, value, problem, fix string)) {
 	for i, j := range s.Guard.Jails {
 		at := fmt.Sprintf("guard.jails[%d]", i)
 		if !jailName.MatchString(j.Name) {
-			add(at+".name", j.Name, "is not a jail name", "use sshd, moat, or a short name of lower-case letters, digits and hyphens, like nextcloud")
+			add(at+".name", j.Name, "is not a jail name", "use sshd, moat, mail, or a short name of lower-case letters, digits and hyphens, like nextcloud")
 		} else if first, dup := seen[j.Name]; dup {
 			add(at+".name", j.Name, fmt.Sprintf("is the name of guard.jails[%d] too", first), "tune each jail in one entry")
 		} else {
 			seen[j.Name] = i
 		}
 		switch {
-		case j.Name == JailMoat:
+		case j.Name == JailMoat || j.Name == JailMail:
 			if j.Log != "" || j.Filter != "" || j.Literal != "" {
-				add(at+".log", j.Log, "is set for the moat jail, which counts moat's own failed logins and reads no log", "remove log, filter and literal from the moat jail")
+				add(at+".log", j.Log, "is set for the "+j.Name+" jail, which counts moat's own failed logins and reads no log", "remove log, filter and literal from the "+j.Name+" jail")
 			}
 		case s.edgeJail(j.Name):
 			if j.Log != "" || j.Filter != "" || j.Literal != "" {

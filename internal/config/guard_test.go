@@ -22,7 +22,7 @@ func TestGuardValidate(t *testing.T) {
 			{Name: "gitea", Log: Journal, Filter: `Failed authentication attempt for .* from (?P<addr>\S+)`},
 		}}, nil},
 		{"bad ignore", Guard{Ignore: []string{"10.0.0.1/8"}}, []wantErr{{"guard.ignore[0]", "10.0.0.1/8", "not an address or CIDR prefix", "write an address like 203.0.113.7 or a prefix like 203.0.113.0/24"}}},
-		{"bad name", Guard{Jails: []Jail{{Name: "Next Cloud", Log: "/x", Filter: "(?P<addr>x)"}}}, []wantErr{{"guard.jails[0].name", "next cloud", "not a jail name", "use sshd, moat, or a short name of lower-case letters, digits and hyphens, like nextcloud"}}},
+		{"bad name", Guard{Jails: []Jail{{Name: "Next Cloud", Log: "/x", Filter: "(?P<addr>x)"}}}, []wantErr{{"guard.jails[0].name", "next cloud", "not a jail name", "use sshd, moat, mail, or a short name of lower-case letters, digits and hyphens, like nextcloud"}}},
 		{"twice", Guard{Jails: []Jail{{Name: "sshd"}, {Name: "sshd", BanTime: "1h"}}}, []wantErr{{"guard.jails[1].name", "sshd", "guard.jails[0] too", "tune each jail in one entry"}}},
 		{"app jail without log and filter", Guard{Jails: []Jail{{Name: "app"}}}, []wantErr{
 			{"guard.jails[0].log", "", "is missing", "give the log file to follow, like /var/log/nextcloud.log, or journal"},
@@ -51,6 +51,7 @@ func TestGuardJails(t *testing.T) {
 		{Name: "app", Log: "/var/log/app.log", Filter: `fail from (?P<addr>\S+)`},
 		{Name: "sshd", BanTime: "1h", MaxRetry: 3},
 		{Name: "moat", Off: true},
+		{Name: "mail", Off: true},
 	}}}
 	s.Normalize()
 	if err := s.Validate(); err != nil {
@@ -58,7 +59,7 @@ func TestGuardJails(t *testing.T) {
 	}
 	jails := s.GuardJails()
 	if len(jails) != 2 || jails[0].Name != "sshd" || jails[1].Name != "app" {
-		t.Fatalf("jails %+v: want sshd (tuned) and app; moat is off", jails)
+		t.Fatalf("jails %+v: want sshd (tuned) and app; moat and mail are off", jails)
 	}
 	p := jails[0].Policy(0)
 	want := guard.Policy{MaxRetry: 3, FindTime: 10 * time.Minute, BanTime: time.Hour, MaxBanTime: 7 * 24 * time.Hour, V6Prefix: 64}
@@ -77,8 +78,8 @@ func TestGuardJails(t *testing.T) {
 	if (State{Guard: Guard{Off: true}}).GuardJails() != nil {
 		t.Error("a guard that is off runs jails")
 	}
-	// Defaults: sshd and moat.
-	if j := (State{}).GuardJails(); len(j) != 2 || j[0].Name != "sshd" || j[1].Name != "moat" {
+	// Defaults: sshd, moat and mail.
+	if j := (State{}).GuardJails(); len(j) != 3 || j[0].Name != "sshd" || j[1].Name != "moat" || j[2].Name != "mail" {
 		t.Errorf("default jails %+v", j)
 	}
 }
@@ -95,8 +96,8 @@ func TestAppGuardStatuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	jails := s.GuardJails()
-	if len(jails) != 3 || jails[2].Name != "wiki" || jails[2].MaxRetry != 10 || jails[2].Matcher() != nil {
-		t.Errorf("jails %+v: want sshd, moat and wiki (tuned, no filter)", jails)
+	if len(jails) != 4 || jails[3].Name != "wiki" || jails[3].MaxRetry != 10 || jails[3].Matcher() != nil {
+		t.Errorf("jails %+v: want sshd, moat, mail and wiki (tuned, no filter)", jails)
 	}
 	bad := []struct {
 		name string

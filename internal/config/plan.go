@@ -47,6 +47,9 @@ func Diff(from, to State) Plan {
 	if f := diffFields(flatten(from.Guard), flatten(to.Guard)); len(f) > 0 {
 		p = append(p, Step{Op: Change, Object: "guard", Fields: f, Before: mustJSON(from.Guard), After: mustJSON(to.Guard)})
 	}
+	if st, ok := mailStep(from.Mail, to.Mail); ok {
+		p = append(p, st)
+	}
 	old := map[string]App{}
 	for _, a := range from.Apps {
 		old[a.Name] = a

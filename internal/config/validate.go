@@ -48,6 +48,7 @@ func (s *State) normalizeValues() {
 	s.normalizeFirewall()
 	s.normalizeGuard()
 	s.normalizeSSH()
+	s.normalizeMail()
 	for i := range s.Apps {
 		a := &s.Apps[i]
 		for j, d := range a.Domains {
@@ -229,6 +230,7 @@ func (s *State) Validate() error {
 	s.validateFirewall(add)
 	s.validateGuard(add)
 	s.validateSSH(add)
+	s.validateMail(add)
 	return errors.Join(errs...)
 }
 

@@ -7,12 +7,12 @@ import (
 )
 
 const (
-	knownTop    = "remove it or correct its spelling; known keys here: apps, firewall, guard, server, ssh"
+	knownTop    = "remove it or correct its spelling; known keys here: apps, firewall, guard, mail, server, ssh"
 	knownServer = "remove it or correct its spelling; known keys here: access_log, acme, cloudflare, domain, email, listen, notify, public_ips, rate_limit, resolver, trusted_proxies"
 	knownACME   = "remove it or correct its spelling; known keys here: ca_roots, challenges, directory"
 	knownApp    = "remove it or correct its spelling; known keys here: cache, domains, guard_statuses, headers, name, ports, rate_limit, upstream"
 	knownListen = "remove it or correct its spelling; known keys here: admin, http, https"
-	knownNotify = "remove it or correct its spelling; known keys here: webhook"
+	knownNotify = "remove it or correct its spelling; known keys here: email, webhook"
 )
 
 func TestParseUnknownKeys(t *testing.T) {
@@ -29,8 +29,8 @@ func TestParseUnknownKeys(t *testing.T) {
 			[]wantErr{{"server.listen.htps", "htps", "is not a known key (line 3)", knownListen}}},
 		{"server.acme", "server:\n  acme:\n    directory: " + LetsEncrypt + "\n    challenge: [http-01]\n",
 			[]wantErr{{"server.acme.challenge", "challenge", "is not a known key (line 4)", knownACME}}},
-		{"server.notify", "server:\n  notify:\n    email: a@example.com\n",
-			[]wantErr{{"server.notify.email", "email", "is not a known key (line 3)", knownNotify}}},
+		{"server.notify", "server:\n  notify:\n    slack: https://hooks.example.com\n",
+			[]wantErr{{"server.notify.slack", "slack", "is not a known key (line 3)", knownNotify}}},
 		{"apps[0]", "apps:\n  - name: web\n    domains: [web.example.com]\n    upstrem: http://127.0.0.1:3000\n",
 			[]wantErr{{"apps[0].upstrem", "upstrem", "is not a known key (line 4)", knownApp}}},
 		{"Go field name instead of key", "server:\n  PublicIPs: [203.0.113.7]\n",

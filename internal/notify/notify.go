@@ -1,6 +1,7 @@
 // Package notify delivers alerts (a certificate that could not be issued or
 // renewed, later a ban wave or a failed backup) to the people who run the
-// server: to the log, to a webhook, and with the mail layer by email.
+// server: to the log, to a webhook, and by email through the mail layer,
+// once per incident an hour (Fold).
 //
 // It decides nothing; callers decide what is worth an alert.
 package notify
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 )
 
@@ -117,8 +119,85 @@ func (m Multi) Notify(ctx context.Context, a Alert) error {
 	return errors.Join(errs...)
 }
 
+// Func is a function that delivers alerts, like one that mails them.
+type Func func(ctx context.Context, a Alert) error
+
+// Notify calls f.
+func (f Func) Notify(ctx context.Context, a Alert) error { return f(ctx, a) }
+
+// Fold passes on the first alert of an incident (one Kind and Subject)
+// and folds the repeats that come within Window into one alert with
+// their count, sent when the window ends; an incident that goes on gets
+// one alert per window. A person's inbox should hear of a failing
+// renewal once an hour, not at every retry.
+type Fold struct {
+	Next   Notifier
+	Window time.Duration
+
+	mu        sync.Mutex
+	incidents map[string]*incident
+}
+
+type incident struct {
+	repeats int
+	last    Alert
+}
+
+// DefaultFoldWindow is how long repeats of an incident are folded.
+const DefaultFoldWindow = time.Hour
+
+// Notify passes a on, or counts it as a repeat.
+func (f *Fold) Notify(ctx context.Context, a Alert) error {
+	key := a.Kind + "\x00" + a.Subject
+	f.mu.Lock()
+	if f.incidents == nil {
+		f.incidents = map[string]*incident{}
+	}
+	if inc, ok := f.incidents[key]; ok {
+		inc.repeats++
+		inc.last = a
+		f.mu.Unlock()
+		return nil
+	}
+	f.incidents[key] = &incident{}
+	f.mu.Unlock()
+	f.schedule(key)
+	return f.Next.Notify(ctx, a)
+}
+
+func (f *Fold) window() time.Duration {
+	if f.Window <= 0 {
+		return DefaultFoldWindow
+	}
+	return f.Window
+}
+
+// schedule ends the incident's window: its repeats, if any, go out as
+// one alert and open the next window.
+func (f *Fold) schedule(key string) {
+	time.AfterFunc(f.window(), func() {
+		f.mu.Lock()
+		inc := f.incidents[key]
+		if inc == nil || inc.repeats == 0 {
+			delete(f.incidents, key)
+			f.mu.Unlock()
+			return
+		}
+		a := inc.last
+		a.Message = fmt.Sprintf("%s\n\nThis happened %d more times in the last %s.", a.Message, inc.repeats, f.window())
+		f.incidents[key] = &incident{}
+		f.mu.Unlock()
+		f.schedule(key)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		f.Next.Notify(ctx, a)
+	})
+}
+
 var (
 	_ Notifier = Log{}
+	_ Notifier = Func(nil)
+	_ Notifier = (*Fold)(nil)
 	_ Notifier = Webhook{}
 	_ Notifier = Multi(nil)
 )

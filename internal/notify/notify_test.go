@@ -81,3 +81,42 @@ func TestMultiJoins(t *testing.T) {
 type notifierFunc func(context.Context, Alert) error
 
 func (f notifierFunc) Notify(ctx context.Context, a Alert) error { return f(ctx, a) }
+
+func TestFold(t *testing.T) {
+	got := make(chan Alert, 10)
+	f := &Fold{Window: 300 * time.Millisecond, Next: Func(func(_ context.Context, a Alert) error { got <- a; return nil })}
+	ctx := context.Background()
+	renewal := Alert{Kind: "cert.renewal-failed", Subject: "a.example.com", Message: "refused"}
+	for i := 0; i < 5; i++ {
+		f.Notify(ctx, renewal)
+	}
+	f.Notify(ctx, Alert{Kind: "cert.renewal-failed", Subject: "b.example.com", Message: "other domain"})
+	first := []Alert{<-got, <-got}
+	if first[0].Subject != "a.example.com" || first[1].Subject != "b.example.com" {
+		t.Fatalf("first alerts: %+v", first)
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("a repeat went out at once: %+v", a)
+	case <-time.After(150 * time.Millisecond):
+	}
+	// The window ends: the four repeats of a come as one; b had none.
+	select {
+	case a := <-got:
+		if a.Subject != "a.example.com" || !strings.Contains(a.Message, "4 more times") {
+			t.Fatalf("folded alert: %+v", a)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the repeats were never sent")
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("more alerts than the incident's two: %+v", a)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// Quiet for a whole window: the next one is a new incident.
+	f.Notify(ctx, renewal)
+	if a := <-got; a.Message != "refused" {
+		t.Fatalf("new incident: %+v", a)
+	}
+}

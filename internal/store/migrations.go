@@ -114,4 +114,49 @@ CREATE TABLE ssh (
 ) STRICT;
 INSERT INTO ssh (id, desired) VALUES (1, '{}');
 `,
+	// 6: the mail relay: its settings, the apps' credentials, the DKIM
+	// keys and the queue.
+	`
+-- The mail relay: one row, config.Mail as JSON.
+CREATE TABLE mail (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	desired TEXT NOT NULL CHECK (json_valid(desired))
+) STRICT;
+INSERT INTO mail (id, desired) VALUES (1, '{}');
+
+-- Each app's SMTP password, as an argon2id hash only.
+CREATE TABLE mail_credentials (
+	app     TEXT PRIMARY KEY,
+	hash    TEXT NOT NULL,
+	created TEXT NOT NULL
+) STRICT;
+
+-- The DKIM signing keys, PKCS #8 PEM by selector.
+CREATE TABLE mail_dkim (
+	selector TEXT PRIMARY KEY,
+	key      TEXT NOT NULL,
+	created  TEXT NOT NULL
+) STRICT;
+
+-- The queue: a message is a row from the moment the relay answers 250;
+-- its text (data) is dropped once it is delivered or bounced, and the row
+-- a day later. accepted and next_attempt are RFC 3339 UTC, fixed width,
+-- so that they sort as text.
+CREATE TABLE mail_queue (
+	id           TEXT PRIMARY KEY,
+	app          TEXT NOT NULL,
+	sender       TEXT NOT NULL,
+	recipients   TEXT NOT NULL CHECK (json_valid(recipients)),
+	size         INTEGER NOT NULL,
+	message_id   TEXT NOT NULL,
+	accepted     TEXT NOT NULL,
+	state        TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'delivered', 'bounced')),
+	attempts     INTEGER NOT NULL,
+	next_attempt TEXT NOT NULL,
+	last_error   TEXT NOT NULL,
+	data         BLOB
+) STRICT;
+CREATE INDEX mail_queue_due ON mail_queue (state, next_attempt);
+CREATE INDEX mail_queue_accepted ON mail_queue (accepted);
+`,
 }

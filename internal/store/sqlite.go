@@ -532,6 +532,13 @@ func readState(ctx context.Context, q querier) (config.State, int64, error) {
 	if err := json.Unmarshal([]byte(sd), &st.SSH); err != nil {
 		return st, 0, fmt.Errorf("ssh: %w", err)
 	}
+	var md string
+	if err := q.QueryRowContext(ctx, "SELECT desired FROM mail WHERE id = 1").Scan(&md); err != nil {
+		return st, 0, fmt.Errorf("mail: %w", err)
+	}
+	if err := json.Unmarshal([]byte(md), &st.Mail); err != nil {
+		return st, 0, fmt.Errorf("mail: %w", err)
+	}
 	rows, err := q.QueryContext(ctx, "SELECT name, spec FROM apps ORDER BY name")
 	if err != nil {
 		return st, 0, fmt.Errorf("apps: %w", err)
@@ -602,6 +609,14 @@ func writeState(ctx context.Context, tx *sql.Tx, next config.State, plan config.
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE ssh SET desired = ? WHERE id = 1", string(desired)); err != nil {
 				return fmt.Errorf("ssh: %w", err)
+			}
+		case "mail":
+			desired, err := json.Marshal(next.Mail)
+			if err != nil {
+				return fmt.Errorf("mail: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE mail SET desired = ? WHERE id = 1", string(desired)); err != nil {
+				return fmt.Errorf("mail: %w", err)
 			}
 		case "app":
 			as := appStep{op: step.Op}
