@@ -23,6 +23,7 @@ import (
 
 	"moat/internal/certs"
 	"moat/internal/config"
+	"moat/internal/notify"
 	"moat/internal/store"
 )
 
@@ -44,6 +45,10 @@ type Runtime interface {
 	Guard() Guard
 	// SSH is the daemon's hold on sshd, nil when it leaves sshd alone.
 	SSH() SSH
+	// Mail is the daemon's mail relay and delivery.
+	Mail() Mail
+	// Notify sends an alert everywhere alerts go.
+	Notify(ctx context.Context, a notify.Alert) error
 }
 
 // Server holds the handlers' dependencies.
@@ -102,6 +107,7 @@ func (s *Server) Handler() http.Handler {
 	s.guardRoutes(mux)
 	s.sshRoutes(mux)
 	s.sshHardenRoutes(mux)
+	s.mailRoutes(mux)
 	return mux
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"log/slog"
+	"moat/internal/notify"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -24,11 +25,13 @@ type holdFirstApply struct {
 	applied [][]string // the app names of each applied state, in order
 }
 
-func (r *holdFirstApply) Check(context.Context, config.State) error { return nil }
-func (r *holdFirstApply) Certificates() []certs.Status              { return nil }
-func (r *holdFirstApply) Firewall() Firewall                        { return nil }
-func (r *holdFirstApply) Guard() Guard                              { return nil }
-func (r *holdFirstApply) SSH() SSH                                  { return nil }
+func (r *holdFirstApply) Check(context.Context, config.State) error  { return nil }
+func (r *holdFirstApply) Certificates() []certs.Status               { return nil }
+func (r *holdFirstApply) Firewall() Firewall                         { return nil }
+func (r *holdFirstApply) Guard() Guard                               { return nil }
+func (r *holdFirstApply) SSH() SSH                                   { return nil }
+func (r *holdFirstApply) Mail() Mail                                 { return nil }
+func (r *holdFirstApply) Notify(context.Context, notify.Alert) error { return nil }
 
 func (r *holdFirstApply) Apply(_ context.Context, s config.State) error {
 	r.mu.Lock()

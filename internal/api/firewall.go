@@ -374,7 +374,7 @@ func (s *Server) applyRules(w http.ResponseWriter, r *http.Request, fw Firewall,
 	if req.Force {
 		detail += ", SSH check skipped (--force)"
 	}
-	s.record(ctx, action, detail)
+	s.record(ctx, action, "firewall", detail)
 	s.firewallStatus(w, r)
 }
 
@@ -409,9 +409,10 @@ func (s *Server) saveInForce(ctx context.Context, v firewall.InForce) {
 	}
 }
 
-func (s *Server) record(ctx context.Context, action, detail string) {
+// record writes an event the caller caused to the activity log.
+func (s *Server) record(ctx context.Context, action, target, detail string) {
 	a := actor(ctx)
-	if err := s.Store.Record(ctx, store.Entry{At: time.Now(), Who: a.Who, From: a.From, Action: action, Target: "firewall", Detail: detail}); err != nil {
+	if err := s.Store.Record(ctx, store.Entry{At: time.Now(), Who: a.Who, From: a.From, Action: action, Target: target, Detail: detail}); err != nil {
 		s.Log.Error("activity", "err", err)
 	}
 }
@@ -429,7 +430,7 @@ func (s *Server) firewallConfirm(w http.ResponseWriter, r *http.Request) {
 	if rules, _ := fw.InForce(); len(rules) > 0 {
 		s.saveInForce(r.Context(), firewall.InForce{Rules: rules})
 	}
-	s.record(r.Context(), "firewall.confirm", "the applied rules stay")
+	s.record(r.Context(), "firewall.confirm", "firewall", "the applied rules stay")
 	s.firewallStatus(w, r)
 }
 
@@ -452,7 +453,7 @@ func (s *Server) firewallOff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.saveInForce(ctx, firewall.InForce{Off: true})
-	s.record(ctx, "firewall.off", "moat's table removed: the server is open to whatever other tables allow; the rules are kept")
+	s.record(ctx, "firewall.off", "firewall", "moat's table removed: the server is open to whatever other tables allow; the rules are kept")
 	s.firewallStatus(w, r)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"moat/internal/notify"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -21,12 +22,14 @@ import (
 // fwRuntime is a daemon whose only part is a firewall.
 type fwRuntime struct{ fw *firewall.Manager }
 
-func (fwRuntime) Check(context.Context, config.State) error { return nil }
-func (fwRuntime) Apply(context.Context, config.State) error { return nil }
-func (fwRuntime) Certificates() []certs.Status              { return nil }
-func (r fwRuntime) Firewall() Firewall                      { return r.fw }
-func (r fwRuntime) Guard() Guard                            { return nil }
-func (r fwRuntime) SSH() SSH                                { return nil }
+func (fwRuntime) Check(context.Context, config.State) error    { return nil }
+func (fwRuntime) Apply(context.Context, config.State) error    { return nil }
+func (fwRuntime) Certificates() []certs.Status                 { return nil }
+func (r fwRuntime) Firewall() Firewall                         { return r.fw }
+func (r fwRuntime) Guard() Guard                               { return nil }
+func (r fwRuntime) SSH() SSH                                   { return nil }
+func (r fwRuntime) Mail() Mail                                 { return nil }
+func (r fwRuntime) Notify(context.Context, notify.Alert) error { return nil }
 
 // reaches reports whether a TCP connection from client to addr is
 // accepted soon (a dropped SYN times out).

@@ -71,6 +71,12 @@ type Options struct {
 	// SSH, when set, puts the keys of moat ssh keys where sshd reads
 	// them. nil leaves sshd alone (the demo, most tests).
 	SSH *sshd.Manager
+	// MailMXPort is the port direct delivery connects to on a
+	// recipient's MX; 25 when zero (tests run their own MX elsewhere).
+	MailMXPort int
+	// MailDial connects the mail delivery to the next server; a
+	// net.Dialer when nil.
+	MailDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Info tells where a started daemon listens.
@@ -88,6 +94,8 @@ type Daemon struct {
 	edge  *edge.Edge
 	// warden is the brute-force guard.
 	warden *guard.Warden
+	// mail is the SMTP relay and the delivery of its queue.
+	mail *mailer
 
 	life    context.Context // the daemon's lifetime
 	metrics http.Handler    // Prometheus, on the admin listener only
@@ -192,6 +200,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.warden.Restore(ctx); err != nil {
 		d.log.Error("the bans kept from before were not put back", "err", err)
 	}
+	d.startMail(reg)
 	d.edge = edge.New(edge.Options{
 		Bans:      d.warden,
 		Failed:    d.appFailed,
@@ -211,6 +220,9 @@ func Run(ctx context.Context, opts Options) error {
 		d.log.Error("the SSH keys are not in place", "err", err)
 	}
 	defer d.stopListening()
+	mailCtx, stopMail := context.WithCancel(d.life)
+	waitMail := d.runMail(mailCtx)
+	defer func() { stopMail(); waitMail() }()
 	d.startFirewall(ctx, st, state)
 	d.warden.Reenforce(ctx)
 	expiring, stopExpiring := context.WithCancel(d.life)
@@ -255,6 +267,9 @@ func (d *Daemon) Check(ctx context.Context, s config.State) error {
 			return err
 		}
 	}
+	if err := d.checkMail(s); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	cur := d.listening
 	d.mu.Unlock()
@@ -297,14 +312,29 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	if err := d.edge.Load(s); err != nil {
 		return err
 	}
+	d.configureMail(ctx, s)
 	d.mu.Lock()
-	d.notifier = notifierFor(s.Server, d.log)
+	d.notifier = notifierFor(s, d.log, d.mail.alerts)
 	d.mu.Unlock()
 	d.configureGuard(s)
 	if err := d.certs.Sync(ctx, s.Server, s.Domains()); err != nil {
 		return err
 	}
 	return d.syncSSH(ctx, s)
+}
+
+// Mail implements api.Runtime.
+func (d *Daemon) Mail() api.Mail { return d.mail }
+
+// Notify implements api.Runtime: an alert to every destination, now.
+func (d *Daemon) Notify(ctx context.Context, a notify.Alert) error {
+	d.mu.Lock()
+	n := d.notifier
+	d.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return n.Notify(ctx, a)
 }
 
 // SSH implements api.Runtime.
@@ -387,10 +417,15 @@ func (d *Daemon) syncSSH(ctx context.Context, s config.State) error {
 	return nil
 }
 
-func notifierFor(s config.Server, log *slog.Logger) notify.Notifier {
+// notifierFor sends alerts to the log, the webhook and, folded to one an
+// incident an hour, by email.
+func notifierFor(s config.State, log *slog.Logger, email notify.Notifier) notify.Notifier {
 	n := notify.Multi{notify.Log{Logger: log}}
-	if s.Notify.Webhook != "" {
-		n = append(n, notify.Webhook{URL: s.Notify.Webhook})
+	if s.Server.Notify.Webhook != "" {
+		n = append(n, notify.Webhook{URL: s.Server.Notify.Webhook})
+	}
+	if len(s.NotifyEmail()) > 0 && !s.Mail.Off && s.MailDomain() != "" {
+		n = append(n, email)
 	}
 	return n
 }

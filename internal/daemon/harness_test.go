@@ -36,6 +36,7 @@ type env struct {
 	pebble     *testenv.Pebble
 	httpPort   int
 	httpsPort  int
+	mailPort   int // the relay's, on loopback
 	socket     string
 	client     *api.Client
 	stop       context.CancelFunc
@@ -50,6 +51,7 @@ type env struct {
 	firewall   *firewall.Manager
 	ssh        *sshd.Manager
 	sessions   func(port uint16) []netip.Addr // SSH sessions as the daemon sees them; none by default
+	mxPort     int                            // where direct mail goes; none by default
 }
 
 type envOption func(*env)
@@ -87,8 +89,8 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	if e.sessions == nil {
 		e.sessions = func(uint16) []netip.Addr { return nil } // the host's own sessions are no test's business
 	}
-	ports := testenv.FreePorts(t, 2)
-	e.httpPort, e.httpsPort = ports[0], ports[1]
+	ports := testenv.FreePorts(t, 3)
+	e.httpPort, e.httpsPort, e.mailPort = ports[0], ports[1], ports[2]
 	e.dns = testenv.StartDNS(t)
 	e.pebble = testenv.StartPebble(t, testenv.PebbleOptions{
 		HTTPPort: e.httpPort, TLSPort: e.httpsPort, DNSServer: e.dns.Addr(), CertValidity: e.validity,
@@ -126,6 +128,8 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 		}
 		// The host's own sshd log is no test's business.
 		s.Guard.Jails = []config.Jail{{Name: config.JailSSHD, Off: true}}
+		// Nor are its private addresses.
+		s.Mail.Listen = []string{fmt.Sprintf("127.0.0.1:%d", e.mailPort)}
 		return nil
 	})
 	st.Close()
@@ -152,10 +156,11 @@ func (e *env) start() {
 				Backoff:            func(int) time.Duration { return 200 * time.Millisecond },
 				Dial:               loopbackOnly,
 			},
-			AccessLog: &e.accessLog,
-			Firewall:  e.firewall,
-			SSH:       e.ssh,
-			Sessions:  e.sessions,
+			AccessLog:  &e.accessLog,
+			Firewall:   e.firewall,
+			SSH:        e.ssh,
+			Sessions:   e.sessions,
+			MailMXPort: e.mxPort,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
 				close(ready)

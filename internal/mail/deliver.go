@@ -437,7 +437,7 @@ func (d *Delivery) bounce(ctx context.Context, m Message, failed []Recipient, do
 	}
 	body := fmt.Sprintf("moat could not deliver your message %s to these recipients:\r\n\r\n%s\r\n\r\nmoat will not try again.\r\n", m.MessageID, strings.Join(lines, "\r\n"))
 	data := Compose("MAILER-DAEMON@"+domain, []string{m.From}, "Undelivered mail: "+m.MessageID, body, now, domain)
-	b := Message{ID: NewID(), App: m.App, From: "", To: []Recipient{{Addr: m.From}}, Size: int64(len(data)), Accepted: now.UTC(), State: Queued, NextAttempt: now.UTC(), Data: data, MessageID: messageID(data)}
+	b := Message{ID: NewID(), App: m.App, From: "", To: []Recipient{{Addr: m.From}}, Size: int64(len(data)), Accepted: now.UTC(), State: Queued, NextAttempt: now.UTC(), Data: data, MessageID: HeaderID(data)}
 	if err := d.Submit(ctx, b); err != nil {
 		d.opts.Log.Error("mail: the bounce was not queued", "id", m.ID, "err", err)
 	}
@@ -489,8 +489,8 @@ func HeaderText(v string) string {
 	return v
 }
 
-// messageID reads the Message-ID of a message Compose wrote.
-func messageID(data []byte) string {
+// HeaderID reads the Message-ID of a message Compose wrote.
+func HeaderID(data []byte) string {
 	for _, line := range strings.Split(string(data), "\r\n") {
 		if v, ok := strings.CutPrefix(line, "Message-ID: "); ok {
 			return v
