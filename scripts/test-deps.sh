@@ -4,9 +4,13 @@
 set -euo pipefail
 
 need_apt=()
-for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy"; do
+# swaks is the mail tests' real SMTP client; it needs Net::SSLeay for STARTTLS.
+for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks"; do
   pkg=${pair%%:*} probe=${pair#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need_apt+=("$pkg"); else command -v "$probe" >/dev/null || need_apt+=("$pkg"); fi
+done
+for pair in "libnet-ssleay-perl:Net::SSLeay" "libio-socket-ssl-perl:IO::Socket::SSL"; do
+  perl -M"${pair#*:}" -e 1 2>/dev/null || need_apt+=("${pair%%:*}")
 done
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -51,8 +51,9 @@ type Server struct {
 	// pre-check compares a domain's records with them; when empty, moat
 	// uses the machine's global addresses and a probe over HTTP.
 	PublicIPs []string `yaml:"public_ips,omitempty" json:"public_ips,omitempty"`
-	// Resolver is a DNS server (host:port) for the pre-check; empty means
-	// the system's resolver.
+	// Resolver is a DNS server (host:port) for the pre-check and for
+	// mail (the smarthost, MX records, moat mail check); empty means the
+	// system's resolver.
 	Resolver string `yaml:"resolver,omitempty" json:"resolver,omitempty"`
 	// Notify says where alerts (a failed issuance or renewal) go besides
 	// the activity log.

@@ -77,6 +77,8 @@ type Options struct {
 	// MailDial connects the mail delivery to the next server; a
 	// net.Dialer when nil.
 	MailDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MailListen opens the relay's listeners; net.Listen when nil.
+	MailListen func(network, addr string) (net.Listener, error)
 }
 
 // Info tells where a started daemon listens.

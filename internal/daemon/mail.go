@@ -66,6 +66,7 @@ func (d *Daemon) startMail(reg prometheus.Registerer) {
 		},
 		Queued:   m.delivery.Kick,
 		SpoolDir: d.opts.DataDir,
+		Listen:   d.opts.MailListen,
 	})
 	m.alerts = &notify.Fold{Next: notify.Func(d.mailAlert)}
 	d.mail = m
@@ -152,7 +153,7 @@ func (d *Daemon) transport(ctx context.Context, s config.State, host string) (ma
 			}
 			cfg = &tls.Config{RootCAs: pool}
 		}
-		return mail.Smarthost{Addr: addr, Username: s.Mail.Smarthost.Username, Password: s.Mail.Smarthost.Password, TLS: cfg, Hostname: host, Dial: d.opts.MailDial}, nil
+		return mail.Smarthost{Addr: addr, Username: s.Mail.Smarthost.Username, Password: s.Mail.Smarthost.Password, TLS: cfg, Hostname: host, Resolver: s.Server.Resolver, Dial: d.opts.MailDial}, nil
 	}
 	keys, err := d.dkimKeys(ctx)
 	if err != nil {
@@ -209,7 +210,11 @@ func (d *Daemon) checkMail(s config.State) error {
 		if slices.Contains(listening, l) {
 			continue
 		}
-		ln, err := net.Listen("tcp", l)
+		listen := d.opts.MailListen
+		if listen == nil {
+			listen = net.Listen
+		}
+		ln, err := listen("tcp", l)
 		if err == nil {
 			ln.Close()
 		} else {

@@ -20,6 +20,8 @@ import (
 	// judge a sender by it.
 	"net/smtp"
 	"net/textproto"
+
+	"moat/internal/maildns"
 )
 
 // Transport hands a message on to the next server.
@@ -65,6 +67,9 @@ type Smarthost struct {
 	TLS *tls.Config
 	// Hostname is said in EHLO.
 	Hostname string
+	// Resolver is the DNS server the host name is looked up with
+	// ("host:port"); the system's resolver when empty.
+	Resolver string
 	// Dial connects; a net.Dialer when nil.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -83,7 +88,15 @@ func (h Smarthost) Send(ctx context.Context, from string, to []string, data []by
 		cfg.ServerName = host
 	}
 	cfg.MinVersion = tls.VersionTLS12
-	conn, err := dial(ctx, h.Dial, h.Addr)
+	addr := h.Addr
+	if h.Resolver != "" {
+		ips, err := maildns.LookupAddrs(ctx, h.Resolver, host)
+		if err != nil || len(ips) == 0 {
+			return temporary(to, fmt.Errorf("smarthost %s: no address: %v", h.Addr, err))
+		}
+		addr = net.JoinHostPort(ips[0].String(), port)
+	}
+	conn, err := dial(ctx, h.Dial, addr)
 	if err != nil {
 		return temporary(to, fmt.Errorf("smarthost %s: %w", h.Addr, err))
 	}

@@ -66,6 +66,9 @@ type RelayOptions struct {
 	SpoolDir string
 	// Now is time.Now when nil.
 	Now func() time.Time
+	// Listen opens a listener; net.Listen when nil (tests listen in a
+	// network namespace).
+	Listen func(network, addr string) (net.Listener, error)
 }
 
 // Relay is the SMTP server the apps submit mail to.
@@ -96,6 +99,9 @@ func NewRelay(o RelayOptions) *Relay {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Listen == nil {
+		o.Listen = net.Listen
 	}
 	r := &Relay{
 		opts:      o,
@@ -228,7 +234,7 @@ func (r *Relay) listen() error {
 		if r.listeners[a] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", a.String())
+		ln, err := r.opts.Listen("tcp", a.String())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("mail.listen: %s: %w", a, err))
 			continue

@@ -29,7 +29,9 @@ type DNS struct {
 // dnsRecord holds what a name resolves to: either addrs or cname, not both.
 type dnsRecord struct {
 	addrs []netip.Addr
-	cname string // canonical form, empty if none
+	cname string   // canonical form, empty if none
+	mx    []string // exchangers, most preferred first, canonical form
+	txt   []string // one value a record
 }
 
 // StartDNS starts a DNS server on 127.0.0.1 at a random port, listening on
@@ -100,7 +102,32 @@ func (d *DNS) Set(name string, addrs ...netip.Addr) {
 		delete(d.records, canonicalName(name))
 		return
 	}
-	d.records[canonicalName(name)] = dnsRecord{addrs: append([]netip.Addr(nil), addrs...)}
+	rec := d.records[canonicalName(name)]
+	d.records[canonicalName(name)] = dnsRecord{addrs: append([]netip.Addr(nil), addrs...), mx: rec.mx, txt: rec.txt}
+}
+
+// SetMX makes hosts the mail exchangers of name, the first the most
+// preferred; its addresses and TXT records stay.
+func (d *DNS) SetMX(name string, hosts ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec := d.records[canonicalName(name)]
+	rec.cname, rec.mx = "", nil
+	for _, h := range hosts {
+		rec.mx = append(rec.mx, canonicalName(h))
+	}
+	d.records[canonicalName(name)] = rec
+}
+
+// SetTXT makes values the TXT records of name (each split into strings
+// of 255 bytes, as a zone file would); no values removes them. Its
+// addresses and MX records stay.
+func (d *DNS) SetTXT(name string, values ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rec := d.records[canonicalName(name)]
+	rec.cname, rec.txt = "", append([]string(nil), values...)
+	d.records[canonicalName(name)] = rec
 }
 
 // SetCNAME makes name an alias of target, replacing any earlier addresses
@@ -154,6 +181,16 @@ func (d *DNS) answer(q dns.Question) ([]dns.RR, int) {
 			return answer, dns.RcodeNameError
 		}
 		if rec.cname == "" {
+			switch q.Qtype {
+			case dns.TypeMX:
+				for i, h := range rec.mx {
+					answer = append(answer, &dns.MX{Hdr: header(owner, dns.TypeMX), Preference: uint16(10 * (i + 1)), Mx: h})
+				}
+			case dns.TypeTXT:
+				for _, v := range rec.txt {
+					answer = append(answer, &dns.TXT{Hdr: header(owner, dns.TypeTXT), Txt: splitTXT(v)})
+				}
+			}
 			return append(answer, addrRRs(owner, q.Qtype, rec.addrs)...), dns.RcodeSuccess
 		}
 		answer = append(answer, &dns.CNAME{Hdr: header(owner, dns.TypeCNAME), Target: rec.cname})
@@ -163,6 +200,17 @@ func (d *DNS) answer(q dns.Question) ([]dns.RR, int) {
 		owner, name = rec.cname, rec.cname
 	}
 	return answer, dns.RcodeServerFailure // CNAME loop or chain too long.
+}
+
+// splitTXT cuts a TXT value into the strings of at most 255 bytes a
+// record holds.
+func splitTXT(v string) []string {
+	var out []string
+	for len(v) > 255 {
+		out = append(out, v[:255])
+		v = v[255:]
+	}
+	return append(out, v)
 }
 
 // addrRRs returns the records of type qtype (A or AAAA) for addrs.

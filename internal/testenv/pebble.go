@@ -157,7 +157,7 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 
 // newAPICert returns a certificate for 127.0.0.1 and localhost, issued by a
 // new self-signed CA, and a pool that trusts that CA.
-func newAPICert() (tls.Certificate, *x509.CertPool, []byte, error) {
+func newAPICert(names ...string) (tls.Certificate, *x509.CertPool, []byte, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, nil, fmt.Errorf("generating CA key: %w", err)
@@ -188,7 +188,7 @@ func newAPICert() (tls.Certificate, *x509.CertPool, []byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, names...),
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),

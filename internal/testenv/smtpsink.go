@@ -28,6 +28,12 @@ type SinkOptions struct {
 	Listener net.Listener
 	// NoTLS offers no STARTTLS.
 	NoTLS bool
+	// RefuseRcpt, when it says so, refuses a recipient for good (550),
+	// as a server with no such mailbox does.
+	RefuseRcpt func(addr string) bool
+	// Names are host names its certificate is for, besides localhost
+	// and 127.0.0.1.
+	Names []string
 }
 
 // SinkMessage is one message the sink took.
@@ -64,7 +70,7 @@ type SMTPSink struct {
 // StartSMTPSink starts a sink; it stops when the test ends.
 func StartSMTPSink(t testing.TB, o SinkOptions) *SMTPSink {
 	t.Helper()
-	cert, _, caDER, err := newAPICert()
+	cert, _, caDER, err := newAPICert(o.Names...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +183,9 @@ func (s *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if r := s.k.opts.RefuseRcpt; r != nil && r(to) {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "sink: no such mailbox"}
+	}
 	s.to = append(s.to, to)
 	return nil
 }
