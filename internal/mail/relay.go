@@ -110,14 +110,12 @@ func NewRelay(o RelayOptions) *Relay {
 		listeners: map[netip.AddrPort]*relayListener{},
 		rescan:    make(chan struct{}, 1),
 	}
-	r.secure = r.server(false)
-	r.loopback = r.server(true)
 	return r
 }
 
-func (r *Relay) server(insecureAuth bool) *smtp.Server {
+func (r *Relay) server(domain string, insecureAuth bool) *smtp.Server {
 	s := smtp.NewServer(r)
-	s.Domain = "localhost"
+	s.Domain = domain
 	s.TLSConfig = r.opts.TLS
 	s.AllowInsecureAuth = insecureAuth
 	// The configured limits are enforced by the session, since they can
@@ -155,11 +153,17 @@ func (r *Relay) Restore(ctx context.Context) error {
 // Configure takes new settings and moves the listeners to match; an
 // address that cannot be listened on is an error, and the others serve.
 func (r *Relay) Configure(s Settings) error {
-	if s.Domain != "" {
-		r.secure.Domain, r.loopback.Domain = s.Domain, s.Domain
-	}
 	r.mu.Lock()
 	r.settings = s
+	if r.secure == nil {
+		// The greeting's name is the first one; go-smtp reads it
+		// unlocked while serving.
+		name := s.Domain
+		if name == "" {
+			name = "localhost"
+		}
+		r.secure, r.loopback = r.server(name, false), r.server(name, true)
+	}
 	r.mu.Unlock()
 	return r.listen()
 }
@@ -181,9 +185,15 @@ func (r *Relay) Run(ctx context.Context, interval time.Duration) {
 				l.ln.Close()
 				<-l.done
 			}
+			r.mu.Lock()
+			servers := []*smtp.Server{r.secure, r.loopback}
+			r.mu.Unlock()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			r.secure.Shutdown(sctx)
-			r.loopback.Shutdown(sctx)
+			for _, srv := range servers {
+				if srv != nil {
+					srv.Shutdown(sctx)
+				}
+			}
 			cancel()
 			return
 		case <-t.C:
