@@ -52,6 +52,7 @@ type env struct {
 	ssh        *sshd.Manager
 	sessions   func(port uint16) []netip.Addr // SSH sessions as the daemon sees them; none by default
 	mxPort     int                            // where direct mail goes; none by default
+	mailListen func(network, addr string) (net.Listener, error)
 }
 
 type envOption func(*env)
@@ -69,6 +70,20 @@ func withChallenges(c ...string) envOption       { return func(e *env) { e.chall
 func withRenewCheck(d time.Duration) envOption   { return func(e *env) { e.renewCheck = d } }
 func withFirewall(m *firewall.Manager) envOption { return func(e *env) { e.firewall = m } }
 func withSSH(m *sshd.Manager) envOption          { return func(e *env) { e.ssh = m } }
+func withMXPort(p int) envOption                 { return func(e *env) { e.mxPort = p } }
+
+// withMailListenIn makes the relay listen inside a network namespace.
+func withMailListenIn(ns *testenv.Netns) envOption {
+	return func(e *env) {
+		e.mailListen = func(network, addr string) (ln net.Listener, err error) {
+			err = ns.Do(func() error {
+				ln, err = net.Listen(network, addr)
+				return err
+			})
+			return ln, err
+		}
+	}
+}
 
 // loopbackOnly is the probe's dialer in tests: the DNS pre-check's HTTP
 // probe may reach the test's own addresses and nothing beyond.
@@ -161,6 +176,7 @@ func (e *env) start() {
 			SSH:        e.ssh,
 			Sessions:   e.sessions,
 			MailMXPort: e.mxPort,
+			MailListen: e.mailListen,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
 				close(ready)

@@ -421,3 +421,76 @@ func readReply(r *bufio.Reader) (string, error) {
 		}
 	}
 }
+
+// TestMailRelayFromTheNetwork: the relay serves the private side only.
+// A client on a public address that reaches it anyway is refused before
+// SMTP starts; a client on a private network must use STARTTLS before it
+// may log in; and five failed logins ban it in the guard's mail jail.
+func TestMailRelayFromTheNetwork(t *testing.T) {
+	l := newGuardLab(t)
+	l.other.Route(t, netip.MustParsePrefix(labHost+"/24"), netip.MustParseAddr(labHost2))
+	e := startMailEnv(t, withMailListenIn(l.host))
+	e.dns.Set(e.host("git"), loopbackAddr)
+	e.addApp("gitea", e.host("git"))
+	pass := e.credentials("gitea")
+	e.change(func(s *config.State) { s.Mail.Listen = []string{labHost + ":587"} })
+	send := func(ns *testenv.Netns, pass string) (string, error) {
+		return ns.RunErr("swaks", "--timeout", "10", "--server", labHost, "--port", "587", "--tls", "--auth", "PLAIN", "--auth-user", "gitea", "--auth-password", pass,
+			"--from", "gitea@moat.test", "--to", "bob@example.org")
+	}
+
+	out, err := send(l.other, pass)
+	if err == nil || !strings.Contains(out, "554 5.7.1") || strings.Contains(out, "Queued as") {
+		t.Errorf("a client on a public address (%s): %v\n%s", labOther, err, out)
+	}
+
+	// No login before TLS off loopback: the password would cross the
+	// network in the clear.
+	err = l.attacker.Do(func() error {
+		c, err := net.DialTimeout("tcp", labHost+":587", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		readReply(r)
+		io.WriteString(c, "EHLO client\r\n")
+		ehlo, _ := readReply(r)
+		io.WriteString(c, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00gitea\x00"+pass))+"\r\n")
+		reply, _ := readReply(r)
+		if strings.Contains(ehlo, "AUTH") || !strings.Contains(ehlo, "STARTTLS") || !strings.HasPrefix(reply, "523") {
+			return fmt.Errorf("before STARTTLS: EHLO said\n%sand AUTH got %q; want STARTTLS offered, AUTH neither offered nor taken (523)", ehlo, reply)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+
+	if out, err := send(l.attacker, pass); err != nil || !strings.Contains(out, "Queued as") {
+		t.Errorf("a client on the private network with the app's credentials: %v\n%s", err, out)
+	}
+	for i := range 5 {
+		if _, ok := e.banOf(labAttacker + "/32"); ok {
+			t.Fatalf("banned after %d failed logins, want 5", i)
+		}
+		if out, err := send(l.attacker, "wrong-"+pass); err == nil || !strings.Contains(out, "535") {
+			t.Fatalf("a wrong password: %v\n%s", err, out)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, ok := e.banOf(labAttacker + "/32")
+		if ok {
+			if b.Jail != config.JailMail {
+				t.Errorf("ban %+v: want the mail jail", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("five failed logins to the relay did not ban the client")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
