@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -15,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
+
 	"moat/internal/api"
 	"moat/internal/config"
 	"moat/internal/mail"
+	"moat/internal/maildns"
 	"moat/internal/store"
 	"moat/internal/testenv"
 )
@@ -319,6 +323,17 @@ func TestMailRelay(t *testing.T) {
 		}
 	})
 
+	t.Run("notify test", func(t *testing.T) {
+		n := len(e.sink.Messages())
+		if out := e.moat("notify", "test"); !strings.Contains(out, "queued for admin@moat.test") {
+			t.Errorf("moat notify test:\n%s", out)
+		}
+		got := e.sink.Wait(n+1, 20*time.Second)
+		if len(got) != n+1 || got[n].From != "moat@moat.test" || !strings.Contains(string(got[n].Data), "This is a test alert") {
+			t.Fatalf("no test alert at the sink: %d messages", len(got)-n)
+		}
+	})
+
 	t.Run("metrics and activity", func(t *testing.T) {
 		resp, err := http.Get("http://" + e.admin + "/metrics")
 		if err != nil {
@@ -492,5 +507,130 @@ func TestMailRelayFromTheNetwork(t *testing.T) {
 			t.Fatal("five failed logins to the relay did not ban the client")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDirectDeliveryDKIM: without a smarthost, moat mail setup makes the
+// DKIM keys and says which records to publish; once they are in DNS,
+// moat mail check finds them, and a message to a domain whose MX is a
+// real SMTP server on loopback (found through the test's own DNS server)
+// arrives there with Ed25519 and RSA signatures that go-msgauth's
+// verifier accepts with the published keys.
+func TestDirectDeliveryDKIM(t *testing.T) {
+	t.Parallel()
+	needSwaks(t)
+	mxPort := testenv.FreePort(t)
+	mx := testenv.StartSMTPSink(t, testenv.SinkOptions{Addr: fmt.Sprintf("127.0.0.1:%d", mxPort)})
+	e := startEnv(t, withMXPort(mxPort))
+	e.dns.SetMX("example.org", "mx.example.org")
+	e.dns.Set("mx.example.org", loopbackAddr)
+	e.dns.Set(e.host("git"), loopbackAddr)
+	e.addApp("gitea", e.host("git"))
+	pass := e.credentials("gitea")
+
+	var setup api.SetupResponse
+	if err := e.client.Do(context.Background(), "POST", "/v1/mail/setup", nil, &setup); err != nil {
+		t.Fatal(err)
+	}
+	if !setup.Created || len(setup.Records) != 4 {
+		t.Fatalf("setup: %+v; want new keys and 4 records (2 DKIM, SPF, DMARC)", setup)
+	}
+	var again api.SetupResponse
+	if err := e.client.Do(context.Background(), "POST", "/v1/mail/setup", nil, &again); err != nil || again.Created || len(again.Records) != 4 || again.Records[0].Value != setup.Records[0].Value {
+		t.Fatalf("a second setup: %+v, %v; want the same keys", again, err)
+	}
+	out := e.moat("mail", "setup")
+	for _, r := range setup.Records {
+		if !strings.Contains(out, r.Name+". IN TXT") {
+			t.Errorf("moat mail setup does not print %s:\n%s", r.Name, out)
+		}
+	}
+	for _, r := range setup.Records {
+		e.dns.SetTXT(r.Name, r.Value)
+	}
+	if out := e.moat("mail", "check"); !strings.Contains(out, "Every record is published") {
+		t.Errorf("moat mail check with every record published:\n%s", out)
+	}
+	e.dns.SetTXT("_dmarc.moat.test")
+	var fs []maildns.Finding
+	if err := e.client.Do(context.Background(), "GET", "/v1/mail/check", nil, &fs); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		if f.OK == (f.Record.Name == "_dmarc.moat.test") || (!f.OK && (f.Problem == "" || !strings.Contains(f.Fix, "v=DMARC1"))) {
+			t.Errorf("with DMARC missing: %+v", f)
+		}
+	}
+
+	if out, err := e.send("gitea", pass, "gitea@moat.test", "bob@example.org", "--body", "signed"); err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	got := mx.Wait(1, 20*time.Second)
+	if len(got) != 1 || got[0].From != "gitea@moat.test" || got[0].To[0] != "bob@example.org" {
+		t.Fatalf("the MX got %+v", got)
+	}
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, e.dns.Addr())
+	}}
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(got[0].Data), &dkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) { return resolver.LookupTXT(context.Background(), name) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 2 {
+		t.Fatalf("%d DKIM signatures, want 2 (Ed25519 and RSA):\n%s", len(vs), got[0].Data)
+	}
+	for _, v := range vs {
+		if v.Err != nil || v.Domain != "moat.test" {
+			t.Errorf("signature of %s: %v", v.Domain, v.Err)
+		}
+	}
+}
+
+// TestCertificateFailureEmail: with Pebble stopped, every issuance
+// attempt fails; the owner gets exactly one email about it, with the
+// domain and the reason, however often moat retries within the hour.
+func TestCertificateFailureEmail(t *testing.T) {
+	t.Parallel()
+	e := startMailEnv(t)
+	e.pebble.Stop()
+	e.dns.Set(e.host("app"), loopbackAddr)
+	e.addApp("app", e.host("app"))
+	var log []store.Entry
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := e.client.Do(context.Background(), "GET", "/v1/activity?target="+e.host("app"), nil, &log); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, en := range log {
+			if en.Action == "cert.issue-failed" {
+				n++
+			}
+		}
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 3 failed issuances in 30s: %+v", log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.sink.Wait(1, 10*time.Second)
+	time.Sleep(2 * time.Second) // time for a second mail, were there one
+	var alerts []testenv.SinkMessage
+	for _, m := range e.sink.Messages() {
+		if m.From == "moat@moat.test" {
+			alerts = append(alerts, m)
+		}
+	}
+	if len(alerts) != 1 {
+		t.Fatalf("%d alert emails, want exactly 1", len(alerts))
+	}
+	a := alerts[0]
+	body := string(a.Data)
+	if a.To[0] != "admin@moat.test" || !strings.Contains(body, "Subject: [moat moat.test] cert.issue-failed: "+e.host("app")) || !strings.Contains(body, "connect") {
+		t.Errorf("alert email to %v:\n%s", a.To, body)
 	}
 }
