@@ -38,9 +38,17 @@ type daemonProc struct {
 // The child is killed when the test ends, whatever happened.
 func startDaemon(t *testing.T, bin, dataDir, socket string) *daemonProc {
 	t.Helper()
+	return startDaemonUnder(t, nil, bin, dataDir, socket)
+}
+
+// startDaemonUnder is startDaemon with the daemon run by a wrapper
+// command (wrap, then the daemon's command line).
+func startDaemonUnder(t *testing.T, wrap []string, bin, dataDir, socket string) *daemonProc {
+	t.Helper()
 	p := &daemonProc{done: make(chan struct{})}
 	// Never the host's firewall or sshd: no test may change them.
-	p.cmd = exec.Command(bin, "serve", "--data-dir", dataDir, "--socket", socket, "--log-level", "warn", "--firewall=false", "--ssh=false")
+	args := append(append([]string(nil), wrap...), bin, "serve", "--data-dir", dataDir, "--socket", socket, "--log-level", "warn", "--firewall=false", "--ssh=false")
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	// Dies with the test process too, should that be killed.
@@ -77,6 +85,20 @@ func startDaemon(t *testing.T, bin, dataDir, socket string) *daemonProc {
 			t.Fatalf("moat serve does not answer on %s: %v\n%s", socket, err, p.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// seedStore writes the store a daemon will start from in dataDir.
+func seedStore(t *testing.T, dataDir string, change func(s *config.State)) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, daemon.StorePath(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Update(ctx, store.Actor{Who: "test", From: "test"}, false, func(s *config.State) error { change(s); return nil }); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -180,11 +202,7 @@ func TestKill9DuringBurst(t *testing.T) {
 	// asks a closed loopback port, so no domain ever passes it and the
 	// ACME directory (also a closed loopback port) is never contacted.
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, daemon.StorePath(dataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = st.Update(ctx, store.Actor{Who: "test", From: "test"}, false, func(s *config.State) error {
+	seedStore(t, dataDir, func(s *config.State) {
 		s.Server = config.Server{
 			Domain: "moat.test", Email: "admin@moat.test",
 			Listen:    config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), HTTPS: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), Admin: "127.0.0.1:0"},
@@ -192,12 +210,8 @@ func TestKill9DuringBurst(t *testing.T) {
 			PublicIPs: []string{"127.0.0.1"},
 			Resolver:  fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),
 		}
-		return nil
+		s.Mail.Listen = []string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
 	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	bursters := make([]*burster, 4)
 	for i := range bursters {

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"moat/internal/config"
-	"moat/internal/daemon"
-	"moat/internal/store"
 	"moat/internal/testenv"
 )
 
@@ -52,23 +49,13 @@ func TestGuardCommands(t *testing.T) {
 	bin := testenv.MoatBinary(t)
 	c := newCLI(t)
 	c.sock = filepath.Join(c.dir, "moat.sock")
-	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, daemon.StorePath(c.dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = st.Update(ctx, store.Actor{Who: "test", From: "test"}, false, func(s *config.State) error {
+	seedStore(t, c.dir, func(s *config.State) {
 		s.Server = config.Server{
 			Listen:   config.Listen{HTTP: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), HTTPS: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), Admin: "127.0.0.1:0"},
 			Resolver: fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),
 		}
 		s.Guard.Jails = []config.Jail{{Name: config.JailSSHD, Off: true}} // not the host's log
-		return nil
 	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	startDaemon(t, bin, c.dir, c.sock)
 
 	if out := c.ok("guard", "ban", "203.0.113.7", "--for", "1h", "--reason", "spam"); !strings.Contains(out, "Banned 203.0.113.7/32 until") {

@@ -677,36 +677,40 @@ func newCredentials(st Credentials) *credentials {
 }
 
 func (c *credentials) check(ctx context.Context, app, password string, exists bool) (bool, error) {
-	if !exists {
-		// Still pay for a hash, so that a guesser cannot tell apps that
-		// exist from those that do not by the time an answer takes.
-		secret.Verify(dummyHash(), password)
-		return false, nil
-	}
-	hash, err := c.store.Credential(ctx, app)
-	if err != nil {
-		return false, err
+	hash := ""
+	if exists {
+		var err error
+		if hash, err = c.store.Credential(ctx, app); err != nil {
+			return false, err
+		}
 	}
 	if hash == "" {
-		secret.Verify(dummyHash(), password)
+		// Still pay for a hash, so that a guesser cannot tell apps that
+		// exist from those that do not by the time an answer takes.
+		if err := c.slowly(ctx, func() { secret.Verify(dummyHash(), password) }); err != nil {
+			return false, err
+		}
 		return false, nil
 	}
 	mac := hmac.New(sha256.New, c.key)
 	io.WriteString(mac, hash+"\x00"+password)
 	tag := mac.Sum(nil)
-	c.mu.Lock()
-	known := c.known[app]
-	c.mu.Unlock()
-	if known != nil && hmac.Equal(known, tag) {
+	if c.knows(app, tag) {
 		return true, nil
 	}
-	select {
-	case c.slow <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
+	var ok bool
+	var err error
+	if werr := c.slowly(ctx, func() {
+		// A burst of logins waits here together: once the first is
+		// verified, the others are known.
+		if c.knows(app, tag) {
+			ok = true
+			return
+		}
+		ok, err = secret.Verify(hash, password)
+	}); werr != nil {
+		return false, werr
 	}
-	ok, err := secret.Verify(hash, password)
-	<-c.slow
 	if err != nil {
 		return false, fmt.Errorf("credentials of %s: %w", app, err)
 	}
@@ -716,6 +720,27 @@ func (c *credentials) check(ctx context.Context, app, password string, exists bo
 		c.mu.Unlock()
 	}
 	return ok, nil
+}
+
+// knows says whether tag is the app's password verified before.
+func (c *credentials) knows(app string, tag []byte) bool {
+	c.mu.Lock()
+	known := c.known[app]
+	c.mu.Unlock()
+	return known != nil && hmac.Equal(known, tag)
+}
+
+// slowly runs an argon2id check when few others run: each takes 19 MiB
+// and a core's time.
+func (c *credentials) slowly(ctx context.Context, f func()) error {
+	select {
+	case c.slow <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.slow }()
+	f()
+	return nil
 }
 
 // dummyHash is checked against when there is no real one; made once,

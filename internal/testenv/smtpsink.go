@@ -31,6 +31,9 @@ type SinkOptions struct {
 	// RefuseRcpt, when it says so, refuses a recipient for good (550),
 	// as a server with no such mailbox does.
 	RefuseRcpt func(addr string) bool
+	// Delay is how long it takes to take each message, as a busy
+	// provider does.
+	Delay time.Duration
 	// Names are host names its certificate is for, besides localhost
 	// and 127.0.0.1.
 	Names []string
@@ -196,6 +199,7 @@ func (s *sinkSession) Data(r io.Reader) error {
 		return err
 	}
 	k := s.k
+	time.Sleep(k.opts.Delay)
 	k.mu.Lock()
 	if k.dropNext > 0 {
 		k.dropNext--
