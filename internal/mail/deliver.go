@@ -490,10 +490,7 @@ func HeaderText(v string) string {
 		}
 		return r
 	}, v)
-	v = strings.Join(strings.Fields(v), " ")
-	if len(v) > 200 {
-		v = v[:200]
-	}
+	v = truncate(strings.Join(strings.Fields(v), " "), 200)
 	for _, r := range v {
 		if r >= 0x80 {
 			return mime.QEncoding.Encode("utf-8", v)

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -412,15 +413,23 @@ func (s *session) authFailed(user, why string) error {
 
 // printable keeps a client's words from forging log lines.
 func printable(v string) string {
-	if len(v) > 64 {
-		v = v[:64]
-	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return '?'
 		}
 		return r
-	}, v)
+	}, truncate(v, 64))
+}
+
+// truncate cuts v to at most n bytes, at a character's start.
+func truncate(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n]
 }
 
 // sender is the one address the logged-in app may send as.
@@ -666,14 +675,17 @@ type credentials struct {
 	store Credentials
 	key   []byte
 	slow  chan struct{} // argon2id checks at once
-	mu    sync.Mutex
-	known map[string][]byte
+	// verify is secret.Verify.
+	verify  func(hash, password string) (bool, error)
+	mu      sync.Mutex
+	known   map[string][]byte // app → tag of its password verified
+	pending map[string]*check // app and tag → the check under way
 }
 
 func newCredentials(st Credentials) *credentials {
 	key := make([]byte, 32)
 	rand.Read(key)
-	return &credentials{store: st, key: key, slow: make(chan struct{}, 2), known: map[string][]byte{}}
+	return &credentials{store: st, key: key, slow: make(chan struct{}, 2), verify: secret.Verify, known: map[string][]byte{}, pending: map[string]*check{}}
 }
 
 func (c *credentials) check(ctx context.Context, app, password string, exists bool) (bool, error) {
@@ -687,7 +699,7 @@ func (c *credentials) check(ctx context.Context, app, password string, exists bo
 	if hash == "" {
 		// Still pay for a hash, so that a guesser cannot tell apps that
 		// exist from those that do not by the time an answer takes.
-		if err := c.slowly(ctx, func() { secret.Verify(dummyHash(), password) }); err != nil {
+		if err := c.slowly(ctx, func() { c.verify(dummyHash(), password) }); err != nil {
 			return false, err
 		}
 		return false, nil
@@ -695,39 +707,46 @@ func (c *credentials) check(ctx context.Context, app, password string, exists bo
 	mac := hmac.New(sha256.New, c.key)
 	io.WriteString(mac, hash+"\x00"+password)
 	tag := mac.Sum(nil)
-	if c.knows(app, tag) {
+	// A burst of logins with the same password (an app's workers after
+	// a restart) shares one check.
+	key := app + "\x00" + string(tag)
+	c.mu.Lock()
+	if known := c.known[app]; known != nil && hmac.Equal(known, tag) {
+		c.mu.Unlock()
 		return true, nil
 	}
-	var ok bool
-	var err error
-	if werr := c.slowly(ctx, func() {
-		// A burst of logins waits here together: once the first is
-		// verified, the others are known.
-		if c.knows(app, tag) {
-			ok = true
-			return
-		}
-		ok, err = secret.Verify(hash, password)
-	}); werr != nil {
-		return false, werr
-	}
-	if err != nil {
-		return false, fmt.Errorf("credentials of %s: %w", app, err)
-	}
-	if ok {
-		c.mu.Lock()
-		c.known[app] = tag
+	if cl := c.pending[key]; cl != nil {
 		c.mu.Unlock()
+		select {
+		case <-cl.done:
+			return cl.ok, cl.err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
-	return ok, nil
+	cl := &check{done: make(chan struct{})}
+	c.pending[key] = cl
+	c.mu.Unlock()
+	if err := c.slowly(ctx, func() { cl.ok, cl.err = c.verify(hash, password) }); err != nil {
+		cl.err = err
+	} else if cl.err != nil {
+		cl.err = fmt.Errorf("credentials of %s: %w", app, cl.err)
+	}
+	c.mu.Lock()
+	delete(c.pending, key)
+	if cl.ok && cl.err == nil {
+		c.known[app] = tag
+	}
+	c.mu.Unlock()
+	close(cl.done)
+	return cl.ok, cl.err
 }
 
-// knows says whether tag is the app's password verified before.
-func (c *credentials) knows(app string, tag []byte) bool {
-	c.mu.Lock()
-	known := c.known[app]
-	c.mu.Unlock()
-	return known != nil && hmac.Equal(known, tag)
+// check is one argon2id check under way, which others wait for.
+type check struct {
+	done chan struct{}
+	ok   bool
+	err  error
 }
 
 // slowly runs an argon2id check when few others run: each takes 19 MiB
