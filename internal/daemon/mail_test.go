@@ -335,6 +335,7 @@ func TestMailRelay(t *testing.T) {
 	})
 
 	t.Run("metrics and activity", func(t *testing.T) {
+		e.waitQueueEmpty(t) // the test alert may be at the sink, not yet marked
 		resp, err := http.Get("http://" + e.admin + "/metrics")
 		if err != nil {
 			t.Fatal(err)
