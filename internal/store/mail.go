@@ -31,7 +31,7 @@ func (s *SQLite) Enqueue(ctx context.Context, m mail.Message) error {
 	if err != nil {
 		return fmt.Errorf("store: enqueue %s: %w", m.ID, err)
 	}
-	_, err = s.db.ExecContext(ctx, "INSERT INTO mail_queue ("+queueColumns+", data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err = s.write(ctx, "INSERT INTO mail_queue ("+queueColumns+", data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		m.ID, m.App, m.From, string(rcpts), m.Size, m.MessageID, m.Accepted.UTC().Format(timeFormat), string(m.State), m.Attempts,
 		m.NextAttempt.UTC().Format(timeFormat), m.LastError, m.Data)
 	if err != nil {
@@ -41,6 +41,18 @@ func (s *SQLite) Enqueue(ctx context.Context, m mail.Message) error {
 		return s.errorf("enqueue", fmt.Errorf("%s: %w", m.ID, err))
 	}
 	return nil
+}
+
+// write runs one write statement in this handle's write turn: writers
+// queue here rather than poll in SQLite's busy handler, which stretches
+// the slowest of a burst of messages by hundreds of milliseconds.
+func (s *SQLite) write(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.db.ExecContext(ctx, query, args...)
 }
 
 // full reports whether err is a full disk.
@@ -97,7 +109,7 @@ func (s *SQLite) Save(ctx context.Context, m mail.Message) error {
 	if m.State.Final() {
 		q = "UPDATE mail_queue SET state = ?, attempts = ?, next_attempt = ?, recipients = ?, last_error = ?, data = NULL WHERE id = ?"
 	}
-	res, err := s.db.ExecContext(ctx, q, string(m.State), m.Attempts, m.NextAttempt.UTC().Format(timeFormat), string(rcpts), m.LastError, m.ID)
+	res, err := s.write(ctx, q, string(m.State), m.Attempts, m.NextAttempt.UTC().Format(timeFormat), string(rcpts), m.LastError, m.ID)
 	if err != nil {
 		return s.errorf("save message", fmt.Errorf("%s: %w", m.ID, err))
 	}
@@ -107,9 +119,19 @@ func (s *SQLite) Save(ctx context.Context, m mail.Message) error {
 	return nil
 }
 
+// Retry makes a waiting message due at at; see mail.Spool.
+func (s *SQLite) Retry(ctx context.Context, id string, at time.Time) (bool, error) {
+	res, err := s.write(ctx, "UPDATE mail_queue SET next_attempt = ? WHERE id = ? AND state = 'queued'", at.UTC().Format(timeFormat), id)
+	if err != nil {
+		return false, s.errorf("retry message", fmt.Errorf("%s: %w", id, err))
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
 // Delete removes a message; see mail.Spool.
 func (s *SQLite) Delete(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, "DELETE FROM mail_queue WHERE id = ?", id)
+	res, err := s.write(ctx, "DELETE FROM mail_queue WHERE id = ?", id)
 	if err != nil {
 		return s.errorf("delete message", fmt.Errorf("%s: %w", id, err))
 	}
@@ -121,7 +143,7 @@ func (s *SQLite) Delete(ctx context.Context, id string) error {
 
 // Forget removes the final messages accepted before before.
 func (s *SQLite) Forget(ctx context.Context, before time.Time) error {
-	if _, err := s.db.ExecContext(ctx, "DELETE FROM mail_queue WHERE state IN ('delivered', 'bounced') AND accepted < ?", before.UTC().Format(timeFormat)); err != nil {
+	if _, err := s.write(ctx, "DELETE FROM mail_queue WHERE state IN ('delivered', 'bounced') AND accepted < ?", before.UTC().Format(timeFormat)); err != nil {
 		return s.errorf("forget messages", err)
 	}
 	return nil
@@ -186,7 +208,7 @@ func (s *SQLite) Credential(ctx context.Context, app string) (string, error) {
 
 // SetCredential replaces an app's SMTP password hash.
 func (s *SQLite) SetCredential(ctx context.Context, app, hash string) error {
-	_, err := s.db.ExecContext(ctx, "INSERT INTO mail_credentials (app, hash, created) VALUES (?, ?, ?) ON CONFLICT (app) DO UPDATE SET hash = excluded.hash, created = excluded.created",
+	_, err := s.write(ctx, "INSERT INTO mail_credentials (app, hash, created) VALUES (?, ?, ?) ON CONFLICT (app) DO UPDATE SET hash = excluded.hash, created = excluded.created",
 		app, hash, s.now().UTC().Format(timeFormat))
 	if err != nil {
 		return s.errorf("mail credentials", fmt.Errorf("%s: %w", app, err))
@@ -196,7 +218,7 @@ func (s *SQLite) SetCredential(ctx context.Context, app, hash string) error {
 
 // DeleteCredential forgets an app's SMTP credentials.
 func (s *SQLite) DeleteCredential(ctx context.Context, app string) error {
-	if _, err := s.db.ExecContext(ctx, "DELETE FROM mail_credentials WHERE app = ?", app); err != nil {
+	if _, err := s.write(ctx, "DELETE FROM mail_credentials WHERE app = ?", app); err != nil {
 		return s.errorf("mail credentials", fmt.Errorf("%s: %w", app, err))
 	}
 	return nil
@@ -222,6 +244,11 @@ func (s *SQLite) DKIMKeys(ctx context.Context) (map[string][]byte, error) {
 
 // SaveDKIMKeys adds DKIM keys in one transaction.
 func (s *SQLite) SaveDKIMKeys(ctx context.Context, keys map[string][]byte) error {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return s.errorf("dkim keys", err)
+	}
+	defer release()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return s.errorf("dkim keys", err)
