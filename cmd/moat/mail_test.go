@@ -374,7 +374,7 @@ func TestMailDiskFull(t *testing.T) {
 	}
 	for id := range count {
 		if _, ok := sums[id]; !ok {
-			t.Errorf("%s was refused with 452, yet it reached the smarthost", id)
+			t.Errorf("%q was refused with 452, yet it reached the smarthost (%d bytes)", id, len(data[id]))
 		}
 	}
 }

@@ -265,12 +265,16 @@ func (s *Server) mailRetry(w http.ResponseWriter, r *http.Request) {
 		if (!req.All && m.ID != req.ID) || m.State != mail.Queued {
 			continue
 		}
-		m.NextAttempt = now
-		if err := ms.Save(ctx, m); err != nil && !errors.Is(err, mail.ErrNotFound) {
+		// Only the due time changes, and only while the message still
+		// waits: it may be being delivered right now.
+		ok, err := ms.Retry(ctx, m.ID, now)
+		if err != nil {
 			s.fail(w, err)
 			return
 		}
-		retried = append(retried, m.ID)
+		if ok {
+			retried = append(retried, m.ID)
+		}
 	}
 	if !req.All && len(retried) == 0 {
 		s.fail(w, notFound(fmt.Sprintf("message %s: not waiting in the queue (see moat mail queue)", req.ID)))

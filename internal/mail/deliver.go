@@ -354,6 +354,26 @@ func (d *Delivery) attempt(ctx context.Context, m Message) {
 	if t == nil {
 		return
 	}
+	if len(m.Data) == 0 {
+		// Only a final message has no text; sending this one would send
+		// an empty message in its name.
+		// It is bounced, so that the sender and the activity log know.
+		d.opts.Log.Error("mail queue: a waiting message has lost its text; it is bounced, not sent", "id", m.ID, "message_id", m.MessageID)
+		var failed []Recipient
+		for j := range m.To {
+			if !m.To[j].Done {
+				m.To[j].Done, m.To[j].Error = true, "moat's queue lost the message's text; it was not sent"
+				failed = append(failed, m.To[j])
+			}
+		}
+		m.State, m.LastError = Bounced, ""
+		if err := d.opts.Spool.Save(ctx, m); err != nil {
+			d.opts.Log.Error("mail queue", "id", m.ID, "err", err)
+			return
+		}
+		d.bounce(ctx, m, failed, domain, d.opts.Now())
+		return
+	}
 	// Marked before the attempt, so that a crash during it is known.
 	m.State = Sending
 	m.Attempts++

@@ -288,6 +288,18 @@ func (s *memStore) Save(_ context.Context, m Message) error {
 	return nil
 }
 
+func (s *memStore) Retry(_ context.Context, id string, at time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.msgs[id]
+	if !ok || m.State != Queued {
+		return false, nil
+	}
+	m.NextAttempt = at
+	s.msgs[id] = m
+	return true, nil
+}
+
 func (s *memStore) List(context.Context) ([]Message, error) {
 	return s.filter(func(m Message) bool { return !m.State.Final() }), nil
 }
@@ -477,6 +489,27 @@ func TestDeliveryOutcomes(t *testing.T) {
 		dt.d.attempt(ctx, q[0])
 		if q, _ := dt.store.List(ctx); len(q) != 0 || len(dt.records) != 2 {
 			t.Errorf("a bounce of a bounce: queue %+v, %d records", q, len(dt.records))
+		}
+	})
+
+	t.Run("a waiting message without its text: bounced, never sent empty", func(t *testing.T) {
+		x := &scripted{answer: answers(nil)}
+		dt := newDeliveryTest(t, x)
+		id := dt.queue(t, "a@example.org")
+		dt.store.mu.Lock()
+		m := dt.store.msgs[id]
+		m.Data = nil
+		dt.store.msgs[id] = m
+		dt.store.mu.Unlock()
+		dt.d.attempt(ctx, Message{ID: id})
+		if len(x.sent) != 0 {
+			t.Errorf("sent to %v", x.sent)
+		}
+		if m := dt.load(t, id); m.State != Bounced || len(m.Failed()) != 1 {
+			t.Errorf("state %s, failed %v", m.State, m.Failed())
+		}
+		if len(dt.records) != 1 || !strings.Contains(dt.records[0].detail, "lost the message's text") {
+			t.Errorf("activity: %+v", dt.records)
 		}
 	})
 

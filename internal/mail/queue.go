@@ -99,6 +99,10 @@ type Spool interface {
 	// Save stores a message's state, attempts, next attempt, recipients
 	// and last error. Saving a final state drops the message's Data.
 	Save(ctx context.Context, m Message) error
+	// Retry makes a message due at at, if it is still waiting in the
+	// queue (Queued); it reports whether it was. Unlike Save, it cannot
+	// undo a delivery that finished meanwhile.
+	Retry(ctx context.Context, id string, at time.Time) (bool, error)
 	// List returns the messages not final yet, oldest first, without
 	// their Data.
 	List(ctx context.Context) ([]Message, error)
