@@ -35,12 +35,18 @@ type State struct {
 	SSH SSH `yaml:"ssh,omitempty" json:"ssh,omitempty"`
 	// Mail is the SMTP relay for the apps' mail and moat's own.
 	Mail Mail `yaml:"mail,omitempty" json:"mail,omitempty"`
+	// Auth sets how people sign in to the dashboard and the HTTPS API.
+	Auth Auth `yaml:"auth,omitempty" json:"auth,omitempty"`
 }
 
 // Server holds the settings that are not about one app.
 type Server struct {
 	// Domain is the server's own name, for moat's own pages and mail.
 	Domain string `yaml:"domain,omitempty" json:"domain,omitempty"`
+	// AdminDomain is where the dashboard and the HTTPS API answer, with
+	// a certificate like any app's: moat.<domain> when empty; "off"
+	// serves them nowhere (the control socket stays).
+	AdminDomain string `yaml:"admin_domain,omitempty" json:"admin_domain,omitempty"`
 	// Email is the ACME account contact and where alerts go.
 	Email string `yaml:"email,omitempty" json:"email,omitempty"`
 	// Listen sets the edge's addresses; empty fields mean :80 and :443.

@@ -50,6 +50,9 @@ func Diff(from, to State) Plan {
 	if st, ok := mailStep(from.Mail, to.Mail); ok {
 		p = append(p, st)
 	}
+	if f := diffFields(flatten(from.Auth), flatten(to.Auth)); len(f) > 0 {
+		p = append(p, Step{Op: Change, Object: "auth", Fields: f, Before: mustJSON(from.Auth), After: mustJSON(to.Auth)})
+	}
 	old := map[string]App{}
 	for _, a := range from.Apps {
 		old[a.Name] = a

@@ -49,6 +49,7 @@ func (s *State) normalizeValues() {
 	s.normalizeGuard()
 	s.normalizeSSH()
 	s.normalizeMail()
+	s.normalizeAuth()
 	for i := range s.Apps {
 		a := &s.Apps[i]
 		for j, d := range a.Domains {
@@ -231,6 +232,7 @@ func (s *State) Validate() error {
 	s.validateGuard(add)
 	s.validateSSH(add)
 	s.validateMail(add)
+	s.validateAuth(add)
 	return errors.Join(errs...)
 }
 

@@ -59,29 +59,54 @@ var ErrMalformed = errors.New("secret: not an argon2id hash")
 // Verify reports whether password matches hash, comparing in constant
 // time. A malformed hash is an error, never a match.
 func Verify(hash, password string) (bool, error) {
+	h, err := parse(hash)
+	if err != nil {
+		return false, err
+	}
+	got := argon2.IDKey([]byte(password), h.salt, h.Time, h.Memory, h.Threads, uint32(len(h.key)))
+	return subtle.ConstantTimeCompare(got, h.key) == 1, nil
+}
+
+// ParamsOf returns the costs a hash was made with.
+func ParamsOf(hash string) (Params, error) {
+	h, err := parse(hash)
+	return h.Params, err
+}
+
+// Below reports whether any of p's costs is lower than min's: a hash made
+// with p is made again with min at the next sign-in.
+func (p Params) Below(min Params) bool {
+	return p.Memory < min.Memory || p.Time < min.Time || p.Threads < min.Threads
+}
+
+type parsed struct {
+	Params
+	salt, key []byte
+}
+
+func parse(hash string) (parsed, error) {
+	var h parsed
 	parts := strings.Split(hash, "$")
 	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
-		return false, ErrMalformed
+		return h, ErrMalformed
 	}
 	var v int
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &v); err != nil || v != argon2.Version {
-		return false, ErrMalformed
+		return h, ErrMalformed
 	}
-	var p Params
+	p := &h.Params
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.Memory, &p.Time, &p.Threads); err != nil || p.Memory == 0 || p.Time == 0 || p.Threads == 0 || p.Memory > 1<<22 || p.Time > 64 {
-		return false, ErrMalformed
+		return h, ErrMalformed
 	}
 	b64 := base64.RawStdEncoding
-	salt, err := b64.DecodeString(parts[4])
-	if err != nil || len(salt) < 8 {
-		return false, ErrMalformed
+	var err error
+	if h.salt, err = b64.DecodeString(parts[4]); err != nil || len(h.salt) < 8 {
+		return h, ErrMalformed
 	}
-	want, err := b64.DecodeString(parts[5])
-	if err != nil || len(want) < 16 {
-		return false, ErrMalformed
+	if h.key, err = b64.DecodeString(parts[5]); err != nil || len(h.key) < 16 {
+		return h, ErrMalformed
 	}
-	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1, nil
+	return h, nil
 }
 
 // Password returns a random password of n bytes of entropy, written in

@@ -81,3 +81,30 @@ func TestPassword(t *testing.T) {
 		t.Fatal("Equal is wrong")
 	}
 }
+
+func TestParamsOf(t *testing.T) {
+	h, err := cheap.Hash("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParamsOf(h)
+	if err != nil || p != cheap {
+		t.Fatalf("ParamsOf = %+v, %v; want %+v", p, err, cheap)
+	}
+	for _, tc := range []struct {
+		p, min Params
+		below  bool
+	}{
+		{cheap, Default, true},
+		{Default, Default, false},
+		{Params{Memory: 64 * 1024, Time: 1, Threads: 1}, Default, true},
+		{Params{Memory: 64 * 1024, Time: 3, Threads: 2}, Default, false},
+	} {
+		if got := tc.p.Below(tc.min); got != tc.below {
+			t.Errorf("%+v below %+v: %v, want %v", tc.p, tc.min, got, tc.below)
+		}
+	}
+	if _, err := ParamsOf("$argon2id$v=19$m=0,t=1,p=1$aaaaaaaaaaa$bbbbbbbbbbbbbbbbbbbbbb"); err != ErrMalformed {
+		t.Errorf("a malformed hash: %v", err)
+	}
+}

@@ -159,4 +159,13 @@ CREATE TABLE mail_queue (
 CREATE INDEX mail_queue_due ON mail_queue (state, next_attempt);
 CREATE INDEX mail_queue_accepted ON mail_queue (accepted);
 `,
+	// 7: how people sign in to the dashboard and the HTTPS API.
+	`
+-- Sign-in settings: one row, config.Auth as JSON.
+CREATE TABLE auth (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	desired TEXT NOT NULL CHECK (json_valid(desired))
+) STRICT;
+INSERT INTO auth (id, desired) VALUES (1, '{}');
+`,
 }

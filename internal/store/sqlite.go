@@ -539,6 +539,13 @@ func readState(ctx context.Context, q querier) (config.State, int64, error) {
 	if err := json.Unmarshal([]byte(md), &st.Mail); err != nil {
 		return st, 0, fmt.Errorf("mail: %w", err)
 	}
+	var ad string
+	if err := q.QueryRowContext(ctx, "SELECT desired FROM auth WHERE id = 1").Scan(&ad); err != nil {
+		return st, 0, fmt.Errorf("auth: %w", err)
+	}
+	if err := json.Unmarshal([]byte(ad), &st.Auth); err != nil {
+		return st, 0, fmt.Errorf("auth: %w", err)
+	}
 	rows, err := q.QueryContext(ctx, "SELECT name, spec FROM apps ORDER BY name")
 	if err != nil {
 		return st, 0, fmt.Errorf("apps: %w", err)
@@ -617,6 +624,14 @@ func writeState(ctx context.Context, tx *sql.Tx, next config.State, plan config.
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE mail SET desired = ? WHERE id = 1", string(desired)); err != nil {
 				return fmt.Errorf("mail: %w", err)
+			}
+		case "auth":
+			desired, err := json.Marshal(next.Auth)
+			if err != nil {
+				return fmt.Errorf("auth: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE auth SET desired = ? WHERE id = 1", string(desired)); err != nil {
+				return fmt.Errorf("auth: %w", err)
 			}
 		case "app":
 			as := appStep{op: step.Op}
