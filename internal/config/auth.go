@@ -109,9 +109,15 @@ func (s State) validateAuth(add func(field, value, problem, fix string)) {
 	}
 }
 
-// short writes a duration without its zero units: 30m, not 30m0s.
+// short writes a duration without its zero units: 30m and 1h30m, not
+// 30m0s and 1h30m0s.
 func short(d time.Duration) string {
 	s := d.String()
-	s = strings.TrimSuffix(s, "0s")
-	return strings.TrimSuffix(s, "0m")
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

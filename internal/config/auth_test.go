@@ -30,17 +30,18 @@ func TestValidateAuth(t *testing.T) {
 			s := State{Server: Server{Domain: "example.com", AdminDomain: tc.admin}, Auth: tc.auth,
 				Apps: []App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000"}}}
 			s.Normalize()
-			errs := fieldErrors(t, s.Validate())
-			if tc.field == "" {
-				if len(errs) > 0 {
-					t.Fatalf("refused: %v", errs[0])
-				}
-				return
-			}
-			if len(errs) != 1 || errs[0].Field != tc.field || errs[0].Value != tc.value || errs[0].Fix == "" {
-				t.Fatalf("got %v, want one error for %s %q with a fix", errs, tc.field, tc.value)
-			}
+			wantOneFieldError(t, s.Validate(), tc.field, tc.value)
 		})
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Minute: "1m", 30 * time.Minute: "30m", 90 * time.Minute: "1h30m", 12 * time.Hour: "12h", 90 * time.Second: "1m30s", 10 * time.Second: "10s",
+	} {
+		if got := short(d); got != want {
+			t.Errorf("short(%s) = %q, want %q", d, got, want)
+		}
 	}
 }
 

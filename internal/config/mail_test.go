@@ -34,17 +34,24 @@ func TestValidateMail(t *testing.T) {
 			s := base()
 			s.Mail = tc.mail
 			s.Normalize()
-			errs := fieldErrors(t, s.Validate())
-			if tc.field == "" {
-				if len(errs) > 0 {
-					t.Fatalf("refused: %v", errs[0])
-				}
-				return
-			}
-			if len(errs) != 1 || errs[0].Field != tc.field || errs[0].Value != tc.value || errs[0].Fix == "" {
-				t.Fatalf("got %v, want one error for %s %q with a fix", errs, tc.field, tc.value)
-			}
+			wantOneFieldError(t, s.Validate(), tc.field, tc.value)
 		})
+	}
+}
+
+// wantOneFieldError checks that err refuses exactly field with value,
+// and says how to fix it; with field empty, that err refuses nothing.
+func wantOneFieldError(t *testing.T, err error, field, value string) {
+	t.Helper()
+	errs := fieldErrors(t, err)
+	if field == "" {
+		if len(errs) > 0 {
+			t.Fatalf("refused: %v", errs[0])
+		}
+		return
+	}
+	if len(errs) != 1 || errs[0].Field != field || errs[0].Value != value || errs[0].Fix == "" {
+		t.Fatalf("got %v, want one error for %s %q with a fix", errs, field, value)
 	}
 }
 
