@@ -84,17 +84,44 @@ func TestHitsThenOneRefreshAfterTTL(t *testing.T) {
 	}
 }
 
-// An uncacheable URL is never serialised: 200 concurrent requests to a
-// slow no-store page take about two upstream round trips, not 200.
+// An uncacheable URL is never serialised: of 200 concurrent requests to a
+// cold no-store page, the first teaches the cache that the page is not
+// stored, and the other 199 must then all be at the app at once. The app
+// holds each of them until all 199 are there (or 10 s pass), so a cache
+// that queued them behind one another is caught by the count, not a clock.
 func TestNoStoreFloodIsNotSerialised(t *testing.T) {
+	const n = 200
+	var (
+		mu       sync.Mutex
+		seen     int
+		waiting  int
+		most     int
+		release  = make(chan struct{})
+		deadline = time.After(10 * time.Second)
+	)
 	o := newOrigin(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		seen++
+		first := seen == 1
+		if !first {
+			waiting++
+			most = max(most, waiting)
+			if waiting == n-1 {
+				close(release)
+			}
+		}
+		mu.Unlock()
+		if !first {
+			select {
+			case <-release:
+			case <-deadline:
+			}
+		}
 		w.Header().Set("Cache-Control", "no-store")
 		io.WriteString(w, "fresh")
 	})
 	u, cl := stack(t, New(0), Config{TTL: DefaultTTL}, o)
 
-	const n = 200
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	began := time.Now()
@@ -108,14 +135,13 @@ func TestNoStoreFloodIsNotSerialised(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	took := time.Since(began)
-	if took >= 600*time.Millisecond {
-		t.Errorf("%d requests took %v, want well under a second (< 600ms)", n, took)
+	if most != n-1 {
+		t.Errorf("at most %d requests were at the app at once, want %d: the cache queued them", most, n-1)
 	}
 	if got := o.count(); got != n {
 		t.Errorf("upstream saw %d requests, want %d", got, n)
 	}
-	t.Logf("%d no-store requests, 100 ms upstream: %v in total", n, took)
+	t.Logf("%d no-store requests: %v in total", n, time.Since(began))
 }
 
 // Each answer the cache must never store, each in its own subtest: the
@@ -450,7 +476,7 @@ func TestSlowKeyDoesNotBlockOthers(t *testing.T) {
 			t.Errorf("fast: %q", r.body)
 		}
 	}
-	if took := time.Since(began); took > 500*time.Millisecond {
+	if took := time.Since(began); took > 5*time.Second { // stuck, they would wait for ever
 		t.Errorf("20 requests for other keys took %v while /slow was stuck", took)
 	}
 	close(release)
@@ -580,7 +606,7 @@ func TestWaitIsBounded(t *testing.T) {
 	waitFor(t, "the leader reached the app", func() bool { return o.count() == 1 })
 	began := time.Now()
 	r := get(t, cl, u+"/w")
-	if took := time.Since(began); r.xcache() != Bypass || took > 400*time.Millisecond || took < 90*time.Millisecond {
+	if took := time.Since(began); r.xcache() != Bypass || took > 5*time.Second || took < 90*time.Millisecond {
 		t.Errorf("waiter: X-Cache %s after %v, want BYPASS after ~100ms", r.xcache(), took)
 	}
 	close(release)
