@@ -168,4 +168,78 @@ CREATE TABLE auth (
 ) STRICT;
 INSERT INTO auth (id, desired) VALUES (1, '{}');
 `,
+	// 8: the accounts that sign in to the dashboard and the API, and what
+	// proves them: only hashes of passwords, session and API tokens,
+	// codes and invitations; TOTP secrets sealed with a key kept outside
+	// this file.
+	`
+CREATE TABLE accounts (
+	id           INTEGER PRIMARY KEY,
+	email        TEXT NOT NULL UNIQUE COLLATE NOCASE,
+	name         TEXT NOT NULL,
+	role         TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+	hash         TEXT NOT NULL,
+	mfa          TEXT NOT NULL CHECK (mfa IN ('email', 'totp', 'off')),
+	totp         BLOB,
+	totp_pending BLOB,
+	totp_last    INTEGER NOT NULL DEFAULT 0,
+	created      TEXT NOT NULL
+) STRICT;
+
+-- Sessions by the SHA-256 of their token; stage 'password' is a sign-in
+-- waiting for its second factor.
+CREATE TABLE auth_sessions (
+	hash      TEXT PRIMARY KEY,
+	account   INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	stage     TEXT NOT NULL CHECK (stage IN ('password', 'full')),
+	csrf      TEXT NOT NULL,
+	created   TEXT NOT NULL,
+	last_seen TEXT NOT NULL,
+	addr      TEXT NOT NULL,
+	agent     TEXT NOT NULL
+) STRICT;
+CREATE INDEX auth_sessions_account ON auth_sessions (account);
+
+-- The email code of a session's sign-in, with the tries made against it.
+CREATE TABLE email_codes (
+	session TEXT PRIMARY KEY REFERENCES auth_sessions (hash) ON DELETE CASCADE,
+	hash    TEXT NOT NULL,
+	expires TEXT NOT NULL,
+	tries   INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE recovery_codes (
+	account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	hash    TEXT NOT NULL,
+	PRIMARY KEY (account, hash)
+) STRICT;
+
+CREATE TABLE api_tokens (
+	id        TEXT PRIMARY KEY,
+	hash      TEXT NOT NULL UNIQUE,
+	account   INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	name      TEXT NOT NULL,
+	scope     TEXT NOT NULL,
+	created   TEXT NOT NULL,
+	expires   TEXT NOT NULL,
+	last_used TEXT NOT NULL,
+	last_addr TEXT NOT NULL
+) STRICT;
+CREATE INDEX api_tokens_account ON api_tokens (account);
+
+-- When each account last signed in from each address, for the email
+-- about a sign-in from somewhere new.
+CREATE TABLE seen_addresses (
+	account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	addr    TEXT NOT NULL,
+	last    TEXT NOT NULL,
+	PRIMARY KEY (account, addr)
+) STRICT;
+
+CREATE TABLE invitations (
+	hash    TEXT PRIMARY KEY,
+	account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	expires TEXT NOT NULL
+) STRICT;
+`,
 }
