@@ -122,13 +122,23 @@ func TestCacheThroughTheEdge(t *testing.T) {
 		fmt.Fprint(w, "page")
 	}))
 	te := startEdge(t, protected(config.RateLimit{Off: true}, config.App{Name: "app", Domains: []string{"app.localhost"}, Upstream: up}))
-	c := te.client(true)
-	get(t, c, "https://app.localhost/warm", "") // one HTTP/2 connection, not 1,000 handshakes
+	// Four HTTP/2 connections, not 1,000 handshakes, each set up before
+	// the flood and carrying 250 streams (net/http's limit): a connection
+	// opened mid-flood on a starved machine can miss net/http's 2 s
+	// deadline for acknowledging the edge's SETTINGS, and the edge rightly
+	// drops it with its streams.
+	var clients [4]*http.Client
+	for i := range clients {
+		clients[i] = te.client(true)
+		get(t, clients[i], "https://app.localhost/warm", "")
+	}
+	c := clients[0]
 	hits.Store(0)
 	var wg sync.WaitGroup
 	var bad atomic.Int64
-	for range 1000 {
+	for i := range 1000 {
 		wg.Add(1)
+		c := clients[i%len(clients)]
 		go func() {
 			defer wg.Done()
 			resp, err := c.Get("https://app.localhost/cold")
