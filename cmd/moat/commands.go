@@ -214,7 +214,7 @@ func newAppList(g *globals) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var apps []config.App
-			if err := g.call(cmd, "GET", "/v1/apps", nil, &apps); err != nil {
+			if err := g.call(cmd, "GET", "/v1/apps?limit=1000", nil, &apps); err != nil {
 				return err
 			}
 			if len(apps) == 0 {

@@ -108,12 +108,45 @@ func (s *Server) Handler() http.Handler {
 	s.sshRoutes(mux)
 	s.sshHardenRoutes(mux)
 	s.mailRoutes(mux)
+	s.fallback(mux)
 	return mux
 }
 
-// Error is the API's error body.
+// fallback answers what no route takes in the API's own error body: 405
+// with the methods the path takes, or 404.
+func (s *Server) fallback(mux *http.ServeMux) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.fail(w, &statusError{http.StatusMethodNotAllowed, fmt.Errorf("%s %s: this path takes %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+			return
+		}
+		s.fail(w, notFound(fmt.Sprintf("%s %s: no such route; the routes are listed in GET /v1/openapi.json", r.Method, r.URL.Path)))
+	})
+}
+
+// Error is the API's error body, the same for every refusal:
+// {"error": {"message", "field", "value", "fix"}}, with every refused
+// field listed when there are several.
 type Error struct {
-	Error string `json:"error"`
+	Error Problem `json:"error"`
+}
+
+// Problem says what was wrong. Field, Value and Fix are set when the
+// refusal is about one field of the input.
+type Problem struct {
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+	Value   string `json:"value,omitempty"`
+	Fix     string `json:"fix,omitempty"`
 	// Fields lists each refused field, when the refusal is about input.
 	Fields []FieldError `json:"fields,omitempty"`
 }
@@ -122,7 +155,7 @@ type Error struct {
 type FieldError struct {
 	Field   string `json:"field"`
 	Value   string `json:"value"`
-	Problem string `json:"problem"`
+	Message string `json:"message"`
 	Fix     string `json:"fix"`
 }
 
@@ -138,11 +171,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // list their fields.
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	var body Error
-	body.Error = err.Error()
+	body.Error.Message = err.Error()
 	code := http.StatusInternalServerError
 	var nf notFound
 	var cf conflict
+	var se *statusError
 	switch {
+	case errors.As(err, &se):
+		code = se.code
 	case errors.As(err, &nf):
 		code = http.StatusNotFound
 	case errors.As(err, &cf):
@@ -151,10 +187,15 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	}
 	for _, fe := range fieldErrors(err) {
-		body.Fields = append(body.Fields, FieldError{Field: fe.Field, Value: fe.Value, Problem: fe.Problem, Fix: fe.Fix})
+		body.Error.Fields = append(body.Error.Fields, FieldError{Field: fe.Field, Value: fe.Value, Message: fe.Problem, Fix: fe.Fix})
+	}
+	if len(body.Error.Fields) == 1 {
+		f := body.Error.Fields[0]
+		body.Error.Field, body.Error.Value, body.Error.Fix = f.Field, f.Value, f.Fix
 	}
 	if code == http.StatusInternalServerError {
 		s.Log.Error("api", "err", err)
+		body.Error.Message = "moat could not do this: " + err.Error()
 	}
 	writeJSON(w, code, body)
 }
@@ -348,11 +389,7 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	apps := st.Apps
-	if apps == nil {
-		apps = []config.App{}
-	}
-	writeJSON(w, http.StatusOK, apps)
+	page(s, w, r, st.Apps)
 }
 
 func (s *Server) getApp(w http.ResponseWriter, r *http.Request) {

@@ -76,13 +76,13 @@ type APIError struct {
 }
 
 func (e *APIError) Error() string {
-	if len(e.Body.Fields) == 0 {
-		return e.Body.Error
+	if len(e.Body.Error.Fields) == 0 {
+		return e.Body.Error.Message
 	}
 	var b strings.Builder
 	b.WriteString("refused, nothing was changed:")
-	for _, f := range e.Body.Fields {
-		fmt.Fprintf(&b, "\n  %s: %q %s: %s", f.Field, f.Value, f.Problem, f.Fix)
+	for _, f := range e.Body.Error.Fields {
+		fmt.Fprintf(&b, "\n  %s: %q %s: %s", f.Field, f.Value, f.Message, f.Fix)
 	}
 	return b.String()
 }
@@ -117,8 +117,8 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	}
 	if resp.StatusCode >= 300 {
 		e := &APIError{Status: resp.StatusCode}
-		if err := json.Unmarshal(data, &e.Body); err != nil || e.Body.Error == "" {
-			e.Body.Error = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
+		if err := json.Unmarshal(data, &e.Body); err != nil || e.Body.Error.Message == "" {
+			e.Body.Error.Message = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
 		}
 		return e
 	}

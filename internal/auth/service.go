@@ -338,7 +338,7 @@ func (s *Service) SetRole(ctx context.Context, by Actor, id int64, r Role) error
 	}
 	if err := s.o.Store.SetRole(ctx, id, r); err != nil {
 		if errors.Is(err, ErrLastAdmin) {
-			return fmt.Errorf("%s is the last admin: make another account admin first", a.Email)
+			return lastAdminError(a.Email + " is the last admin: make another account admin first")
 		}
 		return err
 	}
@@ -357,12 +357,23 @@ func (s *Service) RemoveAccount(ctx context.Context, by Actor, id int64) error {
 	}
 	if err := s.o.Store.RemoveAccount(ctx, id); err != nil {
 		if errors.Is(err, ErrLastAdmin) {
-			return fmt.Errorf("%s is the last admin and cannot be removed: add another admin first (moat user add EMAIL --role admin)", a.Email)
+			return lastAdminError(a.Email + " is the last admin and cannot be removed: add another admin first (moat user add EMAIL --role admin)")
 		}
 		return err
 	}
 	s.record(ctx, by, "account.remove", a.Email, "")
 	return nil
+}
+
+// lastAdminError is ErrLastAdmin said for a person.
+type lastAdminError string
+
+func (e lastAdminError) Error() string   { return string(e) }
+func (e lastAdminError) Is(t error) bool { return t == ErrLastAdmin }
+
+// RecoveryCodesLeft is how many recovery codes an account has.
+func (s *Service) RecoveryCodesLeft(ctx context.Context, id int64) (int, error) {
+	return s.o.Store.RecoveryCodes(ctx, id)
 }
 
 // Account returns an account by email.

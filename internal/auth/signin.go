@@ -314,3 +314,25 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// ChangePassword is a signed-in person changing their own password: the
+// current one is checked first, every session ends, and a new one
+// replaces the session it came from.
+func (s *Service) ChangePassword(ctx context.Context, c Client, token, current, next string) (SignedIn, error) {
+	sess, a, err := s.Authenticate(ctx, token)
+	if err != nil {
+		return SignedIn{}, err
+	}
+	if err := s.regulate(c, a.Email); err != nil {
+		return SignedIn{}, err
+	}
+	if !s.verify(a.Hash, current) {
+		s.fail(ctx, c, a.Email, "account.password_failed", "wrong current password")
+		return SignedIn{}, fmt.Errorf("the current password is wrong: %w", ErrSignIn)
+	}
+	by := Actor{Who: a.Email, From: sess.Addr}
+	if err := s.SetPassword(ctx, by, a.ID, next); err != nil {
+		return SignedIn{}, err
+	}
+	return s.newSession(ctx, c, a, StageFull)
+}
