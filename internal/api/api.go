@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 
+	"moat/internal/auth"
 	"moat/internal/certs"
 	"moat/internal/config"
 	"moat/internal/notify"
@@ -56,6 +57,9 @@ type Server struct {
 	Store   store.Store
 	Runtime Runtime // nil when no daemon runs
 	Log     *slog.Logger
+	// Auth is the accounts; nil where they are not open (the routes of
+	// /v1/users then say so).
+	Auth *auth.Service
 	// Sessions lists the peers of the TCP connections open to a local
 	// port (the SSH sessions a firewall change must not cut);
 	// firewall.EstablishedPeers, reading /proc/net, when nil.
@@ -108,6 +112,7 @@ func (s *Server) Handler() http.Handler {
 	s.sshRoutes(mux)
 	s.sshHardenRoutes(mux)
 	s.mailRoutes(mux)
+	s.userRoutes(mux)
 	s.fallback(mux)
 	return mux
 }

@@ -65,7 +65,7 @@ type inProcess struct {
 
 func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
 	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r.WithContext(WithActor(r.Context(), t.actor)))
+	t.h.ServeHTTP(rec, r.WithContext(OnTheBox(WithActor(r.Context(), t.actor))))
 	return rec.Result(), nil
 }
 

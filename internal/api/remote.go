@@ -158,7 +158,18 @@ func csrfOf(r *http.Request) string {
 
 // guarded lets through to h only what the request's principal may do.
 func (rm *Remote) guarded(h http.Handler) http.Handler {
-	return rm.withAuthorized(func(w http.ResponseWriter, r *http.Request, _ principal) { h.ServeHTTP(w, r) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := rm.authenticate(w, r)
+		if err != nil {
+			rm.API.fail(w, err)
+			return
+		}
+		if err := authorize(p, r); err != nil {
+			rm.API.fail(w, forbidden(err))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(WithActor(r.Context(), p.actor(rm.client(r).Addr))))
+	})
 }
 
 // authorize is the one decision of what a request may reach: the area of
@@ -209,23 +220,6 @@ func (rm *Remote) withSession(h func(w http.ResponseWriter, r *http.Request, p p
 		}
 		if p.session == nil {
 			rm.API.fail(w, forbidden(errors.New("an account's own settings are changed from a signed-in session, not with a token")))
-			return
-		}
-		h(w, r.WithContext(WithActor(r.Context(), p.actor(rm.client(r).Addr))), p)
-	}
-}
-
-// withAuthorized runs h for a principal that authorize lets through: for
-// the accounts' routes, one allowed to manage accounts.
-func (rm *Remote) withAuthorized(h func(w http.ResponseWriter, r *http.Request, p principal)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := rm.authenticate(w, r)
-		if err != nil {
-			rm.API.fail(w, err)
-			return
-		}
-		if err := authorize(p, r); err != nil {
-			rm.API.fail(w, forbidden(err))
 			return
 		}
 		h(w, r.WithContext(WithActor(r.Context(), p.actor(rm.client(r).Addr))), p)

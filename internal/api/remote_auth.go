@@ -29,11 +29,6 @@ func (rm *Remote) authRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/me/tokens", rm.withSession(rm.tokens))
 	mux.HandleFunc("POST /v1/me/tokens", rm.withSession(rm.createToken))
 	mux.HandleFunc("DELETE /v1/me/tokens/{id}", rm.withSession(rm.revokeToken))
-
-	mux.HandleFunc("GET /v1/users", rm.withAuthorized(rm.users))
-	mux.HandleFunc("POST /v1/users", rm.withAuthorized(rm.addUser))
-	mux.HandleFunc("PATCH /v1/users/{email}", rm.withAuthorized(rm.patchUser))
-	mux.HandleFunc("DELETE /v1/users/{email}", rm.withAuthorized(rm.removeUser))
 }
 
 // SignInRequest is the first step of a sign-in.
@@ -408,106 +403,6 @@ func (rm *Remote) revokeToken(w http.ResponseWriter, r *http.Request, p principa
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"revoked": r.PathValue("id")})
-}
-
-func (rm *Remote) users(w http.ResponseWriter, r *http.Request, p principal) {
-	list, err := rm.Auth.Accounts(r.Context())
-	if err != nil {
-		rm.API.fail(w, err)
-		return
-	}
-	out := []Account{}
-	for _, a := range list {
-		out = append(out, accountOf(a))
-	}
-	page(rm.API, w, r, out)
-}
-
-// UserRequest adds an account. Without a password, the answer carries a
-// one-time invitation for the person to set it.
-type UserRequest struct {
-	Email    string    `json:"email"`
-	Name     string    `json:"name,omitempty"`
-	Role     auth.Role `json:"role"`
-	Password string    `json:"password,omitempty"`
-}
-
-// NewUser is an account just added, with its invitation when it has no
-// password yet (shown once, good for 24 hours).
-type NewUser struct {
-	Account
-	Invitation string `json:"invitation,omitempty"`
-}
-
-func (rm *Remote) addUser(w http.ResponseWriter, r *http.Request, p principal) {
-	var req UserRequest
-	if err := decode(r, &req); err != nil {
-		rm.API.fail(w, err)
-		return
-	}
-	if req.Role == "" {
-		req.Role = auth.RoleViewer
-	}
-	by := ctxActor(r.Context())
-	var (
-		a   auth.Account
-		inv string
-		err error
-	)
-	if req.Password == "" {
-		a, inv, err = rm.Auth.Invite(r.Context(), by, req.Email, req.Name, req.Role)
-	} else {
-		a, err = rm.Auth.AddAccount(r.Context(), by, req.Email, req.Name, req.Role, req.Password)
-	}
-	if err != nil {
-		rm.API.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, NewUser{Account: accountOf(a), Invitation: inv})
-}
-
-// UserPatch changes an account's role.
-type UserPatch struct {
-	Role auth.Role `json:"role"`
-}
-
-func (rm *Remote) user(w http.ResponseWriter, r *http.Request) (auth.Account, bool) {
-	a, err := rm.Auth.Account(r.Context(), r.PathValue("email"))
-	if err != nil {
-		rm.API.fail(w, notFound(err.Error()))
-		return a, false
-	}
-	return a, true
-}
-
-func (rm *Remote) patchUser(w http.ResponseWriter, r *http.Request, p principal) {
-	var req UserPatch
-	if err := decode(r, &req); err != nil {
-		rm.API.fail(w, err)
-		return
-	}
-	a, ok := rm.user(w, r)
-	if !ok {
-		return
-	}
-	if err := rm.Auth.SetRole(r.Context(), ctxActor(r.Context()), a.ID, req.Role); err != nil {
-		rm.API.fail(w, asConflict(err))
-		return
-	}
-	a.Role = req.Role
-	writeJSON(w, http.StatusOK, accountOf(a))
-}
-
-func (rm *Remote) removeUser(w http.ResponseWriter, r *http.Request, p principal) {
-	a, ok := rm.user(w, r)
-	if !ok {
-		return
-	}
-	if err := rm.Auth.RemoveAccount(r.Context(), ctxActor(r.Context()), a.ID); err != nil {
-		rm.API.fail(w, asConflict(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"removed": a.Email})
 }
 
 // asConflict marks a refusal about the accounts as they are (the last

@@ -119,5 +119,9 @@ func ControlContext(ctx context.Context, c net.Conn) context.Context {
 	if pc.peer.UID == 0 {
 		who = "root"
 	}
-	return WithActor(ctx, store.Actor{Who: who + " (pid " + strconv.Itoa(pc.peer.PID) + ")", From: "control socket"})
+	ctx = WithActor(ctx, store.Actor{Who: who + " (pid " + strconv.Itoa(pc.peer.PID) + ")", From: "control socket"})
+	if pc.peer.UID == 0 {
+		ctx = OnTheBox(ctx)
+	}
+	return ctx
 }

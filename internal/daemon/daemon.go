@@ -23,6 +23,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	"moat/internal/config"
 	"moat/internal/edge"
 	"moat/internal/notify"
+	"moat/internal/secret"
 	"moat/internal/sshd"
 	"moat/internal/store"
 )
@@ -79,6 +81,9 @@ type Options struct {
 	MailDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MailListen opens the relay's listeners; net.Listen when nil.
 	MailListen func(network, addr string) (net.Listener, error)
+	// AuthParams are the argon2id costs of new password hashes;
+	// secret.Default when zero.
+	AuthParams secret.Params
 }
 
 // Info tells where a started daemon listens.
@@ -105,6 +110,10 @@ type Daemon struct {
 	mu        sync.Mutex
 	listening listenState
 	notifier  notify.Notifier
+	// adminHost is where the HTTPS API answers, and remote that API.
+	adminHost    string
+	remote       http.Handler
+	authSettings config.Auth
 }
 
 // certSource is what the daemon needs of its certificates: the edge's
@@ -203,12 +212,20 @@ func Run(ctx context.Context, opts Options) error {
 		d.log.Error("the bans kept from before were not put back", "err", err)
 	}
 	d.startMail(reg)
+	accounts, err := d.openAccounts(state.Server.Domain)
+	if err != nil {
+		return err
+	}
+	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts}
+	d.mu.Lock()
+	d.remote = d.remoteAPI(apiSrv)
+	d.mu.Unlock()
 	d.edge = edge.New(edge.Options{
 		Bans:      d.warden,
 		Failed:    d.appFailed,
 		Log:       opts.Logger,
 		Certs:     d.certs,
-		Fallback:  d.fallback(),
+		Fallback:  d.moatPages(),
 		AccessLog: slog.New(slog.NewJSONHandler(accessOut, nil)),
 		Limiter:   limiter,
 		Cache:     cache.New(0),
@@ -236,7 +253,6 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger}
 	apiSrv.MarkApplied(rev)
 	ctlSrv := &http.Server{Handler: apiSrv.Handler(), ConnContext: api.ControlContext, ReadHeaderTimeout: 10 * time.Second}
 	ctlErr := make(chan error, 1)
@@ -317,9 +333,14 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	d.configureMail(ctx, s)
 	d.mu.Lock()
 	d.notifier = notifierFor(s, d.log, d.mail.alerts)
+	d.adminHost, d.authSettings = s.Server.AdminHost(), s.Auth
 	d.mu.Unlock()
 	d.configureGuard(s)
-	if err := d.certs.Sync(ctx, s.Server, s.Domains()); err != nil {
+	domains := s.Domains()
+	if h := s.Server.AdminHost(); h != "" && !slices.Contains(domains, h) {
+		domains = append(domains, h)
+	}
+	if err := d.certs.Sync(ctx, s.Server, domains); err != nil {
 		return err
 	}
 	return d.syncSSH(ctx, s)

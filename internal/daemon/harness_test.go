@@ -141,6 +141,8 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 			RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"},
 			Resolver:  e.dns.Addr(),
 		}
+		// The HTTPS API's own host is the business of the tests about it.
+		s.Server.AdminDomain = "off"
 		// The host's own sshd log is no test's business.
 		s.Guard.Jails = []config.Jail{{Name: config.JailSSHD, Off: true}}
 		// Nor are its private addresses.

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -278,14 +277,7 @@ func (d *Daemon) mailAlert(ctx context.Context, a notify.Alert) error {
 	subject := fmt.Sprintf("[moat %s] %s: %s", host, a.Kind, a.Subject)
 	body := fmt.Sprintf("%s\n\nWhat: %s\nAbout: %s\nWhen: %s\nServer: %s\n\nmoat sends one mail per incident an hour; moat activity shows every event.\n",
 		a.Message, a.Kind, a.Subject, a.At.UTC().Format(time.RFC1123), host)
-	now := time.Now()
-	_, domain, _ := strings.Cut(from, "@")
-	data := mail.Compose(from, to, subject, body, now, domain)
-	msg := mail.Message{ID: mail.NewID(), App: "moat", From: from, Size: int64(len(data)), Accepted: now.UTC(), State: mail.Queued, NextAttempt: now.UTC(), Data: data, MessageID: mail.HeaderID(data)}
-	for _, r := range to {
-		msg.To = append(msg.To, mail.Recipient{Addr: r})
-	}
-	if err := m.delivery.Submit(ctx, msg); err != nil {
+	if err := d.submitOwn(ctx, from, to, subject, body); err != nil {
 		return fmt.Errorf("email alert: %w", err)
 	}
 	return nil

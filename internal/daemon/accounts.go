@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"moat/internal/api"
+	"moat/internal/auth"
+	"moat/internal/config"
+	"moat/internal/edge"
+	"moat/internal/mail"
+	"moat/internal/store"
+)
+
+// SealerPath is the file of the key that encrypts the authenticator
+// secrets, outside the store so that a copy of the database alone does
+// not give them away.
+func SealerPath(dataDir string) string { return filepath.Join(dataDir, "keys", "totp.key") }
+
+// openAccounts makes the accounts service: failed sign-ins go to the
+// guard's moat jail, email codes through the mail queue, every event to
+// the activity log.
+func (d *Daemon) openAccounts(host string) (*auth.Service, error) {
+	sealer, err := auth.OpenSealer(SealerPath(d.opts.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	return auth.New(auth.Options{
+		Store:  d.store,
+		Sealer: sealer,
+		Mail:   d.mailAccount,
+		Fail: func(ctx context.Context, addr netip.Addr, detail string) {
+			d.warden.Fail(ctx, config.JailMoat, addr, detail)
+		},
+		Record: func(ctx context.Context, e auth.Event) error {
+			return d.store.Record(ctx, store.Entry{Who: e.Who, From: e.From, Action: e.Action, Target: e.Target, Detail: e.Detail})
+		},
+		Settings: func() config.Auth {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return d.authSettings
+		},
+		Issuer: strings.TrimSpace("moat " + host),
+		Params: d.opts.AuthParams,
+		Logger: d.log,
+	})
+}
+
+// remoteAPI is the API over HTTPS on the admin host, behind sign-in.
+func (d *Daemon) remoteAPI(srv *api.Server) http.Handler {
+	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: func(r *http.Request) netip.Addr {
+		a, _ := edge.ClientIP(r.Context())
+		return a
+	}}
+	return rm.Handler()
+}
+
+// moatPages serves the hosts that are no app's: the admin host's API,
+// and the demo's status page.
+func (d *Daemon) moatPages() http.Handler {
+	demo := d.fallback()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		admin, remote := d.adminHost, d.remote
+		d.mu.Unlock()
+		switch {
+		case admin != "" && remote != nil && hostOf(r) == admin:
+			remote.ServeHTTP(w, r)
+		case demo != nil:
+			demo.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintln(w, "404 Not Found: no app is configured for this address.")
+		}
+	})
+}
+
+func hostOf(r *http.Request) string {
+	h := r.Host
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+}
+
+// mailAccount mails an account (its sign-in code, a sign-in from a new
+// place) through the queue, from moat@<mail domain>.
+func (d *Daemon) mailAccount(ctx context.Context, to, subject, body string) error {
+	m := d.mail
+	m.mu.Lock()
+	from, host := m.from, m.host
+	m.mu.Unlock()
+	if from == "moat@" {
+		return fmt.Errorf("moat has no mail domain to send from: set server.domain or mail.domain")
+	}
+	return d.submitOwn(ctx, from, []string{to}, fmt.Sprintf("[moat %s] %s", host, subject), body)
+}
+
+// submitOwn queues a message of moat's own.
+func (d *Daemon) submitOwn(ctx context.Context, from string, to []string, subject, body string) error {
+	now := time.Now()
+	_, domain, _ := strings.Cut(from, "@")
+	data := mail.Compose(from, to, subject, body, now, domain)
+	msg := mail.Message{ID: mail.NewID(), App: "moat", From: from, Size: int64(len(data)), Accepted: now.UTC(), State: mail.Queued, NextAttempt: now.UTC(), Data: data, MessageID: mail.HeaderID(data)}
+	for _, r := range to {
+		msg.To = append(msg.To, mail.Recipient{Addr: r})
+	}
+	return d.mail.delivery.Submit(ctx, msg)
+}

@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/cookiejar"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"moat/internal/api"
+	"moat/internal/auth"
+	"moat/internal/config"
+)
+
+var mailedCode = regexp.MustCompile(`Your moat code is (\d{6})`)
+
+// TestSignInThroughTheEdge: the HTTPS API answers on the admin host with
+// a certificate of its own; a sign-in takes the password and the code
+// mailed through moat's queue to a real SMTP server; the fifth wrong
+// password from one address bans it at the edge, and another address
+// still signs in.
+func TestSignInThroughTheEdge(t *testing.T) {
+	e := startMailEnv(t)
+	admin := e.host("admin")
+	e.dns.Set(admin, loopbackAddr)
+	e.change(func(s *config.State) {
+		s.Server.AdminDomain = admin
+		s.Server.TrustedProxies = []string{"127.0.0.1"}
+	})
+	var nu api.NewUser
+	if err := e.client.Do(context.Background(), "POST", "/v1/users", api.UserRequest{Email: "owner@example.com", Role: auth.RoleAdmin, Password: "correct horse battery 9"}, &nu); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCert(admin, 60*time.Second, isValid)
+
+	post := func(c *http.Client, from, path string, body any, csrf string) (*http.Response, []byte) {
+		t.Helper()
+		j, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", e.url(admin, path), bytes.NewReader(j))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", from)
+		if csrf != "" {
+			req.Header.Set(api.CSRFHeader, csrf)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		return resp, buf.Bytes()
+	}
+	browser := func() *http.Client {
+		c := e.httpsClient(e.pebble.Roots())
+		c.Jar, _ = cookiejar.New(nil)
+		return c
+	}
+
+	// The owner signs in from 198.51.100.20 with the mailed code.
+	owner := browser()
+	if resp, body := post(owner, "198.51.100.20", "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "correct horse battery 9"}, ""); resp.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", resp.StatusCode, body)
+	}
+	var code string
+	deadline := time.Now().Add(30 * time.Second)
+	for code == "" && time.Now().Before(deadline) {
+		for _, m := range e.sink.Messages() {
+			if len(m.To) == 1 && m.To[0] == "owner@example.com" {
+				if c := mailedCode.FindSubmatch(m.Data); c != nil {
+					code = string(c[1])
+				}
+			}
+		}
+		e.sink.Wait(len(e.sink.Messages())+1, 200*time.Millisecond)
+	}
+	if code == "" {
+		t.Fatal("no code reached the mail server")
+	}
+	resp, body := post(owner, "198.51.100.20", "/v1/auth/second", api.SecondRequest{Factor: auth.FactorEmail, Code: code}, "")
+	var in api.SignInResponse
+	if resp.StatusCode != 200 || json.Unmarshal(body, &in) != nil || in.Stage != auth.StageFull {
+		t.Fatalf("code: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := get(t, owner, e.url(admin, "/v1/me")); resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/me signed in: %d", resp.StatusCode)
+	}
+
+	// 203.0.113.50 guesses: the guard bans it at the fifth failure.
+	attacker := browser()
+	fails := 0
+	for i := 0; fails < 5 && i < 20; i++ {
+		resp, body := post(attacker, "203.0.113.50", "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "guess " + strconv.Itoa(i)}, "")
+		switch resp.StatusCode {
+		case 401:
+			fails++
+		case 429:
+			s, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			time.Sleep(time.Duration(s) * time.Second)
+		default:
+			t.Fatalf("guess %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		resp, body := post(attacker, "203.0.113.50", "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "correct horse battery 9"}, "")
+		if resp.StatusCode == 403 && bytes.Contains(body, []byte("banned")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 failures the attacker is not banned: %d %s", resp.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	found := false
+	bans := e.guardStatus().Bans
+	for _, b := range bans {
+		found = found || b.Jail == config.JailMoat && b.Prefix == netip.MustParsePrefix("203.0.113.50/32")
+	}
+	if !found {
+		t.Errorf("no moat-jail ban of the attacker: %+v", bans)
+	}
+	// The owner, elsewhere, still reaches the API.
+	if resp, _ := post(owner, "198.51.100.20", "/v1/auth/signout", nil, in.CSRF); resp.StatusCode != 200 {
+		t.Errorf("sign-out: %d", resp.StatusCode)
+	}
+}
