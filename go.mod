@@ -20,7 +20,10 @@ require (
 	modernc.org/sqlite v1.61.1
 )
 
-require github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+require (
+	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+	golang.org/x/term v0.47.0 // indirect
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"moat/internal/api"
+	"moat/internal/auth"
 	"moat/internal/daemon"
 	"moat/internal/store"
 )
@@ -61,6 +62,7 @@ socket (root only), or change the store directly when no daemon runs.`,
 		newSSH(g),
 		newMail(g),
 		newNotify(g),
+		newUser(g),
 		newApply(g),
 		newExport(g),
 		newStatus(g),
@@ -99,6 +101,16 @@ func (g *globals) client(ctx context.Context) (c *api.Client, close func(), err 
 		return nil, nil, fmt.Errorf("%w (no daemon answers at %s, so moat opens the store directly)", err, g.socket)
 	}
 	srv := &api.Server{Store: st, Log: discardLogger()}
+	if sealer, err := auth.OpenSealer(daemon.SealerPath(g.dataDir)); err == nil {
+		// The accounts, without mail: a sign-in needs the daemon anyway.
+		if srv.Auth, err = auth.New(auth.Options{Store: st, Sealer: sealer, Logger: discardLogger(),
+			Record: func(ctx context.Context, e auth.Event) error {
+				return st.Record(ctx, store.Entry{Who: e.Who, From: e.From, Action: e.Action, Target: e.Target, Detail: e.Detail})
+			}}); err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+	}
 	who := "uid " + fmt.Sprint(os.Getuid())
 	if u, err := user.Current(); err == nil {
 		who = u.Username
