@@ -195,14 +195,17 @@ func isReply(err error, code int, enhanced string) bool {
 
 var mayArriveTwice = regexp.MustCompile(`may arrive twice.*message_id="?<([^@"]+)@`)
 
-// TestMailKill9 sends 200 messages at once through the relay of a real
-// moat serve, kills it with SIGKILL when about half are answered, and
-// starts it again: every message answered 250 reaches the smarthost, and
-// exactly once, but for those the restarted daemon names in its log as
-// caught in the middle of their delivery (the smarthost may have taken
-// them before the kill: SMTP cannot know).
+// TestMailKill9 sends 200 messages over many connections at once through
+// the relay of a real moat serve, kills it with SIGKILL while it both
+// takes and delivers them (some at the smarthost, more answered 250 than
+// arrived, some being sent), and starts it again: every message answered 250 reaches the smarthost, and exactly
+// once, but for those the restarted daemon names in its log as caught in
+// the middle of their delivery (the smarthost may have taken them before
+// the kill: SMTP cannot know).
 func TestMailKill9(t *testing.T) {
 	bin := testenv.MoatBinary(t)
+	// A slow smarthost, so that the queue fills faster than it drains and
+	// the kill finds messages both delivered and waiting.
 	d := newMailDaemon(t, testenv.SinkOptions{Delay: 20 * time.Millisecond})
 	p := startDaemon(t, bin, d.dataDir, d.socket)
 	d.waitRelay(t)
@@ -216,18 +219,19 @@ func TestMailKill9(t *testing.T) {
 		wg      sync.WaitGroup
 		refused atomic.Value
 	)
+	// The clients start a few milliseconds apart, many connections at
+	// once still, so that deliveries begin while the relay takes mail.
+	const stagger = 5 * time.Millisecond
 	start := make(chan struct{})
 	for i := range n {
 		id := fmt.Sprintf("crash-%03d", i)
 		wg.Go(func() {
 			<-start
+			time.Sleep(time.Duration(i) * stagger)
 			err := sendOne(d.relay, pass, id, fmt.Appendf(nil, "message %s\r\n", id))
 			if err == nil {
 				acked.Store(id, true)
-				if nAcked.Add(1) == n/2 {
-					killed.Store(true)
-					p.kill()
-				}
+				nAcked.Add(1)
 				return
 			}
 			var te *textproto.Error
@@ -236,22 +240,43 @@ func TestMailKill9(t *testing.T) {
 			}
 		})
 	}
+	sent := make(chan struct{})
+	go func() { wg.Wait(); close(sent) }()
 	close(start)
-	wg.Wait()
+
+	// The kill comes once half the messages are answered and the
+	// smarthost holds a few: the daemon is then delivering some, has
+	// others waiting and is still taking more.
+	const first = 3
+	deadline := time.Now().Add(30 * time.Second)
+	for got, _ := arrived(d.sink); len(got) < first || nAcked.Load() < n/2; got, _ = arrived(d.sink) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s %d messages were answered 250 and %d had reached the smarthost\n%s", nAcked.Load(), len(got), p.out.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	killed.Store(true)
+	p.kill()
+	before, _ := arrived(d.sink)
+	atSink := len(before)
+	<-sent
+	ackedAtKill := int(nAcked.Load())
 	if r := refused.Load(); r != nil {
 		t.Fatalf("the relay refused a message before the kill: %v", r)
 	}
-	if !killed.Load() {
-		t.Fatalf("only %d of %d messages were answered 250, and the daemon was never killed\n%s", nAcked.Load(), n, p.out.String())
+	t.Logf("at the kill: %d messages answered 250, %d at the smarthost", ackedAtKill, atSink)
+	if atSink == 0 || atSink >= ackedAtKill {
+		t.Fatalf("at the kill %d messages were at the smarthost and %d answered 250; want some, and fewer than answered: the kill must come in the middle of the deliveries", atSink, ackedAtKill)
 	}
-	before, _ := arrived(d.sink)
-	t.Logf("%d messages answered 250 before the kill; %d had reached the smarthost", nAcked.Load(), len(before))
 
 	p = startDaemon(t, bin, d.dataDir, d.socket)
 	d.waitQueueEmpty(t, p)
 	twice := map[string]bool{}
 	for _, m := range mayArriveTwice.FindAllStringSubmatch(p.out.String(), -1) {
 		twice[m[1]] = true
+	}
+	if len(twice) == 0 {
+		t.Errorf("the restarted daemon names no message caught in the middle of its delivery; the kill was meant to come during some\n%s", p.out.String())
 	}
 	count, _ := arrived(d.sink)
 	missing, dup := 0, 0
