@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"net/smtp"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -270,18 +272,7 @@ func TestMailRelay(t *testing.T) {
 		if out, err := e.send("wiki", wiki, "wiki@moat.test", "carol@example.org", "--body", "dropped once"); err != nil {
 			t.Fatalf("swaks: %v\n%s", err, out)
 		}
-		var waiting mail.Message
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if q := e.mailQueue(); len(q) == 1 && q[0].Attempts > 0 && q[0].State == mail.Queued {
-				waiting = q[0]
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if waiting.ID == "" || waiting.LastError == "" || !waiting.NextAttempt.After(time.Now().Add(30*time.Second)) {
-			t.Fatalf("after the drop the queue holds %+v; want the message, deferred a minute with the reason", e.mailQueue())
-		}
+		waiting := e.waitDeferred(t)
 		if out := e.moat("mail", "queue"); !strings.Contains(out, waiting.ID) || !strings.Contains(out, "carol@example.org") {
 			t.Errorf("moat mail queue:\n%s", out)
 		}
@@ -361,6 +352,137 @@ func TestMailRelay(t *testing.T) {
 			}
 		}
 	})
+
+	// After the metrics, whose counts these would change.
+	t.Run("a waiting message is dropped only when confirmed", func(t *testing.T) {
+		before := len(e.appMail())
+		e.sink.Refuse(true)
+		out, err := e.send("wiki", wiki, "wiki@moat.test", "erin@example.org", "--body", "to be dropped")
+		if err != nil {
+			e.sink.Refuse(false)
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		waiting := e.waitDeferred(t)
+		e.sink.Refuse(false)
+
+		err = e.client.Do(context.Background(), "DELETE", "/v1/mail/queue/"+waiting.ID, nil, nil)
+		var refusal *api.APIError
+		if !errors.As(err, &refusal) || refusal.Status != http.StatusBadRequest || !strings.Contains(err.Error(), "confirm=true") || !strings.Contains(err.Error(), "--yes") {
+			t.Errorf("DELETE /v1/mail/queue/%s without confirm=true: %v; want 400 naming confirm=true and --yes", waiting.ID, err)
+		}
+		// No at the prompt, and no answer at all (a script without --yes).
+		for _, answer := range []string{"n\n", ""} {
+			out, err := e.moatIn(answer, "mail", "drop", waiting.ID)
+			if err == nil || !strings.Contains(out, "Drop message "+waiting.ID+"? It will never be delivered. [y/N]") || !strings.Contains(out, "not dropped") {
+				t.Errorf("moat mail drop answered %q: %v\n%s", answer, err, out)
+			}
+		}
+		if q := e.mailQueue(); len(q) != 1 || q[0].ID != waiting.ID {
+			t.Fatalf("after the refused drops the queue holds %+v; want the message still waiting", q)
+		}
+
+		if out, err := e.moatIn("y\n", "mail", "drop", waiting.ID); err != nil || !strings.Contains(out, "Dropped "+waiting.ID) || !strings.Contains(out, "erin@example.org") {
+			t.Fatalf("moat mail drop answered y: %v\n%s", err, out)
+		}
+		if out := e.moat("mail", "queue"); !strings.Contains(out, "The queue is empty.") {
+			t.Errorf("moat mail queue after the drop:\n%s", out)
+		}
+		err = e.client.Do(context.Background(), "DELETE", "/v1/mail/queue/"+waiting.ID+"?confirm=true", nil, nil)
+		if !errors.As(err, &refusal) || refusal.Status != http.StatusNotFound || !strings.Contains(err.Error(), "moat mail queue") {
+			t.Errorf("dropping it again: %v; want 404 naming moat mail queue", err)
+		}
+
+		// Never delivered: the queue tried again, and a later message
+		// arrives alone.
+		e.moat("mail", "retry", "--all")
+		if out, err := e.send("wiki", wiki, "wiki@moat.test", "frank@example.org", "--body", "after the drop"); err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		e.waitAppMail(before+1, 20*time.Second)
+		time.Sleep(200 * time.Millisecond) // time for another message, were there one
+		got := e.appMail()
+		if len(got) != before+1 || !strings.Contains(string(got[before].Data), "after the drop") {
+			t.Errorf("after the drop the sink got %d new messages, want only the later one", len(got)-before)
+		}
+		for _, m := range got[before:] {
+			if strings.Contains(string(m.Data), "to be dropped") {
+				t.Errorf("the dropped message was delivered to %v", m.To)
+			}
+		}
+
+		var log []store.Entry
+		if err := e.client.Do(context.Background(), "GET", "/v1/activity?target=wiki", nil, &log); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, en := range log {
+			found = found || en.Action == "mail.drop" && strings.Contains(en.Detail, waiting.ID) && strings.Contains(en.Detail, "erin@example.org")
+		}
+		if !found {
+			t.Errorf("no mail.drop of %s in the activity log of wiki: %+v", waiting.ID, log)
+		}
+	})
+
+	t.Run("rotated credentials", func(t *testing.T) {
+		out := e.moat("mail", "credentials", "wiki", "--rotate")
+		m := regexp.MustCompile(`(?m)^  password: (\S+)$`).FindStringSubmatch(out)
+		if m == nil || m[1] == wiki || !strings.Contains(out, "shown once") {
+			t.Fatalf("moat mail credentials wiki --rotate printed no new password:\n%s", out)
+		}
+		rotated := m[1]
+		if out, err := e.send("wiki", rotated, "wiki@moat.test", "grace@example.org"); err != nil || !strings.Contains(out, "250 2.0.0 Queued as") {
+			t.Errorf("the new password: %v\n%s", err, out)
+		}
+		if out, err := e.send("wiki", wiki, "wiki@moat.test", "grace@example.org"); err == nil || !strings.Contains(out, "535") {
+			t.Errorf("the old password after the rotation: %v\n%s", err, out)
+		}
+		// Shown once: asked again without --rotate, it is refused and
+		// prints no password.
+		if out, err := e.moatIn("", "mail", "credentials", "wiki"); err == nil || !strings.Contains(out, "--rotate") || strings.Contains(out, "password:") {
+			t.Errorf("moat mail credentials wiki a second time: %v\n%s", err, out)
+		}
+		var log []store.Entry
+		if err := e.client.Do(context.Background(), "GET", "/v1/activity?target=wiki", nil, &log); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, en := range log {
+			found = found || en.Action == "mail.credentials" && strings.Contains(en.Detail, "rotated")
+			if strings.Contains(en.Detail, rotated) {
+				t.Errorf("the activity log holds the new password: %+v", en)
+			}
+		}
+		if !found {
+			t.Errorf("no rotation in the activity log of wiki: %+v", log)
+		}
+	})
+}
+
+// waitDeferred waits until the queue holds one message, tried and
+// deferred with its reason, and returns it.
+func (e *mailEnv) waitDeferred(t *testing.T) mail.Message {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if q := e.mailQueue(); len(q) == 1 && q[0].Attempts > 0 && q[0].State == mail.Queued {
+			if m := q[0]; m.LastError == "" || !m.NextAttempt.After(time.Now().Add(30*time.Second)) {
+				t.Fatalf("the queue holds %+v; want the message deferred a minute, with the reason", m)
+			}
+			return q[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("after 20s the queue holds %+v; want the one message, tried and deferred", e.mailQueue())
+	return mail.Message{}
+}
+
+// moatIn runs the moat CLI with stdin and returns what it printed and
+// how it ended, refusals included.
+func (e *env) moatIn(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(testenv.MoatBinary(e.t), append([]string{"--socket", e.socket, "--data-dir", e.dir}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func grepLines(s, sub string) string {
