@@ -22,6 +22,7 @@ import (
 
 	"moat/internal/api"
 	"moat/internal/config"
+	"moat/internal/guard"
 	"moat/internal/mail"
 	"moat/internal/maildns"
 	"moat/internal/store"
@@ -76,6 +77,17 @@ func (e *mailEnv) appMail() []testenv.SinkMessage {
 	var out []testenv.SinkMessage
 	for _, m := range e.sink.Messages() {
 		if m.From != "moat@moat.test" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// alertMail is what the sink got from moat itself.
+func (e *mailEnv) alertMail() []testenv.SinkMessage {
+	var out []testenv.SinkMessage
+	for _, m := range e.sink.Messages() {
+		if m.From == "moat@moat.test" {
 			out = append(out, m)
 		}
 	}
@@ -742,12 +754,7 @@ func TestCertificateFailureEmail(t *testing.T) {
 	}
 	e.sink.Wait(1, 10*time.Second)
 	time.Sleep(2 * time.Second) // time for a second mail, were there one
-	var alerts []testenv.SinkMessage
-	for _, m := range e.sink.Messages() {
-		if m.From == "moat@moat.test" {
-			alerts = append(alerts, m)
-		}
-	}
+	alerts := e.alertMail()
 	if len(alerts) != 1 {
 		t.Fatalf("%d alert emails, want exactly 1", len(alerts))
 	}
@@ -755,5 +762,32 @@ func TestCertificateFailureEmail(t *testing.T) {
 	body := string(a.Data)
 	if a.To[0] != "admin@moat.test" || !strings.Contains(body, "Subject: [moat moat.test] cert.issue-failed: "+e.host("app")) || !strings.Contains(body, "connect") {
 		t.Errorf("alert email to %v:\n%s", a.To, body)
+	}
+}
+
+// TestBanStormEmail: twenty bans within a minute are one email to the
+// owner, saying how many and from which jails; the bans after them in
+// the same minute add no second one.
+func TestBanStormEmail(t *testing.T) {
+	t.Parallel()
+	e := startMailEnv(t)
+	ctx := context.Background()
+	for i := range 30 {
+		var ban guard.Ban
+		addr := fmt.Sprintf("198.51.100.%d", 10+i)
+		if err := e.client.Do(ctx, "POST", "/v1/guard/bans", api.BanRequest{Address: addr, For: "1h", Reason: "scanner"}, &ban); err != nil {
+			t.Fatalf("ban %s: %v", addr, err)
+		}
+	}
+	e.sink.Wait(1, 10*time.Second)
+	time.Sleep(2 * time.Second) // time for a second mail, were there one
+	alerts := e.alertMail()
+	if len(alerts) != 1 {
+		t.Fatalf("%d alert emails, want exactly 1", len(alerts))
+	}
+	body := string(alerts[0].Data)
+	if alerts[0].To[0] != "admin@moat.test" || !strings.Contains(body, "Subject: [moat moat.test] guard.storm: bans") ||
+		!strings.Contains(body, "20 addresses were banned") || !strings.Contains(body, "moat guard list") {
+		t.Errorf("storm email to %v:\n%s", alerts[0].To, body)
 	}
 }

@@ -70,6 +70,47 @@ type RelayOptions struct {
 	// Listen opens a listener; net.Listen when nil (tests listen in a
 	// network namespace).
 	Listen func(network, addr string) (net.Listener, error)
+	// Interfaces lists the server's interfaces, where the relay listens
+	// when Settings.Listen is empty; HostInterfaces when nil.
+	Interfaces func() ([]Interface, error)
+}
+
+// Interface is a network interface as the relay sees it.
+type Interface struct {
+	Name         string
+	Up, Loopback bool
+	Addrs        []netip.Prefix
+}
+
+// HostInterfaces lists the interfaces of the calling thread's network
+// namespace with their addresses.
+func HostInterfaces() ([]Interface, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list network interfaces: %w", err)
+	}
+	out := make([]Interface, 0, len(ifs))
+	for _, ifc := range ifs {
+		x := Interface{Name: ifc.Name, Up: ifc.Flags&net.FlagUp != 0, Loopback: ifc.Flags&net.FlagLoopback != 0}
+		as, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
+		}
+		for _, a := range as {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			p, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			x.Addrs = append(x.Addrs, netip.PrefixFrom(p.Unmap(), ones))
+		}
+		out = append(out, x)
+	}
+	return out, nil
 }
 
 // Relay is the SMTP server the apps submit mail to.
@@ -103,6 +144,9 @@ func NewRelay(o RelayOptions) *Relay {
 	}
 	if o.Listen == nil {
 		o.Listen = net.Listen
+	}
+	if o.Interfaces == nil {
+		o.Interfaces = HostInterfaces
 	}
 	r := &Relay{
 		opts:      o,
@@ -222,18 +266,21 @@ func (r *Relay) listen() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	want := map[netip.AddrPort]bool{}
+	var errs []error
 	if !r.settings.Off {
 		addrs := r.settings.Listen
 		if len(addrs) == 0 {
-			var bridges []netip.Prefix
-			addrs, bridges = privateAddrs(DefaultPort)
-			r.bridges = bridges
+			ifs, err := r.opts.Interfaces()
+			if err != nil {
+				// Keep what listens now rather than close it all.
+				return fmt.Errorf("mail relay: %w", err)
+			}
+			addrs, r.bridges = privateAddrs(ifs, DefaultPort)
 		}
 		for _, a := range addrs {
 			want[a] = true
 		}
 	}
-	var errs []error
 	for a, l := range r.listeners {
 		if !want[a] {
 			l.ln.Close()
@@ -266,35 +313,25 @@ func (r *Relay) listen() error {
 }
 
 // privateAddrs is port on loopback and on every private address of the
-// server's interfaces, and the networks of its Docker bridges.
-func privateAddrs(port uint16) (addrs []netip.AddrPort, bridges []netip.Prefix) {
+// interfaces that are up, and on their Docker bridges (docker0, br-*),
+// whose networks are returned too.
+func privateAddrs(ifs []Interface, port uint16) (addrs []netip.AddrPort, bridges []netip.Prefix) {
 	addrs = []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), netip.AddrPortFrom(netip.IPv6Loopback(), port)}
-	ifs, _ := net.Interfaces()
 	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+		if !ifc.Up || ifc.Loopback {
 			continue
 		}
 		bridge := ifc.Name == "docker0" || strings.HasPrefix(ifc.Name, "br-")
-		as, _ := ifc.Addrs()
-		for _, a := range as {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			p, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok {
-				continue
-			}
-			p = p.Unmap()
-			ones, _ := ipn.Mask.Size()
-			if p.IsLinkLocalUnicast() {
+		for _, p := range ifc.Addrs {
+			a := p.Addr()
+			if a.IsLinkLocalUnicast() {
 				continue // needs a zone, and nothing submits mail there
 			}
 			if bridge {
-				bridges = append(bridges, netip.PrefixFrom(p, ones).Masked())
+				bridges = append(bridges, p.Masked())
 			}
-			if bridge || private(p) {
-				addrs = append(addrs, netip.AddrPortFrom(p, port))
+			if bridge || private(a) {
+				addrs = append(addrs, netip.AddrPortFrom(a, port))
 			}
 		}
 	}
