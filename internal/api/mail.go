@@ -311,16 +311,30 @@ func (s *Server) mailDrop(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if m.State == mail.Sending {
+		s.fail(w, beingDelivered(id))
+		return
+	}
 	if r.URL.Query().Get("confirm") != "true" {
 		s.fail(w, inputError{fmt.Errorf("dropping message %s (%s to %s) loses it for good: confirm it (moat mail drop --yes, or confirm=true)", id, orEmpty(m.From), strings.Join(m.Pending(), ", "))})
 		return
 	}
-	if err := ms.Delete(ctx, id); err != nil {
+	if err := ms.Delete(ctx, id); errors.Is(err, mail.ErrNotFound) {
+		// Taken for delivery since it was read.
+		s.fail(w, beingDelivered(id))
+		return
+	} else if err != nil {
 		s.fail(w, err)
 		return
 	}
 	s.record(ctx, "mail.drop", m.App, fmt.Sprintf("message %s %s from %s to %s dropped from the queue, after %d attempts", id, m.MessageID, orEmpty(m.From), strings.Join(m.Pending(), ", "), m.Attempts))
 	writeJSON(w, http.StatusOK, m)
+}
+
+// beingDelivered refuses to drop message id while a delivery attempt
+// holds it: the attempt would go on, and the message arrive anyway.
+func beingDelivered(id string) error {
+	return conflict{fmt.Errorf("message %s is being delivered at this moment, so dropping it would not stop it: wait for the attempt to end (moat mail queue), then drop it if it still waits", id)}
 }
 
 func orEmpty(from string) string {

@@ -276,6 +276,9 @@ func (d *Delivery) Run(ctx context.Context) {
 				d.mu.Lock()
 				delete(d.inflight, m.ID)
 				d.mu.Unlock()
+				// A worker is free: a backlog longer than one batch
+				// is taken on now, not at the next poll.
+				d.Kick()
 			}
 		}()
 	}
@@ -378,7 +381,9 @@ func (d *Delivery) attempt(ctx context.Context, m Message) {
 	m.State = Sending
 	m.Attempts++
 	if err := d.opts.Spool.Save(ctx, m); err != nil {
-		d.opts.Log.Error("mail queue", "id", m.ID, "err", err)
+		if !errors.Is(err, ErrNotFound) { // not dropped meanwhile
+			d.opts.Log.Error("mail queue", "id", m.ID, "err", err)
+		}
 		return
 	}
 	pending := m.Pending()

@@ -307,7 +307,7 @@ func (s *memStore) List(context.Context) ([]Message, error) {
 func (s *memStore) Delete(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.msgs[id]; !ok {
+	if m, ok := s.msgs[id]; !ok || m.State != Queued {
 		return ErrNotFound
 	}
 	delete(s.msgs, id)

@@ -106,8 +106,8 @@ type Spool interface {
 	// List returns the messages not final yet, oldest first, without
 	// their Data.
 	List(ctx context.Context) ([]Message, error)
-	// Delete removes a message whatever its state; ErrNotFound if there
-	// is none.
+	// Delete removes a message that waits in the queue (Queued);
+	// ErrNotFound if there is none, as when it is being delivered.
 	Delete(ctx context.Context, id string) error
 	// Sent returns every message accepted since since, final or not,
 	// without their Data, for the hourly quota after a restart.

@@ -131,7 +131,7 @@ func (s *SQLite) Retry(ctx context.Context, id string, at time.Time) (bool, erro
 
 // Delete removes a message; see mail.Spool.
 func (s *SQLite) Delete(ctx context.Context, id string) error {
-	res, err := s.write(ctx, "DELETE FROM mail_queue WHERE id = ?", id)
+	res, err := s.write(ctx, "DELETE FROM mail_queue WHERE id = ? AND state = 'queued'", id)
 	if err != nil {
 		return s.errorf("delete message", fmt.Errorf("%s: %w", id, err))
 	}

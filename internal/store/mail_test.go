@@ -87,6 +87,18 @@ func TestMailQueue(t *testing.T) {
 		t.Errorf("retried: next attempt %s, want %s", m.NextAttempt, at)
 	}
 
+	// A message being delivered is not deleted: the attempt would go on.
+	sending := msg("0000000000000003")
+	sending.State = mail.Sending
+	if err := s.Save(ctx, sending); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "0000000000000003"); !errors.Is(err, mail.ErrNotFound) {
+		t.Errorf("deleting a message being delivered: %v, want ErrNotFound", err)
+	}
+	if err := s.Save(ctx, msg("0000000000000003")); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Delete(ctx, "0000000000000003"); err != nil {
 		t.Fatal(err)
 	}
