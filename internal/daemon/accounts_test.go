@@ -3,9 +3,11 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"net/http"
 	"net/http/cookiejar"
+	"net/smtp"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -37,6 +39,17 @@ func TestSignInThroughTheEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitCert(admin, 60*time.Second, isValid)
+
+	// The relay's STARTTLS presents moat's certificate too: the server's
+	// own name has none here, so the admin host's.
+	sc, err := smtp.Dial(e.relayAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.StartTLS(&tls.Config{ServerName: admin, RootCAs: e.pebble.Roots()}); err != nil {
+		t.Errorf("STARTTLS to the relay, checked as %s against the ACME CA: %v", admin, err)
+	}
+	sc.Close()
 
 	post := func(c *http.Client, from, path string, body any, csrf string) (*http.Response, []byte) {
 		t.Helper()

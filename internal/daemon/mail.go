@@ -224,11 +224,18 @@ func (d *Daemon) checkMail(s config.State) error {
 }
 
 // mailCert is the relay's certificate for STARTTLS: moat's certificate
-// for the server's name when it holds one, otherwise a self-signed one.
-// Apps on this server reach the relay by an IP address, so they cannot
-// check a name either way; TLS keeps their password off the wire.
+// for the server's name when it holds one, else the admin host's (which
+// moat orders), else a self-signed one. Apps on this server reach the
+// relay by an IP address, so most cannot check a name either way; TLS
+// keeps their password off the wire.
 func (d *Daemon) mailCert(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if host := d.mailHost(); host != "" {
+	d.mu.Lock()
+	admin := d.adminHost
+	d.mu.Unlock()
+	for _, host := range []string{d.mailHost(), admin} {
+		if host == "" {
+			continue
+		}
 		h := *hello
 		h.ServerName = host
 		if c, err := d.certs.GetCertificate(&h); err == nil && c != nil {
