@@ -17,6 +17,7 @@ import (
 	"moat/internal/api"
 	"moat/internal/auth"
 	"moat/internal/config"
+	"moat/internal/firewall"
 )
 
 var mailedCode = regexp.MustCompile(`Your moat code is (\d{6})`)
@@ -24,16 +25,25 @@ var mailedCode = regexp.MustCompile(`Your moat code is (\d{6})`)
 // TestSignInThroughTheEdge: the HTTPS API answers on the admin host with
 // a certificate of its own; a sign-in takes the password and the code
 // mailed through moat's queue to a real SMTP server; the fifth wrong
-// password from one address bans it at the edge, and another address
-// still signs in.
+// password from one address bans it in the kernel and at the edge, and
+// another address still signs in.
 func TestSignInThroughTheEdge(t *testing.T) {
-	e := startMailEnv(t)
+	l := newGuardLab(t)
+	l.host.Accepting(t, "tcp", ":9000")
+	e := startMailEnv(t, withFirewall(firewall.NewManager(l.nft)))
 	admin := e.host("admin")
 	e.dns.Set(admin, loopbackAddr)
 	e.change(func(s *config.State) {
 		s.Server.AdminDomain = admin
 		s.Server.TrustedProxies = []string{"127.0.0.1"}
+		s.Firewall.Rules = []config.FirewallRule{{Port: "9000/tcp"}}
 	})
+	if err := e.client.Do(context.Background(), "POST", "/v1/firewall/apply", api.ApplyRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !reaches(l.attacker, labHost, 9000) || !reaches(l.other, labHost2, 9000) {
+		t.Fatal("before any failure, a client cannot reach the server")
+	}
 	var nu api.NewUser
 	if err := e.client.Do(context.Background(), "POST", "/v1/users", api.UserRequest{Email: "owner@example.com", Role: auth.RoleAdmin, Password: "correct horse battery 9"}, &nu); err != nil {
 		t.Fatal(err)
@@ -75,9 +85,9 @@ func TestSignInThroughTheEdge(t *testing.T) {
 		return c
 	}
 
-	// The owner signs in from 198.51.100.20 with the mailed code.
+	// The owner signs in with the mailed code.
 	owner := browser()
-	if resp, body := post(owner, "198.51.100.20", "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "correct horse battery 9"}, ""); resp.StatusCode != 200 {
+	if resp, body := post(owner, labOther, "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "correct horse battery 9"}, ""); resp.StatusCode != 200 {
 		t.Fatalf("sign-in: %d %s", resp.StatusCode, body)
 	}
 	var code string
@@ -95,7 +105,7 @@ func TestSignInThroughTheEdge(t *testing.T) {
 	if code == "" {
 		t.Fatal("no code reached the mail server")
 	}
-	resp, body := post(owner, "198.51.100.20", "/v1/auth/second", api.SecondRequest{Factor: auth.FactorEmail, Code: code}, "")
+	resp, body := post(owner, labOther, "/v1/auth/second", api.SecondRequest{Factor: auth.FactorEmail, Code: code}, "")
 	var in api.SignInResponse
 	if resp.StatusCode != 200 || json.Unmarshal(body, &in) != nil || in.Stage != auth.StageFull {
 		t.Fatalf("code: %d %s", resp.StatusCode, body)
@@ -104,11 +114,13 @@ func TestSignInThroughTheEdge(t *testing.T) {
 		t.Fatalf("GET /v1/me signed in: %d", resp.StatusCode)
 	}
 
-	// 203.0.113.50 guesses: the guard bans it at the fifth failure.
+	// The attacker guesses, through a proxy moat trusts (the address is
+	// the client's, from X-Forwarded-For): the guard bans it at the
+	// fifth failure.
 	attacker := browser()
 	fails := 0
 	for i := 0; fails < 5 && i < 20; i++ {
-		resp, body := post(attacker, "203.0.113.50", "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "guess " + strconv.Itoa(i)}, "")
+		resp, body := post(attacker, labAttacker, "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "guess " + strconv.Itoa(i)}, "")
 		switch resp.StatusCode {
 		case 401:
 			fails++
@@ -121,7 +133,7 @@ func TestSignInThroughTheEdge(t *testing.T) {
 	}
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		resp, body := post(attacker, "203.0.113.50", "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "correct horse battery 9"}, "")
+		resp, body := post(attacker, labAttacker, "/v1/auth/signin", api.SignInRequest{Email: "owner@example.com", Password: "correct horse battery 9"}, "")
 		if resp.StatusCode == 403 && bytes.Contains(body, []byte("banned")) {
 			break
 		}
@@ -133,13 +145,19 @@ func TestSignInThroughTheEdge(t *testing.T) {
 	found := false
 	bans := e.guardStatus().Bans
 	for _, b := range bans {
-		found = found || b.Jail == config.JailMoat && b.Prefix == netip.MustParsePrefix("203.0.113.50/32")
+		found = found || b.Jail == config.JailMoat && b.Prefix == netip.MustParsePrefix(labAttacker+"/32")
 	}
 	if !found {
 		t.Errorf("no moat-jail ban of the attacker: %+v", bans)
 	}
+	if reaches(l.attacker, labHost, 9000) {
+		t.Error("the attacker banned by the moat jail still reaches the server: the ban is not in the kernel")
+	}
+	if !reaches(l.other, labHost2, 9000) {
+		t.Error("the owner's address no longer reaches the server")
+	}
 	// The owner, elsewhere, still reaches the API.
-	if resp, _ := post(owner, "198.51.100.20", "/v1/auth/signout", nil, in.CSRF); resp.StatusCode != 200 {
+	if resp, _ := post(owner, labOther, "/v1/auth/signout", nil, in.CSRF); resp.StatusCode != 200 {
 		t.Errorf("sign-out: %d", resp.StatusCode)
 	}
 }
