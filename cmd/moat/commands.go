@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"moat/internal/api"
+	"moat/internal/auth"
 	"moat/internal/config"
 	"moat/internal/firewall"
 	"moat/internal/store"
@@ -25,7 +27,7 @@ import (
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newInit(g *globals) *cobra.Command {
-	var domain, email, sshdConfig string
+	var domain, email, admin, sshdConfig string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Write the server's first settings: its domain, the contact email, the first firewall rules",
@@ -34,7 +36,12 @@ account and for alerts. Run it again to change them.
 
 The first time, it also opens the ports the server needs in the firewall:
 sshd's port (read from its configuration) and the edge's HTTP and HTTPS
-ports. moat serve puts them in force when it starts.`,
+ports. moat serve puts them in force when it starts.
+
+When there is no account yet, it makes the first admin (--admin, the
+contact email by default): on a terminal it asks for the password;
+otherwise it prints a one-time invitation, valid 24 hours, with which the
+owner sets it.`,
 		Example: "  moat init --domain moat.example.com --email admin@example.com",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -55,11 +62,18 @@ ports. moat serve puts them in force when it starts.`,
 			if err := printChange(cmd.OutOrStdout(), res); err != nil {
 				return err
 			}
-			return initFirewall(g, cmd, sshdConfig)
+			if err := initFirewall(g, cmd, sshdConfig); err != nil {
+				return err
+			}
+			if admin == "" {
+				admin = email
+			}
+			return initAdmin(g, cmd, admin)
 		},
 	}
 	cmd.Flags().StringVar(&domain, "domain", "", "the server's own domain, like moat.example.com")
 	cmd.Flags().StringVar(&email, "email", "", "contact for the certificate authority and for alerts")
+	cmd.Flags().StringVar(&admin, "admin", "", "the first admin account's email, when there is no account yet (default: --email)")
 	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration, to read its port from")
 	return cmd
 }
@@ -96,6 +110,37 @@ func initFirewall(g *globals, cmd *cobra.Command, sshdConfig string) error {
 		fmt.Fprintln(w, "Firewall: "+note)
 	}
 	fmt.Fprintln(w, "Everything else inbound will be dropped once the rules are in force: moat serve applies them when it starts (moat firewall list shows them).")
+	return nil
+}
+
+// initAdmin makes the first admin account when there is none: with a
+// password typed on the terminal, or else an invitation printed once.
+func initAdmin(g *globals, cmd *cobra.Command, email string) error {
+	var list []api.Account
+	if err := g.call(cmd, "GET", "/v1/users?limit=1", nil, &list); err != nil {
+		return err
+	}
+	if len(list) > 0 || email == "" {
+		return nil
+	}
+	req := api.UserRequest{Email: email, Role: auth.RoleAdmin}
+	if f, ok := cmd.InOrStdin().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		pw, err := readPassword(cmd, "Password for the first admin, "+email+" (at least 12 characters): ")
+		if err != nil {
+			return err
+		}
+		req.Password = pw
+	}
+	var nu api.NewUser
+	if err := g.call(cmd, "POST", "/v1/users", req, &nu); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "Added the first admin, %s.\n", nu.Email)
+	if nu.Invitation != "" {
+		fmt.Fprintf(w, "Invitation (shown once, valid 24 hours): %s\n", nu.Invitation)
+		fmt.Fprintln(w, "Set the password with it: POST /v1/auth/invitation on the admin host, or run moat user passwd "+nu.Email+" as root here.")
+	}
 	return nil
 }
 
