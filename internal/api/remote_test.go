@@ -48,6 +48,12 @@ type remoteRig struct {
 
 func newRemote(t testing.TB) *remoteRig {
 	t.Helper()
+	return newRemoteWith(t, secret.Params{Memory: 64, Time: 1, Threads: 1})
+}
+
+// newRemoteWith is newRemote hashing passwords with params.
+func newRemoteWith(t testing.TB, params secret.Params) *remoteRig {
+	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "moat.db"))
@@ -63,7 +69,7 @@ func newRemote(t testing.TB) *remoteRig {
 	rg.auth, err = auth.New(auth.Options{
 		Store:  st,
 		Sealer: sealer,
-		Params: secret.Params{Memory: 64, Time: 1, Threads: 1},
+		Params: params,
 		Issuer: "moat example.com",
 		Mail: func(_ context.Context, to, subject, body string) error {
 			rg.mu.Lock()
