@@ -265,6 +265,11 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if !onTheBox(r.Context()) {
+		// Secrets stay on the server: off it, even an admin reads the
+		// state without them (and writing it back keeps them).
+		st = st.Redacted()
+	}
 	writeJSON(w, http.StatusOK, StateResponse{State: st, Revision: rev})
 }
 
@@ -360,6 +365,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.update(w, r, func(st *config.State) error {
+		want.KeepSecrets(*st)
 		*st = want
 		return nil
 	})

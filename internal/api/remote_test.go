@@ -22,6 +22,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"moat/internal/auth"
+	"moat/internal/config"
 	"moat/internal/secret"
 	"moat/internal/store"
 )
@@ -714,4 +715,47 @@ func FuzzAPIBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRemoteStateHidesSecrets: over HTTPS even an admin reads the state
+// without the smarthost's password, and writing that state back keeps
+// the password; root on the server reads it whole.
+func TestRemoteStateHidesSecrets(t *testing.T) {
+	rg := newRemote(t)
+	ctx := context.Background()
+	const pass = "provider-secret-5d1a"
+	if _, err := rg.st.Update(ctx, store.Actor{Who: "root", From: "unix"}, false, func(s *config.State) error {
+		s.Mail.Smarthost = config.Smarthost{Host: "smtp.mailgun.org", Username: "postmaster@example.com", Password: pass}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rg.account("owner@example.com", auth.RoleAdmin)
+	b := rg.browser()
+	b.signIn("owner@example.com")
+	r := b.must(200, "GET", "/v1/state", nil)
+	if strings.Contains(string(r.body), pass) {
+		t.Fatalf("GET /v1/state over HTTPS shows the smarthost's password:\n%s", r.body)
+	}
+	var got StateResponse
+	r.decode(t, &got)
+	if got.State.Mail.Smarthost.Password != config.Hidden {
+		t.Errorf("password shown as %q, want %q", got.State.Mail.Smarthost.Password, config.Hidden)
+	}
+	got.State.Mail.Smarthost.Username = "other@example.com"
+	b.must(200, "PUT", "/v1/state", got.State)
+	st, _, err := rg.st.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mail.Smarthost.Password != pass || st.Mail.Smarthost.Username != "other@example.com" {
+		t.Errorf("after writing the shown state back: %+v; want the password kept and the username changed", st.Mail.Smarthost)
+	}
+	var root StateResponse
+	if err := Local(rg.api.Handler(), store.Actor{Who: "root", From: "unix"}).Do(ctx, "GET", "/v1/state", nil, &root); err != nil {
+		t.Fatal(err)
+	}
+	if root.State.Mail.Smarthost.Password != pass {
+		t.Errorf("root on the server reads the password as %q", root.State.Mail.Smarthost.Password)
+	}
 }

@@ -27,6 +27,12 @@ type boxKey struct{}
 // itself: the control socket, or the CLI with the store in hand.
 func OnTheBox(ctx context.Context) context.Context { return context.WithValue(ctx, boxKey{}, true) }
 
+// onTheBox reports whether ctx is marked by OnTheBox.
+func onTheBox(ctx context.Context) bool {
+	on, _ := ctx.Value(boxKey{}).(bool)
+	return on
+}
+
 func (s *Server) withAccounts(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.Auth == nil {
@@ -39,7 +45,7 @@ func (s *Server) withAccounts(h http.HandlerFunc) http.HandlerFunc {
 
 func (s *Server) onTheBox(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if on, _ := r.Context().Value(boxKey{}).(bool); !on {
+		if !onTheBox(r.Context()) {
 			s.fail(w, forbidden(errors.New("this is the recovery path, for root on the server only: run moat user passwd or moat user reset-mfa there")))
 			return
 		}

@@ -129,14 +129,33 @@ func (s *State) normalizeMail() {
 	}
 }
 
+// Hidden stands for a secret in a state shown to someone who may not
+// read it; a state written back with it keeps the secret it hid.
+const Hidden = "(hidden)"
+
 // redacted is the mail settings as plans and the activity log show them:
 // the smarthost's password is a secret.
 func (m Mail) redacted() Mail {
 	m = m.clone()
 	if m.Smarthost.Password != "" {
-		m.Smarthost.Password = "(hidden)"
+		m.Smarthost.Password = Hidden
 	}
 	return m
+}
+
+// Redacted is s with its secrets (the smarthost's password) replaced by
+// Hidden, for readers off the server.
+func (s State) Redacted() State {
+	s.Mail = s.Mail.redacted()
+	return s
+}
+
+// KeepSecrets puts back the secrets of old where s has Hidden, so that a
+// redacted state written back changes no secret.
+func (s *State) KeepSecrets(old State) {
+	if s.Mail.Smarthost.Password == Hidden {
+		s.Mail.Smarthost.Password = old.Mail.Smarthost.Password
+	}
 }
 
 // mailStep is the plan step for the mail settings, without the password;
@@ -217,7 +236,7 @@ func (s State) validateMail(add func(field, value, problem, fix string)) {
 			add("mail.smarthost.ca_roots", r, "is not an absolute path", "write the full path of a PEM file, like /etc/moat/relay-ca.pem")
 		}
 		if strings.ContainsAny(sh.Username+sh.Password, "\r\n\x00") {
-			add("mail.smarthost.password", "(hidden)", "contains a line break or NUL", "paste the provider's credentials without line breaks")
+			add("mail.smarthost.password", Hidden, "contains a line break or NUL", "paste the provider's credentials without line breaks")
 		}
 	}
 	for i, e := range s.Server.Notify.Email {
