@@ -107,6 +107,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/apps/{name}", s.removeApp)
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/activity", s.activity)
+	mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
 	s.firewallRoutes(mux)
 	s.guardRoutes(mux)
 	s.sshRoutes(mux)

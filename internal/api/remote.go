@@ -43,6 +43,8 @@ type Remote struct {
 func (rm *Remote) Handler() http.Handler {
 	mux := http.NewServeMux()
 	rm.authRoutes(mux)
+	// The description of the routes is public, ahead of the guard.
+	mux.HandleFunc("GET /v1/openapi.json", rm.API.openAPI)
 	mux.Handle("/v1/", rm.guarded(rm.API.Handler()))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		rm.API.fail(w, notFound("no such page: the API is under /v1/"))
