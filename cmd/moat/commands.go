@@ -123,25 +123,11 @@ func initAdmin(g *globals, cmd *cobra.Command, email string) error {
 	if len(list) > 0 || email == "" {
 		return nil
 	}
-	req := api.UserRequest{Email: email, Role: auth.RoleAdmin}
+	prompt := ""
 	if f, ok := cmd.InOrStdin().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		pw, err := readPassword(cmd, "Password for the first admin, "+email+" (at least 12 characters): ")
-		if err != nil {
-			return err
-		}
-		req.Password = pw
+		prompt = "Password for the first admin, " + email + " (at least 12 characters): "
 	}
-	var nu api.NewUser
-	if err := g.call(cmd, "POST", "/v1/users", req, &nu); err != nil {
-		return err
-	}
-	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "Added the first admin, %s.\n", nu.Email)
-	if nu.Invitation != "" {
-		fmt.Fprintf(w, "Invitation (shown once, valid 24 hours): %s\n", nu.Invitation)
-		fmt.Fprintln(w, "Set the password with it: POST /v1/auth/invitation on the admin host, or run moat user passwd "+nu.Email+" as root here.")
-	}
-	return nil
+	return addAccount(g, cmd, api.UserRequest{Email: email, Role: auth.RoleAdmin}, prompt, "the first admin, ")
 }
 
 // sshdPorts reads sshd's ports from its configuration; see

@@ -56,6 +56,30 @@ func readPassword(cmd *cobra.Command, prompt string) (string, error) {
 	return line, nil
 }
 
+// addAccount adds the account req: with the password asked with prompt,
+// or, when prompt is empty, with an invitation printed once. what names
+// the account in the reply ("the first admin, ").
+func addAccount(g *globals, cmd *cobra.Command, req api.UserRequest, prompt, what string) error {
+	if prompt != "" {
+		pw, err := readPassword(cmd, prompt)
+		if err != nil {
+			return err
+		}
+		req.Password = pw
+	}
+	var nu api.NewUser
+	if err := g.call(cmd, "POST", "/v1/users", req, &nu); err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "Added %s%s (%s).\n", what, nu.Email, nu.Role)
+	if nu.Invitation != "" {
+		fmt.Fprintf(w, "Invitation (shown once, valid 24 hours): %s\n", nu.Invitation)
+		fmt.Fprintln(w, "The password is set with it: POST /v1/auth/invitation on the admin host (or moat user passwd "+nu.Email+" as root here).")
+	}
+	return nil
+}
+
 func newUserAdd(g *globals) *cobra.Command {
 	var role, name string
 	var withPassword bool
@@ -67,25 +91,11 @@ valid for 24 hours, with which the person sets their own password.`,
 		Example: "  moat user add ops@example.com --role operator\n  moat user add owner@example.com --role admin --password",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := api.UserRequest{Email: args[0], Name: name, Role: auth.Role(role)}
+			prompt := ""
 			if withPassword {
-				pw, err := readPassword(cmd, "Password for "+args[0]+": ")
-				if err != nil {
-					return err
-				}
-				req.Password = pw
+				prompt = "Password for " + args[0] + ": "
 			}
-			var nu api.NewUser
-			if err := g.call(cmd, "POST", "/v1/users", req, &nu); err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Added %s (%s).\n", nu.Email, nu.Role)
-			if nu.Invitation != "" {
-				fmt.Fprintf(w, "Invitation (shown once, valid 24 hours): %s\n", nu.Invitation)
-				fmt.Fprintln(w, "The person sets a password with it: POST /v1/auth/invitation on the admin host.")
-			}
-			return nil
+			return addAccount(g, cmd, api.UserRequest{Email: args[0], Name: name, Role: auth.Role(role)}, prompt, "")
 		},
 	}
 	cmd.Flags().StringVar(&role, "role", string(auth.RoleViewer), "admin, operator or viewer")

@@ -66,7 +66,7 @@ func TestUserCommands(t *testing.T) {
 func TestInitFirstAdmin(t *testing.T) {
 	c := newCLI(t)
 	out := c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com")
-	if !strings.Contains(out, "Added the first admin, admin@example.com.") || !strings.Contains(out, "Invitation (shown once, valid 24 hours): ") {
+	if !strings.Contains(out, "Added the first admin, admin@example.com (admin).") || !strings.Contains(out, "Invitation (shown once, valid 24 hours): ") {
 		t.Errorf("init without a terminal:\n%s", out)
 	}
 	if list := c.ok("user", "list"); !strings.Contains(list, "admin@example.com") || !strings.Contains(list, "(invited)") {
@@ -97,7 +97,7 @@ func TestInitFirstAdmin(t *testing.T) {
 	io.WriteString(stdin, "correct horse battery 9\n")
 	err := cmd.Wait()
 	tty := outBuf.String()
-	if err != nil || !strings.Contains(tty, "Password for the first admin, owner@example.com") || !strings.Contains(tty, "Added the first admin, owner@example.com.") ||
+	if err != nil || !strings.Contains(tty, "Password for the first admin, owner@example.com") || !strings.Contains(tty, "Added the first admin, owner@example.com (admin).") ||
 		strings.Contains(tty, "Invitation") || strings.Contains(tty, "correct horse") {
 		t.Fatalf("init on a terminal: %v\n%s", err, tty)
 	}
