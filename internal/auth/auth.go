@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -89,6 +90,34 @@ type Token struct {
 	Expires  time.Time
 	LastUsed time.Time
 	LastAddr string
+}
+
+// Passkey is a WebAuthn credential of an account: the public half of a
+// key that a phone, a laptop or a security key holds.
+type Passkey struct {
+	// ID is the credential ID the authenticator chose.
+	ID      []byte
+	Account int64
+	Name    string
+	// PublicKey is the credential's public key, COSE-encoded.
+	PublicKey []byte
+	// SignCount is the authenticator's signature counter at the last
+	// use; zero for authenticators that keep none.
+	SignCount uint32
+	// AAGUID names the authenticator's model; zeros when it does not
+	// say.
+	AAGUID     []byte
+	Transports []string
+	// Flags are the authenticator data flags of the last use: user
+	// present, verified, backup eligible, backed up.
+	Flags             byte
+	AttestationType   string
+	AttestationFormat string
+	// CloneWarning is set when a signature counter went backwards: two
+	// copies of the key may exist.
+	CloneWarning bool
+	Created      time.Time
+	LastUsed     time.Time
 }
 
 // EmailCode is the email code of one session's sign-in.
@@ -179,6 +208,37 @@ type Store interface {
 	// UseInvitation removes an invitation and returns its account;
 	// ErrNotFound when there is none or it expired before now.
 	UseInvitation(ctx context.Context, hash string, now time.Time) (int64, error)
+
+	// AddPasskey keeps a new passkey; ErrExists when its credential ID
+	// is known already.
+	AddPasskey(ctx context.Context, p Passkey) error
+	// Passkeys lists an account's passkeys, oldest first.
+	Passkeys(ctx context.Context, account int64) ([]Passkey, error)
+	// UsePasskey records a sign-in with a passkey: its signature
+	// counter, flags, clone warning and last use.
+	UsePasskey(ctx context.Context, p Passkey) error
+	// RemovePasskey removes a passkey of an account; ErrNotFound when it
+	// has none by that ID.
+	RemovePasskey(ctx context.Context, account int64, id []byte) error
+	// PutCeremony keeps the state of a passkey ceremony for its owner (a
+	// hash), replacing the owner's last one and dropping every expired
+	// one.
+	PutCeremony(ctx context.Context, owner string, data []byte, expires time.Time) error
+	// TakeCeremony removes the owner's ceremony and returns it;
+	// ErrNotFound when there is none or it expired before now. A
+	// ceremony is good once.
+	TakeCeremony(ctx context.Context, owner string, now time.Time) ([]byte, error)
+}
+
+// Refusal is a request refused for what it asks, not for a fault of the
+// server: the API answers it with 400 and its message.
+type Refusal struct{ Err error }
+
+func (r *Refusal) Error() string { return r.Err.Error() }
+func (r *Refusal) Unwrap() error { return r.Err }
+
+func refuse(format string, args ...any) error {
+	return &Refusal{fmt.Errorf(format, args...)}
 }
 
 // Errors of a Store.

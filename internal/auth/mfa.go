@@ -41,7 +41,7 @@ func (s *Service) sendCode(ctx context.Context, c Client, sess Session, a Accoun
 		return err
 	}
 	if s.o.Mail == nil {
-		return errors.New("moat cannot send mail, so it cannot send the sign-in code: set up mail (moat mail) or sign in with another factor")
+		return refuse("moat cannot send mail, so it cannot send the sign-in code: set up mail (moat mail) or sign in with another factor")
 	}
 	body := fmt.Sprintf("Your moat code is %s\n\nIt is good for 10 minutes, once. It was asked for by a sign-in from %s (%s).\nIf that was not you, someone knows your password: change it.\n", code, addrString(c.Addr), c.Agent)
 	if err := s.o.Mail(ctx, a.Email, "Your moat code: "+code, body); err != nil {
@@ -81,7 +81,7 @@ func digits(n int) (string, error) {
 }
 
 // checkFactor checks a second factor of an account, spending what it
-// uses: an email code, a TOTP step, a recovery code.
+// uses: an email code, a TOTP step, a recovery code, a passkey challenge.
 func (s *Service) checkFactor(ctx context.Context, sess Session, a Account, f Factor, code string) error {
 	code = strings.TrimSpace(code)
 	switch f {
@@ -99,7 +99,7 @@ func (s *Service) checkFactor(ctx context.Context, sess Session, a Account, f Fa
 		return s.o.Store.DropEmailCode(ctx, sess.Hash)
 	case FactorTOTP:
 		if a.MFA != MethodTOTP {
-			return fmt.Errorf("%s has no authenticator app set up", a.Email)
+			return refuse("%s has no authenticator app set up", a.Email)
 		}
 		key, err := s.o.Sealer.Open(a.TOTP, totpLabel(a.ID))
 		if err != nil {
@@ -131,8 +131,10 @@ func (s *Service) checkFactor(ctx context.Context, sess Session, a Account, f Fa
 			s.mail(ctx, a.Email, "A moat recovery code was used", fmt.Sprintf("A recovery code of %s was used to sign in from %s. %d are left; make new ones on the Account page.\n", a.Email, sess.Addr, left))
 		}
 		return nil
+	case FactorPasskey:
+		return s.checkPasskey(ctx, sess, a, code)
 	}
-	return fmt.Errorf("%q is not a second factor: use email, totp or recovery", f)
+	return refuse("%q is not a second factor: use email, totp, recovery or passkey", f)
 }
 
 // totpStep returns the time step whose code is code, within a step of
@@ -209,7 +211,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, by Actor, id int64, code stri
 		return nil, err
 	}
 	if a.TOTPPending == nil {
-		return nil, errors.New("no authenticator app is being set up: start again")
+		return nil, refuse("no authenticator app is being set up: start again")
 	}
 	key, err := s.o.Sealer.Open(a.TOTPPending, totpLabel(a.ID))
 	if err != nil {
@@ -306,13 +308,16 @@ func (s *Service) UseEmailCodes(ctx context.Context, by Actor, id int64) error {
 }
 
 // ResetMFA is the way back for an owner who lost their second factor:
-// root on the box only. The account is back on email codes, its recovery
-// codes and sessions are gone.
+// root on the box only. The account is back on email codes; its recovery
+// codes, passkeys (the lost phone may hold one) and sessions are gone.
 func (s *Service) ResetMFA(ctx context.Context, by Actor, id int64) error {
 	if err := s.UseEmailCodes(ctx, by, id); err != nil {
 		return err
 	}
 	if err := s.o.Store.SetRecoveryCodes(ctx, id, nil); err != nil {
+		return err
+	}
+	if err := s.removePasskeys(ctx, id); err != nil {
 		return err
 	}
 	_, err := s.o.Store.RemoveSessions(ctx, id, "")

@@ -61,6 +61,9 @@ type Options struct {
 	Settings func() config.Auth
 	// Issuer names the server in authenticator apps: "moat example.com".
 	Issuer string
+	// RelyingParty is the site passkeys are bound to, as it is now; nil
+	// or an empty ID means no passkeys.
+	RelyingParty func() RelyingParty
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Params are the argon2id costs of new hashes; zero means
@@ -168,7 +171,9 @@ func (s *Service) mail(ctx context.Context, to, subject, body string) {
 // fail counts a failed attempt: for the guard, for the account's back-off
 // and in the activity log.
 func (s *Service) fail(ctx context.Context, c Client, email, action, detail string) {
-	s.backoff.fail(normEmail(email), s.now())
+	if email != "" { // a passkey refused before it named its account backs no account off
+		s.backoff.fail(normEmail(email), s.now())
+	}
 	if s.o.Fail != nil && c.Addr.IsValid() {
 		s.o.Fail(ctx, c.Addr, detail)
 	}
@@ -181,6 +186,9 @@ func (s *Service) regulate(c Client, email string) error {
 	now := s.now()
 	if d := s.limiter.Allow(ratelimit.KeyFor(0, c.Addr, 0), LoginRule, now); !d.Allowed {
 		return &SlowDown{RetryAfter: d.RetryAfter}
+	}
+	if email == "" {
+		return nil
 	}
 	if wait := s.backoff.wait(normEmail(email), now); wait > 0 {
 		return &SlowDown{RetryAfter: wait}

@@ -30,7 +30,7 @@ const password = "correct horse battery 9"
 // and the mail, guard events and activity it produced.
 type rig struct {
 	*auth.Service
-	t     *testing.T
+	t     testing.TB
 	st    *store.SQLite
 	clock *clock
 	mu    sync.Mutex
@@ -54,7 +54,7 @@ func (c *clock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newRig(t *testing.T, p secret.Params) *rig {
+func newRig(t testing.TB, p secret.Params) *rig {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "moat.db"))
@@ -80,6 +80,9 @@ func (r *rig) service(p secret.Params) *auth.Service {
 		Now:    r.clock.Now,
 		Params: p,
 		Issuer: "moat example.com",
+		RelyingParty: func() auth.RelyingParty {
+			return auth.RelyingParty{ID: "moat.example.com", Origins: []string{"https://moat.example.com"}}
+		},
 		Mail: func(ctx context.Context, to, subject, body string) error {
 			r.mu.Lock()
 			defer r.mu.Unlock()

@@ -62,6 +62,11 @@ func (s *Service) SignIn(ctx context.Context, c Client, email, password string) 
 		return in, err
 	}
 	in.Needs = []Factor{FactorRecovery}
+	if keys, err := s.o.Store.Passkeys(ctx, a.ID); err != nil {
+		return in, err
+	} else if len(keys) > 0 {
+		in.Needs = []Factor{FactorPasskey, FactorRecovery}
+	}
 	switch a.MFA {
 	case MethodEmail:
 		in.Needs = append([]Factor{FactorEmail}, in.Needs...)
@@ -103,7 +108,7 @@ func (s *Service) ResendCode(ctx context.Context, c Client, token string) error 
 		return err
 	}
 	if a.MFA != MethodEmail {
-		return fmt.Errorf("%s signs in with %s, not an email code", a.Email, a.MFA)
+		return refuse("%s signs in with %s, not an email code", a.Email, a.MFA)
 	}
 	return s.sendCode(ctx, c, sess, a)
 }

@@ -242,4 +242,34 @@ CREATE TABLE invitations (
 	expires TEXT NOT NULL
 ) STRICT;
 `,
+	// 9: passkeys (WebAuthn credentials) and the ceremonies under way.
+	// A passkey's public key is not secret; its fields are columns, as
+	// the WebAuthn library advises, so that they can be read and queried.
+	`
+CREATE TABLE passkeys (
+	id                 BLOB PRIMARY KEY,
+	account            INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	name               TEXT NOT NULL,
+	public_key         BLOB NOT NULL,
+	sign_count         INTEGER NOT NULL CHECK (sign_count >= 0),
+	aaguid             BLOB NOT NULL,
+	transports         TEXT NOT NULL,
+	flags              INTEGER NOT NULL,
+	attestation_type   TEXT NOT NULL,
+	attestation_format TEXT NOT NULL,
+	clone_warning      INTEGER NOT NULL DEFAULT 0,
+	created            TEXT NOT NULL,
+	last_used          TEXT NOT NULL
+) STRICT;
+CREATE INDEX passkeys_account ON passkeys (account);
+
+-- A ceremony's challenge and what it was begun for, by the hash of what
+-- anchors it: a session, or the cookie of a passwordless sign-in.
+CREATE TABLE passkey_ceremonies (
+	owner   TEXT PRIMARY KEY,
+	data    BLOB NOT NULL,
+	expires TEXT NOT NULL
+) STRICT;
+CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires);
+`,
 }
