@@ -185,7 +185,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &se):
 		code = se.code
-	case errors.As(err, &nf):
+	case errors.As(err, &nf), errors.Is(err, auth.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.As(err, &cf):
 		code = http.StatusConflict
@@ -216,8 +216,11 @@ type inputError struct{ error }
 func (e inputError) Unwrap() error { return e.error }
 
 func isInput(err error) bool {
-	var ie inputError
-	return errors.As(err, &ie) || len(fieldErrors(err)) > 0
+	var (
+		ie inputError
+		re *auth.Refusal
+	)
+	return errors.As(err, &ie) || errors.As(err, &re) || len(fieldErrors(err)) > 0
 }
 
 func fieldErrors(err error) []*config.FieldError {

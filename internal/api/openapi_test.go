@@ -78,7 +78,9 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 	// documented operation reaches the route of that very pattern.
 	srv := (&Server{}).Handler().(*http.ServeMux)
 	remote := http.NewServeMux()
-	(&Remote{API: &Server{}}).authRoutes(remote)
+	rm := &Remote{API: &Server{}}
+	rm.authRoutes(remote)
+	rm.passkeyRoutes(remote)
 	param := regexp.MustCompile(`\{\w+\}`)
 	for _, want := range documented {
 		method, path, _ := strings.Cut(want, " ")

@@ -43,6 +43,7 @@ type Remote struct {
 func (rm *Remote) Handler() http.Handler {
 	mux := http.NewServeMux()
 	rm.authRoutes(mux)
+	rm.passkeyRoutes(mux)
 	// The description of the routes is public, ahead of the guard.
 	mux.HandleFunc("GET /v1/openapi.json", rm.API.openAPI)
 	mux.Handle("/v1/", rm.guarded(rm.API.Handler()))

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -86,10 +87,14 @@ func (rm *Remote) signIn(w http.ResponseWriter, r *http.Request) {
 	rm.signedIn(w, in)
 }
 
-// SecondRequest finishes a sign-in: factor is email, totp or recovery.
+// SecondRequest finishes a sign-in: factor is email, totp or recovery
+// with its code, or passkey with the PublicKeyCredential that
+// navigator.credentials.get() gave for the challenge of
+// POST /v1/auth/second/passkey.
 type SecondRequest struct {
-	Factor auth.Factor `json:"factor"`
-	Code   string      `json:"code"`
+	Factor     auth.Factor     `json:"factor"`
+	Code       string          `json:"code,omitempty"`
+	Credential json.RawMessage `json:"credential,omitempty"`
 }
 
 func pendingCookie(r *http.Request) (string, error) {
@@ -111,9 +116,13 @@ func (rm *Remote) second(w http.ResponseWriter, r *http.Request) {
 		rm.API.fail(w, err)
 		return
 	}
-	in, err := rm.Auth.Second(r.Context(), rm.client(r), tok, req.Factor, req.Code)
+	code := req.Code
+	if req.Factor == auth.FactorPasskey {
+		code = string(req.Credential)
+	}
+	in, err := rm.Auth.Second(r.Context(), rm.client(r), tok, req.Factor, code)
 	if err != nil {
-		rm.API.fail(w, authErr(w, err))
+		rm.API.fail(w, passkeyErr(w, err))
 		return
 	}
 	rm.signedIn(w, in)

@@ -72,6 +72,9 @@ func newRemoteWith(t testing.TB, params secret.Params) *remoteRig {
 		Sealer: sealer,
 		Params: params,
 		Issuer: "moat example.com",
+		RelyingParty: func() auth.RelyingParty {
+			return auth.RelyingParty{ID: "admin.example.com", Origins: []string{passkeyOrigin}}
+		},
 		Mail: func(_ context.Context, to, subject, body string) error {
 			rg.mu.Lock()
 			defer rg.mu.Unlock()
@@ -237,7 +240,7 @@ func (b *browser) signIn(email string) {
 	if out.Stage != auth.StagePassword {
 		b.rg.t.Fatalf("after the password: %+v", out)
 	}
-	b.must(200, "POST", "/v1/auth/second", SecondRequest{auth.FactorEmail, b.rg.code(email)}).decode(b.rg.t, &out)
+	b.must(200, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorEmail, Code: b.rg.code(email)}).decode(b.rg.t, &out)
 	if out.Stage != auth.StageFull || out.CSRF == "" {
 		b.rg.t.Fatalf("after the code: %+v", out)
 	}
@@ -285,8 +288,8 @@ func TestRemoteSignIn(t *testing.T) {
 	}
 
 	// A wrong code, then the right one; the session gets a new id.
-	b.must(401, "POST", "/v1/auth/second", SecondRequest{auth.FactorEmail, "000000"})
-	full := b.must(200, "POST", "/v1/auth/second", SecondRequest{auth.FactorEmail, rg.code("owner@example.com")})
+	b.must(401, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorEmail, Code: "000000"})
+	full := b.must(200, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorEmail, Code: rg.code("owner@example.com")})
 	full.decode(t, &out)
 	if c := cookieOf(t, full); c.Value == pending.Value {
 		t.Error("the session kept its id at full sign-in")
@@ -488,10 +491,10 @@ func TestRemoteTOTPAndRecoveryCodes(t *testing.T) {
 	other := rg.browser()
 	var out SignInResponse
 	other.must(200, "POST", "/v1/auth/signin", SignInRequest{"owner@example.com", testPassword}).decode(t, &out)
-	other.must(200, "POST", "/v1/auth/second", SecondRequest{auth.FactorRecovery, rc.Codes[0]})
+	other.must(200, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorRecovery, Code: rc.Codes[0]})
 	again := rg.browser()
 	again.must(200, "POST", "/v1/auth/signin", SignInRequest{"owner@example.com", testPassword})
-	again.must(401, "POST", "/v1/auth/second", SecondRequest{auth.FactorRecovery, rc.Codes[0]})
+	again.must(401, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorRecovery, Code: rc.Codes[0]})
 
 	// Turning it off wants the word and a fresh factor.
 	b.must(400, "POST", "/v1/me/mfa/disable", DisableRequest{Confirm: "yes", Factor: auth.FactorRecovery, Code: rc.Codes[1]})
@@ -685,6 +688,12 @@ func FuzzAPIBody(f *testing.F) {
 		{"GET", "/v1/apps?limit=-1&offset=x", ``},
 		{"GET", "/v1/activity?limit=x", ``},
 		{"DELETE", "/v1/me/tokens/nope", ``},
+		{"POST", "/v1/auth/passkey", ``},
+		{"POST", "/v1/auth/passkey/finish", `{"id":1,"response":{}}`},
+		{"POST", "/v1/auth/second", `{"factor":"passkey","credential":{"type":"public-key"}}`},
+		{"POST", "/v1/auth/second/passkey", `{}`},
+		{"POST", "/v1/me/passkeys/finish", `{"name":"x","credential":"no"}`},
+		{"DELETE", "/v1/me/passkeys/!!", ``},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.body)

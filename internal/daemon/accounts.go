@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -45,6 +46,11 @@ func (d *Daemon) openAccounts(host string) (*auth.Service, error) {
 			defer d.mu.Unlock()
 			return d.authSettings
 		},
+		RelyingParty: func() auth.RelyingParty {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return d.passkeySite
+		},
 		Issuer: strings.TrimSpace("moat " + host),
 		Params: d.opts.AuthParams,
 		Logger: d.log,
@@ -79,6 +85,20 @@ func (d *Daemon) moatPages() http.Handler {
 			fmt.Fprintln(w, "404 Not Found: no app is configured for this address.")
 		}
 	})
+}
+
+// passkeySite is where passkeys are made and used: the admin host, at
+// the edge's HTTPS port (and at 443, for a forwarder in front).
+func passkeySite(s config.Server) auth.RelyingParty {
+	host := s.AdminHost()
+	if host == "" {
+		return auth.RelyingParty{}
+	}
+	rp := auth.RelyingParty{ID: host, Origins: []string{"https://" + host}}
+	if _, port, err := net.SplitHostPort(s.HTTPSAddr()); err == nil && port != "443" && port != "" && port != "0" {
+		rp.Origins = append(rp.Origins, "https://"+net.JoinHostPort(host, port))
+	}
+	return rp
 }
 
 func hostOf(r *http.Request) string {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/smtp"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -159,5 +160,30 @@ func TestSignInThroughTheEdge(t *testing.T) {
 	// The owner, elsewhere, still reaches the API.
 	if resp, _ := post(owner, labOther, "/v1/auth/signout", nil, in.CSRF); resp.StatusCode != 200 {
 		t.Errorf("sign-out: %d", resp.StatusCode)
+	}
+}
+
+// TestPasskeySite: passkeys are bound to the admin host, at the port the
+// edge answers HTTPS on.
+func TestPasskeySite(t *testing.T) {
+	tests := []struct {
+		name    string
+		s       config.Server
+		id      string
+		origins []string
+	}{
+		{"default", config.Server{Domain: "example.com"}, "moat.example.com", []string{"https://moat.example.com"}},
+		{"own name at 8443", config.Server{AdminDomain: "admin.example.com", Listen: config.Listen{HTTPS: ":8443"}}, "admin.example.com", []string{"https://admin.example.com", "https://admin.example.com:8443"}},
+		{"at 443", config.Server{AdminDomain: "admin.example.com", Listen: config.Listen{HTTPS: "203.0.113.1:443"}}, "admin.example.com", []string{"https://admin.example.com"}},
+		{"off", config.Server{Domain: "example.com", AdminDomain: "off"}, "", nil},
+		{"no domain", config.Server{}, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rp := passkeySite(tt.s)
+			if rp.ID != tt.id || !slices.Equal(rp.Origins, tt.origins) {
+				t.Errorf("passkeySite = %+v, want %s %v", rp, tt.id, tt.origins)
+			}
+		})
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"moat/internal/api"
+	"moat/internal/auth"
 	"moat/internal/certs"
 	"moat/internal/config"
 	"moat/internal/edge"
@@ -114,6 +115,8 @@ type Daemon struct {
 	adminHost    string
 	remote       http.Handler
 	authSettings config.Auth
+	// passkeySite is the admin host as passkeys know it.
+	passkeySite auth.RelyingParty
 }
 
 // certSource is what the daemon needs of its certificates: the edge's
@@ -333,7 +336,7 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	d.configureMail(ctx, s)
 	d.mu.Lock()
 	d.notifier = notifierFor(s, d.log, d.mail.alerts)
-	d.adminHost, d.authSettings = s.Server.AdminHost(), s.Auth
+	d.adminHost, d.authSettings, d.passkeySite = s.Server.AdminHost(), s.Auth, passkeySite(s.Server)
 	d.mu.Unlock()
 	d.configureGuard(s)
 	domains := s.Domains()
