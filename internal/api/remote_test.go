@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -495,6 +496,27 @@ func TestRemoteTOTPAndRecoveryCodes(t *testing.T) {
 	again := rg.browser()
 	again.must(200, "POST", "/v1/auth/signin", SignInRequest{"owner@example.com", testPassword})
 	again.must(401, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorRecovery, Code: rc.Codes[0]})
+
+	// The app's next code signs in, once: the enrolment spent this one.
+	next, err := totp.GenerateCode(en.Secret, time.Now().Add(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withApp := rg.browser()
+	withApp.from = "192.0.2.19" // 127.0.0.1 has had its 10 sign-in requests this second
+	withApp.must(200, "POST", "/v1/auth/signin", SignInRequest{"owner@example.com", testPassword}).decode(t, &out)
+	if !slices.Contains(out.Needs, auth.FactorTOTP) {
+		t.Fatalf("after the password, needs %v", out.Needs)
+	}
+	withApp.must(401, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorTOTP, Code: code})
+	withApp.must(200, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorTOTP, Code: next}).decode(t, &out)
+	if out.Stage != auth.StageFull {
+		t.Fatalf("after the app's code: %+v", out)
+	}
+	replayed := rg.browser()
+	replayed.from = "192.0.2.20"
+	replayed.must(200, "POST", "/v1/auth/signin", SignInRequest{"owner@example.com", testPassword})
+	replayed.must(401, "POST", "/v1/auth/second", SecondRequest{Factor: auth.FactorTOTP, Code: next})
 
 	// Turning it off wants the word and a fresh factor.
 	b.must(400, "POST", "/v1/me/mfa/disable", DisableRequest{Confirm: "yes", Factor: auth.FactorRecovery, Code: rc.Codes[1]})
