@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
+
 	"moat/internal/auth"
 )
 
@@ -46,27 +48,14 @@ type PasskeyInfo struct {
 
 func passkeyInfo(p auth.Passkey) PasskeyInfo {
 	out := PasskeyInfo{ID: auth.PasskeyID(p.ID), Name: p.Name, Created: p.Created, Transports: p.Transports,
-		BackedUp: p.Flags&0x10 != 0, CloneWarning: p.CloneWarning, AAGUID: uuidOf(p.AAGUID)}
+		BackedUp: p.BackedUp(), CloneWarning: p.CloneWarning, AAGUID: uuid.Nil.String()}
+	if id, err := uuid.FromBytes(p.AAGUID); err == nil {
+		out.AAGUID = id.String()
+	}
 	if !p.LastUsed.IsZero() {
 		out.LastUsed = &p.LastUsed
 	}
 	return out
-}
-
-// uuidOf writes 16 bytes as a UUID.
-func uuidOf(b []byte) string {
-	if len(b) != 16 {
-		b = make([]byte, 16)
-	}
-	const hex = "0123456789abcdef"
-	out := make([]byte, 0, 36)
-	for i, c := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out = append(out, '-')
-		}
-		out = append(out, hex[c>>4], hex[c&15])
-	}
-	return string(out)
 }
 
 // readAnswer reads a raw WebAuthn answer: a PublicKeyCredential as JSON.

@@ -75,7 +75,7 @@ func TestRemotePasskeys(t *testing.T) {
 	b.must(401, "POST", "/v1/me/passkeys/finish", PasskeyRequest{Name: "again", Credential: cred})
 	var list []PasskeyInfo
 	b.must(200, "GET", "/v1/me/passkeys", nil).decode(t, &list)
-	if len(list) != 1 || list[0].Name != "laptop" || list[0].LastUsed != nil {
+	if len(list) != 1 || list[0].Name != "laptop" || list[0].LastUsed != nil || list[0].AAGUID != "00000000-0000-0000-0000-000000000000" || list[0].BackedUp {
 		t.Fatalf("passkeys: %+v", list)
 	}
 

@@ -151,6 +151,12 @@ func (s *Service) takeCeremony(ctx context.Context, owner string) (ceremony, err
 	return c, nil
 }
 
+// BackedUp reports whether a passkey is synced by its platform (a
+// password manager, iCloud Keychain), as its last use said.
+func (p Passkey) BackedUp() bool {
+	return protocol.AuthenticatorFlags(p.Flags).HasBackupState()
+}
+
 // PasskeyID is a passkey's credential ID as the API writes it.
 func PasskeyID(id []byte) string { return base64.RawURLEncoding.EncodeToString(id) }
 
