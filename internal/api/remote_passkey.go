@@ -170,7 +170,7 @@ func (rm *Remote) finishPasskey(w http.ResponseWriter, r *http.Request, p princi
 	}
 	k, err := rm.Auth.FinishPasskey(r.Context(), ctxActor(r.Context()), p.raw, req.Name, req.Credential)
 	if err != nil {
-		rm.API.fail(w, passkeyErr(w, err))
+		rm.API.fail(w, err)
 		return
 	}
 	in, err := rm.Auth.Rotate(r.Context(), rm.client(r), p.raw)

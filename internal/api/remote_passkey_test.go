@@ -71,8 +71,9 @@ func TestRemotePasskeys(t *testing.T) {
 	if !rg.mailed(owner, `passkey "laptop" added`) || !rg.logged("mfa.passkey_added", owner) {
 		t.Errorf("the new passkey was not mailed or logged: %q", rg.mails)
 	}
-	// The same answer again is no good: its challenge is spent.
-	b.must(401, "POST", "/v1/me/passkeys/finish", PasskeyRequest{Name: "again", Credential: cred})
+	// The same answer again is no good: its challenge is spent (the
+	// session is still good, so it is not a 401).
+	b.must(400, "POST", "/v1/me/passkeys/finish", PasskeyRequest{Name: "again", Credential: cred})
 	var list []PasskeyInfo
 	b.must(200, "GET", "/v1/me/passkeys", nil).decode(t, &list)
 	if len(list) != 1 || list[0].Name != "laptop" || list[0].LastUsed != nil || list[0].AAGUID != "00000000-0000-0000-0000-000000000000" || list[0].BackedUp {

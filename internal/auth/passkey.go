@@ -201,6 +201,9 @@ func (s *Service) FinishPasskey(ctx context.Context, by Actor, token, name strin
 		return Passkey{}, &config.FieldError{Field: "name", Value: name, Problem: "must be 1 to 64 characters", Fix: "name the passkey after the device that holds it, such as \"work laptop\""}
 	}
 	c, err := s.takeCeremony(ctx, registerOwner(sess.Hash))
+	if errors.Is(err, ErrCeremony) {
+		return Passkey{}, &Refusal{err} // the session is good: not a 401
+	}
 	if err != nil {
 		return Passkey{}, err
 	}
