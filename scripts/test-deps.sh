@@ -5,7 +5,8 @@ set -euo pipefail
 
 need_apt=()
 # swaks is the mail tests' real SMTP client; it needs Net::SSLeay for STARTTLS.
-for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks"; do
+# chromium is the dashboard tests' headless browser (one per package run).
+for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks" "chromium:chromium"; do
   pkg=${pair%%:*} probe=${pair#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need_apt+=("$pkg"); else command -v "$probe" >/dev/null || need_apt+=("$pkg"); fi
 done

@@ -1,0 +1,94 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Browser is one headless Chromium, started once for a package's tests
+// (a browser costs a second and 100 MB to start): each test gets a tab
+// of its own browser context, so tests share no cookies.
+type Browser struct {
+	cancelAlloc, cancel context.CancelFunc
+	ctx                 context.Context
+}
+
+// chromiumPaths are where Debian and others put Chromium.
+var chromiumPaths = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
+
+// StartBrowser starts headless Chromium.
+func StartBrowser() (*Browser, error) {
+	path := ""
+	for _, p := range chromiumPaths {
+		if found, err := exec.LookPath(p); err == nil {
+			path = found
+			break
+		}
+	}
+	if path == "" {
+		return nil, errors.New("headless Chromium is missing (Debian package chromium; make test's scripts/test-deps.sh installs it)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox) // Chromium refuses its sandbox as root
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		cancel()
+		cancelAlloc()
+		return nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	return &Browser{cancelAlloc: cancelAlloc, cancel: cancel, ctx: ctx}, nil
+}
+
+// Tab is a new tab in a browser context of its own, closed when the test
+// ends.
+func (b *Browser) Tab(t testing.TB) context.Context {
+	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Close stops the browser and its processes.
+func (b *Browser) Close() {
+	b.cancel()
+	b.cancelAlloc()
+}
+
+// SharedBrowser is the one browser of a package's tests: declare one in
+// the test package, take it with Get in each test, and Close it in
+// TestMain after m.Run.
+type SharedBrowser struct {
+	once sync.Once
+	b    *Browser
+	err  error
+}
+
+// Get returns the browser, starting it at the first call; a test without
+// one fails and says what is missing.
+func (s *SharedBrowser) Get(t testing.TB) *Browser {
+	t.Helper()
+	s.once.Do(func() { s.b, s.err = StartBrowser() })
+	if s.err != nil {
+		t.Fatalf("testenv: %v", s.err)
+	}
+	return s.b
+}
+
+// Close stops the browser if it was started.
+func (s *SharedBrowser) Close() {
+	if s.b != nil {
+		s.b.Close()
+	}
+}
