@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -53,11 +54,59 @@ func StartBrowser() (*Browser, error) {
 }
 
 // Tab is a new tab in a browser context of its own, closed when the test
-// ends.
+// ends. The test fails on any error the page's console shows: a script's
+// exception, a refused resource, a Content-Security-Policy violation.
 func (b *Browser) Tab(t testing.TB) context.Context {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		t.Fatalf("testenv: open a tab: %v", err)
+	}
+	var (
+		mu     sync.Mutex
+		errs   []string
+		closed = make(chan struct{})
+	)
+	messages := chromedp.Console(ctx)
+	go func() {
+		defer close(closed)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				mu.Lock()
+				errs = append(errs, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-closed
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range errs {
+			t.Errorf("the browser's console: %s", e)
+		}
+	})
 	return ctx
+}
+
+// Screenshot saves the tab's whole page as name.png in dir (a test's
+// temp dir, or docs/screenshots) and returns its path.
+func Screenshot(t testing.TB, tab context.Context, dir, name string) string {
+	t.Helper()
+	png, err := chromedp.Run(tab, chromedp.FullScreenshot(90))
+	if err != nil {
+		t.Fatalf("testenv: screenshot: %v", err)
+	}
+	path := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatalf("testenv: screenshot: %v", err)
+	}
+	return path
 }
 
 // Close stops the browser and its processes.

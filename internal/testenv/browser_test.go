@@ -1,10 +1,12 @@
 package testenv
 
 import (
+	"fmt"
 	"html"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -22,6 +24,8 @@ func TestMain(m *testing.M) {
 // without script, and keeps each tab's cookies to itself.
 func TestBrowser(t *testing.T) {
 	mux := http.NewServeMux()
+	// A browser asks for the icon; a 404 would be a console error.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, &http.Cookie{Name: "seen", Value: "yes"})
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -74,5 +78,51 @@ func TestBrowser(t *testing.T) {
 	}
 	if out, err = chromedp.Run(other, chromedp.Text(chromedp.ID("out"))); err != nil || out != "own" {
 		t.Errorf("a second tab sees the first one's cookie: %q %v", out, err)
+	}
+	if png := Screenshot(t, tab, t.TempDir(), "hello"); png == "" {
+		t.Error("no screenshot")
+	}
+}
+
+// TestBrowserCatchesConsoleErrors: a page whose script the CSP refuses
+// fails the test that opened it.
+func TestBrowserCatchesConsoleErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(`<!doctype html><title>x</title><script>document.title = "ran"</script><p id="p">x</p>`))
+	}))
+	defer srv.Close()
+	b := browser.Get(t)
+	rec := &recorder{TB: t}
+	tab := b.Tab(rec)
+	if err := chromedp.Do(tab, chromedp.Navigate(srv.URL), chromedp.WaitVisible(chromedp.ID("p"))); err != nil {
+		t.Fatal(err)
+	}
+	title, _ := chromedp.Run(tab, chromedp.Title())
+	if title == "ran" {
+		t.Fatal("the inline script ran despite the CSP")
+	}
+	rec.cleanup()
+	if len(rec.errors) == 0 || !strings.Contains(strings.Join(rec.errors, "\n"), "Content Security Policy") {
+		t.Errorf("the CSP violation did not fail the test: %q", rec.errors)
+	}
+}
+
+// recorder is a testing.TB whose errors and cleanups the test runs and
+// reads itself.
+type recorder struct {
+	testing.TB
+	errors   []string
+	cleanups []func()
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
+func (r *recorder) cleanup() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
 	}
 }
