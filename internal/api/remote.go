@@ -34,6 +34,9 @@ type Remote struct {
 	// Client is a request's real address (the edge's ClientIP); the
 	// connection's peer when nil.
 	Client func(*http.Request) netip.Addr
+	// Pages serves what is not under /v1/: the dashboard. Nil answers
+	// 404.
+	Pages http.Handler
 }
 
 // Handler returns the routes: sign-in, the account's own settings, the
@@ -47,9 +50,13 @@ func (rm *Remote) Handler() http.Handler {
 	// The description of the routes is public, ahead of the guard.
 	mux.HandleFunc("GET /v1/openapi.json", rm.API.openAPI)
 	mux.Handle("/v1/", rm.guarded(rm.API.Handler()))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		rm.API.fail(w, notFound("no such page: the API is under /v1/"))
-	})
+	if rm.Pages != nil {
+		mux.Handle("/", rm.Pages)
+	} else {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			rm.API.fail(w, notFound("no such page: the API is under /v1/"))
+		})
+	}
 	return http.NewCrossOriginProtection().Handler(mux)
 }
 
@@ -229,12 +236,14 @@ func (rm *Remote) withSession(h func(w http.ResponseWriter, r *http.Request, p p
 	}
 }
 
-// setCookie hands a browser its session.
-func setCookie(w http.ResponseWriter, token string) {
+// SetSessionCookie hands a browser its session; the dashboard's pages
+// and the API share it.
+func SetSessionCookie(w http.ResponseWriter, token string) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: token, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 }
 
-func clearCookie(w http.ResponseWriter) {
+// ClearSessionCookie ends a browser's session cookie.
+func ClearSessionCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 }
 

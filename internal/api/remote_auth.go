@@ -64,7 +64,7 @@ func accountOf(a auth.Account) Account {
 }
 
 func (rm *Remote) signedIn(w http.ResponseWriter, in auth.SignedIn) {
-	setCookie(w, in.Token)
+	SetSessionCookie(w, in.Token)
 	out := SignInResponse{Stage: in.Session.Stage, Needs: in.Needs}
 	if in.Session.Stage == auth.StageFull {
 		a := accountOf(in.Account)
@@ -168,7 +168,7 @@ func (rm *Remote) signOut(w http.ResponseWriter, r *http.Request, p principal) {
 		rm.API.fail(w, err)
 		return
 	}
-	clearCookie(w)
+	ClearSessionCookie(w)
 	writeJSON(w, http.StatusOK, map[string]string{"signed_out": p.account.Email})
 }
 
@@ -301,7 +301,7 @@ func (rm *Remote) rotated(w http.ResponseWriter, r *http.Request, p principal, o
 		rm.API.fail(w, err)
 		return
 	}
-	setCookie(w, in.Token)
+	SetSessionCookie(w, in.Token)
 	out.CSRF = in.Session.CSRF
 	writeJSON(w, http.StatusOK, out)
 }

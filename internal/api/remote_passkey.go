@@ -178,7 +178,7 @@ func (rm *Remote) finishPasskey(w http.ResponseWriter, r *http.Request, p princi
 		rm.API.fail(w, err)
 		return
 	}
-	setCookie(w, in.Token)
+	SetSessionCookie(w, in.Token)
 	writeJSON(w, http.StatusCreated, NewPasskey{Passkey: passkeyInfo(k), CSRF: in.Session.CSRF})
 }
 

@@ -16,6 +16,7 @@ import (
 	"moat/internal/edge"
 	"moat/internal/mail"
 	"moat/internal/store"
+	"moat/internal/web"
 )
 
 // SealerPath is the file of the key that encrypts the authenticator
@@ -57,12 +58,15 @@ func (d *Daemon) openAccounts(host string) (*auth.Service, error) {
 	})
 }
 
-// remoteAPI is the API over HTTPS on the admin host, behind sign-in.
+// remoteAPI is the API over HTTPS on the admin host, behind sign-in,
+// with the dashboard beside it.
 func (d *Daemon) remoteAPI(srv *api.Server) http.Handler {
-	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: func(r *http.Request) netip.Addr {
+	client := func(r *http.Request) netip.Addr {
 		a, _ := edge.ClientIP(r.Context())
 		return a
-	}}
+	}
+	pages := (&web.Dashboard{Auth: srv.Auth, Client: client, Log: d.log}).Handler()
+	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: client, Pages: pages}
 	return rm.Handler()
 }
 

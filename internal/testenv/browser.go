@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -39,6 +40,8 @@ func StartBrowser() (*Browser, error) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.Flag("disable-dev-shm-usage", true),
+		// Tests serve HTTPS with certificates of their own making.
+		chromedp.Flag("ignore-certificate-errors", true),
 	)
 	if os.Geteuid() == 0 {
 		opts = append(opts, chromedp.NoSandbox) // Chromium refuses its sandbox as root
@@ -82,7 +85,11 @@ func (b *Browser) Tab(t testing.TB) context.Context {
 			}
 		}
 	}()
+	// Every step of the test in this tab ends within TabTimeout, so that a
+	// page that never shows what the test waits for fails it.
+	bounded, cancelBounded := context.WithTimeout(ctx, TabTimeout)
 	t.Cleanup(func() {
+		cancelBounded()
 		cancel()
 		<-closed
 		mu.Lock()
@@ -91,8 +98,11 @@ func (b *Browser) Tab(t testing.TB) context.Context {
 			t.Errorf("the browser's console: %s", e)
 		}
 	})
-	return ctx
+	return bounded
 }
+
+// TabTimeout bounds the whole of a tab's work.
+const TabTimeout = 30 * time.Second
 
 // Screenshot saves the tab's whole page as name.png in dir (a test's
 // temp dir, or docs/screenshots) and returns its path.

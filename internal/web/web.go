@@ -1,7 +1,8 @@
-// Package web serves moat's own pages. For now that is the status page:
-// the apps, their domains and where each certificate stands. Pages are
-// rendered on the server with a strict Content-Security-Policy and no
-// script.
+// Package web serves moat's own pages: the demo's status page (the apps,
+// their domains and where each certificate stands), and the dashboard on
+// the admin host, beginning with its sign-in. Pages are rendered on the
+// server with a strict Content-Security-Policy, and every form works
+// without script.
 package web
 
 import (

@@ -1,0 +1,214 @@
+package web
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"moat/internal/api"
+	"moat/internal/auth"
+	"moat/internal/secret"
+)
+
+// The dashboard: moat's pages on the admin host, over the same accounts
+// and sessions as the HTTPS API. Every form works without script.
+
+//go:embed pages/*.html
+var pageFiles embed.FS
+
+//go:embed assets
+var assetFiles embed.FS
+
+// DashboardCSP is the Content-Security-Policy of the dashboard: nothing
+// but its own files, no inline script or style, never in a frame.
+const DashboardCSP = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+
+var factorNames = map[auth.Factor]string{
+	auth.FactorEmail:    "the code mailed to you",
+	auth.FactorTOTP:     "the authenticator app's code",
+	auth.FactorRecovery: "a recovery code",
+	auth.FactorPasskey:  "a passkey",
+}
+
+// pages are the templates, each page with the layout.
+func pages() map[string]*template.Template {
+	funcs := template.FuncMap{"factorName": func(f auth.Factor) string { return factorNames[f] }}
+	layout := template.Must(template.New("layout").Funcs(funcs).ParseFS(pageFiles, "pages/layout.html"))
+	out := map[string]*template.Template{}
+	for _, name := range []string{"signin", "second", "overview"} {
+		out[name] = template.Must(template.Must(layout.Clone()).ParseFS(pageFiles, "pages/"+name+".html"))
+	}
+	return out
+}
+
+// Dashboard serves the pages.
+type Dashboard struct {
+	Auth *auth.Service
+	// Client is a request's real address (the edge's ClientIP); the
+	// connection's peer when nil.
+	Client func(*http.Request) netip.Addr
+	Log    *slog.Logger
+}
+
+// page is what every page's template reads.
+type page struct {
+	Title   string
+	Error   string
+	Account *auth.Account
+	CSRF    string
+	// Sign-in.
+	Email     string
+	Needs     []auth.Factor
+	EmailCode bool
+}
+
+// Handler returns the pages' routes.
+func (d *Dashboard) Handler() http.Handler {
+	tpl := pages()
+	assets, _ := fs.Sub(assetFiles, "assets")
+	mux := http.NewServeMux()
+	files := http.FileServerFS(assets)
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		files.ServeHTTP(w, r)
+	})))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/assets/icon.svg", http.StatusMovedPermanently)
+	})
+	render := func(w http.ResponseWriter, status int, name string, p page) {
+		var buf bytes.Buffer
+		if err := tpl[name].ExecuteTemplate(&buf, "layout", p); err != nil {
+			d.log().Error("web: render", "page", name, "err", err)
+			http.Error(w, "the page could not be drawn", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		w.Write(buf.Bytes())
+	}
+	mux.HandleFunc("GET /signin", func(w http.ResponseWriter, r *http.Request) {
+		render(w, http.StatusOK, "signin", page{Title: "Sign in"})
+	})
+	mux.HandleFunc("POST /signin", func(w http.ResponseWriter, r *http.Request) {
+		email := r.PostFormValue("email")
+		in, err := d.Auth.SignIn(r.Context(), d.client(r), email, r.PostFormValue("password"))
+		if err != nil {
+			render(w, http.StatusOK, "signin", page{Title: "Sign in", Error: err.Error(), Email: email})
+			return
+		}
+		api.SetSessionCookie(w, in.Token)
+		if in.Session.Stage == auth.StageFull {
+			http.Redirect(w, r, "/", http.StatusSeeOther)
+			return
+		}
+		needs := make([]string, len(in.Needs))
+		for i, f := range in.Needs {
+			needs[i] = string(f)
+		}
+		http.Redirect(w, r, "/signin/second?needs="+url.QueryEscape(strings.Join(needs, ",")), http.StatusSeeOther)
+	})
+	second := func(r *http.Request, errMsg string) page {
+		p := page{Title: "Second step", Error: errMsg}
+		for _, f := range strings.Split(r.FormValue("needs"), ",") {
+			// Passkeys need script; the dashboard's own script comes later.
+			if f := auth.Factor(f); factorNames[f] != "" && f != auth.FactorPasskey {
+				p.Needs = append(p.Needs, f)
+				p.EmailCode = p.EmailCode || f == auth.FactorEmail
+			}
+		}
+		if len(p.Needs) == 0 {
+			p.Needs = []auth.Factor{auth.FactorEmail, auth.FactorTOTP, auth.FactorRecovery}
+		}
+		return p
+	}
+	mux.HandleFunc("GET /signin/second", func(w http.ResponseWriter, r *http.Request) {
+		render(w, http.StatusOK, "second", second(r, ""))
+	})
+	mux.HandleFunc("POST /signin/second", func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(api.CookieName)
+		if err != nil {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		in, err := d.Auth.Second(r.Context(), d.client(r), c.Value, auth.Factor(r.PostFormValue("factor")), r.PostFormValue("code"))
+		if err != nil {
+			if errors.Is(err, auth.ErrSession) {
+				render(w, http.StatusOK, "signin", page{Title: "Sign in", Error: "The sign-in took too long or has ended: start again."})
+				return
+			}
+			render(w, http.StatusOK, "second", second(r, err.Error()))
+			return
+		}
+		api.SetSessionCookie(w, in.Token)
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
+	mux.HandleFunc("POST /signin/code", func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(api.CookieName)
+		if err == nil {
+			err = d.Auth.ResendCode(r.Context(), d.client(r), c.Value)
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		p := second(r, msg)
+		p.Needs, p.EmailCode = []auth.Factor{auth.FactorEmail, auth.FactorRecovery}, true
+		render(w, http.StatusOK, "second", p)
+	})
+	mux.HandleFunc("POST /signout", func(w http.ResponseWriter, r *http.Request) {
+		if c, err := r.Cookie(api.CookieName); err == nil {
+			if sess, _, err := d.Auth.Authenticate(r.Context(), c.Value); err == nil && secret.Equal(r.PostFormValue("csrf"), sess.CSRF) {
+				d.Auth.SignOut(r.Context(), c.Value)
+				api.ClearSessionCookie(w)
+			}
+		}
+		http.Redirect(w, r, "/signin", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(api.CookieName)
+		if err != nil {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		sess, a, err := d.Auth.Authenticate(r.Context(), c.Value)
+		if err != nil {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		render(w, http.StatusOK, "overview", page{Title: "Overview", Account: &a, CSRF: sess.CSRF})
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", DashboardCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		if !strings.HasPrefix(r.URL.Path, "/assets/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (d *Dashboard) log() *slog.Logger {
+	if d.Log != nil {
+		return d.Log
+	}
+	return slog.Default()
+}
+
+func (d *Dashboard) client(r *http.Request) auth.Client {
+	var a netip.Addr
+	if d.Client != nil {
+		a = d.Client(r)
+	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		a = ap.Addr().Unmap()
+	}
+	return auth.Client{Addr: a, Agent: r.UserAgent()}
+}
