@@ -85,10 +85,14 @@ func addrOf(a netip.Addr) string {
 	return a.Unmap().String()
 }
 
-func (rm *Remote) client(r *http.Request) auth.Client {
+func (rm *Remote) client(r *http.Request) auth.Client { return ClientOf(r, rm.Client) }
+
+// ClientOf is who sent r, for sign-in: its address (addr's answer, or
+// the connection's peer when addr is nil) and its user agent.
+func ClientOf(r *http.Request, addr func(*http.Request) netip.Addr) auth.Client {
 	var a netip.Addr
-	if rm.Client != nil {
-		a = rm.Client(r)
+	if addr != nil {
+		a = addr(r)
 	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		a = ap.Addr().Unmap()
 	}

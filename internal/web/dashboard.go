@@ -203,12 +203,4 @@ func (d *Dashboard) log() *slog.Logger {
 	return slog.Default()
 }
 
-func (d *Dashboard) client(r *http.Request) auth.Client {
-	var a netip.Addr
-	if d.Client != nil {
-		a = d.Client(r)
-	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		a = ap.Addr().Unmap()
-	}
-	return auth.Client{Addr: a, Agent: r.UserAgent()}
-}
+func (d *Dashboard) client(r *http.Request) auth.Client { return api.ClientOf(r, d.Client) }
