@@ -320,3 +320,32 @@ func TestExportApplyRoundTrip(t *testing.T) {
 		t.Errorf("export after apply:\n%s", now)
 	}
 }
+
+func TestParseRateLimit(t *testing.T) {
+	tests := []struct {
+		in       string
+		requests int
+		per      string
+		off, bad bool
+	}{
+		{in: "20/second", requests: 20, per: "second"},
+		{in: "600/minute", requests: 600, per: "minute"},
+		{in: "off", off: true},
+		{in: "server"},
+		{in: "20", bad: true},
+		{in: "20/hour", bad: true},
+		{in: "x/second", bad: true},
+	}
+	for _, tt := range tests {
+		rl, err := parseRateLimit(tt.in)
+		if tt.bad {
+			if err == nil || !strings.Contains(err.Error(), "--rate-limit") {
+				t.Errorf("%q: %v, want a refusal naming --rate-limit", tt.in, err)
+			}
+			continue
+		}
+		if err != nil || rl.Requests != tt.requests || rl.Per != tt.per || rl.Off != tt.off {
+			t.Errorf("%q: %+v %v", tt.in, rl, err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -285,14 +286,15 @@ func newAppShow(g *globals) *cobra.Command {
 
 func newAppSet(g *globals) *cobra.Command {
 	var domains, headers, ports []string
-	var upstream string
+	var upstream, rateLimit, cacheTTL string
 	var resetHeaders, noPorts, dry bool
 	cmd := &cobra.Command{
 		Use:   "set NAME [--domain D]... [--upstream URL] [--header NAME=VALUE]...",
-		Short: "Change an app: its domains (replaced as a whole), upstream or headers",
+		Short: "Change an app: its domains (replaced as a whole), upstream, headers, rate limit or cache",
 		Example: `  moat app set gitea --upstream http://127.0.0.1:3001
   moat app set gitea --domain git.example.com --domain code.example.com
-  moat app set gitea --header Content-Security-Policy="default-src 'self'" --header X-Frame-Options=`,
+  moat app set gitea --header Content-Security-Policy="default-src 'self'" --header X-Frame-Options=
+  moat app set gitea --rate-limit 20/second --cache off`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var p api.AppPatch
@@ -317,6 +319,20 @@ func newAppSet(g *globals) *cobra.Command {
 				}
 				p.Ports = &ps
 			}
+			if cmd.Flags().Changed("rate-limit") {
+				rl, err := parseRateLimit(rateLimit)
+				if err != nil {
+					return err
+				}
+				p.RateLimit = &rl
+			}
+			if cmd.Flags().Changed("cache") {
+				c := config.Cache{TTL: cacheTTL}
+				if cacheTTL == "off" {
+					c.TTL = "0s"
+				}
+				p.Cache = &c
+			}
 			var res api.ChangeResponse
 			if err := g.call(cmd, "PATCH", "/v1/apps/"+url.PathEscape(args[0])+dryQuery(dry), p, &res); err != nil {
 				return err
@@ -330,8 +346,26 @@ func newAppSet(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&resetHeaders, "reset-headers", false, "drop every header override first")
 	cmd.Flags().StringArrayVar(&ports, "port", nil, portHelp+"; replaces the list")
 	cmd.Flags().BoolVar(&noPorts, "no-ports", false, "remove the app's ports")
+	cmd.Flags().StringVar(&rateLimit, "rate-limit", "", "requests per client address, like 20/second or 600/minute; off for none, server for the server's")
+	cmd.Flags().StringVar(&cacheTTL, "cache", "", "how long the output cache keeps a page, like 5s; off for no cache")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
+}
+
+// parseRateLimit reads --rate-limit: N/second, N/minute, off, or server.
+func parseRateLimit(v string) (config.RateLimit, error) {
+	switch v {
+	case "off":
+		return config.RateLimit{Off: true}, nil
+	case "server":
+		return config.RateLimit{}, nil
+	}
+	n, per, ok := strings.Cut(v, "/")
+	count, err := strconv.Atoi(n)
+	if !ok || err != nil || (per != "second" && per != "minute") {
+		return config.RateLimit{}, fmt.Errorf("--rate-limit %q: write it as requests per second or minute, like 20/second or 600/minute (or off, or server)", v)
+	}
+	return config.RateLimit{Requests: count, Per: per}, nil
 }
 
 func newAppRemove(g *globals) *cobra.Command {

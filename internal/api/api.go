@@ -107,6 +107,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/apps/{name}", s.removeApp)
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/activity", s.activity)
+	mux.HandleFunc("GET /v1/config", s.effective)
 	mux.HandleFunc("GET /v1/openapi.json", s.openAPI)
 	s.firewallRoutes(mux)
 	s.guardRoutes(mux)
@@ -455,6 +456,10 @@ type AppPatch struct {
 	ResetHeaders bool `json:"reset_headers,omitempty"`
 	// Ports replaces the app's ports (an empty list removes them).
 	Ports *[]config.AppPort `json:"ports,omitempty"`
+	// RateLimit replaces the app's own rate limit (an empty one falls
+	// back to the server's); Cache its output cache.
+	RateLimit *config.RateLimit `json:"rate_limit,omitempty"`
+	Cache     *config.Cache     `json:"cache,omitempty"`
 }
 
 func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
@@ -483,6 +488,12 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 		}
 		if p.Ports != nil {
 			a.Ports = *p.Ports
+		}
+		if p.RateLimit != nil {
+			a.RateLimit = *p.RateLimit
+		}
+		if p.Cache != nil {
+			a.Cache = *p.Cache
 		}
 		for k, v := range p.Headers {
 			if a.Headers == nil {

@@ -6,6 +6,7 @@ import (
 	"moat/internal/notify"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,5 +103,66 @@ func TestOlderChangeIsNotAppliedLast(t *testing.T) {
 	applied := rt.appliedSoFar()
 	if len(applied) == 0 || !slices.Equal(applied[len(applied)-1], []string{"a", "b"}) {
 		t.Errorf("states applied, in order: %v; the last must be the newest, [a b]", applied)
+	}
+}
+
+// TestPatchAppLimitAndCache: an app's rate limit and cache change by
+// PATCH, a bad one is refused by field, and GET /v1/config shows the
+// result as moat.yaml next to the firewall's ruleset.
+func TestPatchAppLimitAndCache(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := Local((&Server{Store: st, Log: slog.New(slog.DiscardHandler)}).Handler(), store.Actor{Who: "test", From: "test"})
+	a := config.App{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000"}
+	if err := c.Do(ctx, "POST", "/v1/apps", a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "POST", "/v1/firewall/rules", RuleRequest{Port: "22/tcp", From: []string{"203.0.113.7"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		patch   AppPatch
+		refused string // the field a refusal names; "" when it is taken
+	}{
+		{"limit", AppPatch{RateLimit: &config.RateLimit{Requests: 20, Per: "second"}}, ""},
+		{"cache off", AppPatch{Cache: &config.Cache{TTL: "0s"}}, ""},
+		{"bad limit", AppPatch{RateLimit: &config.RateLimit{Requests: -1}}, "rate_limit.requests"},
+		{"bad cache", AppPatch{Cache: &config.Cache{TTL: "soon"}}, "cache.ttl"},
+	}
+	for _, tt := range tests {
+		err := c.Do(ctx, "PATCH", "/v1/apps/gitea", tt.patch, nil)
+		if tt.refused == "" && err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused)) {
+			t.Errorf("%s: %v, want a refusal naming %s", tt.name, err, tt.refused)
+		}
+	}
+	var got config.App
+	if err := c.Do(ctx, "GET", "/v1/apps/gitea", nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.RateLimit.Requests != 20 || got.RateLimit.Per != "second" || got.Cache.TTL != "0s" {
+		t.Errorf("app after the patches: rate limit %+v, cache %+v", got.RateLimit, got.Cache)
+	}
+	var eff EffectiveConfig
+	if err := c.Do(ctx, "GET", "/v1/config", nil, &eff); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ttl: 0s", "requests: 20"} {
+		if !strings.Contains(eff.Edge, want) {
+			t.Errorf("edge config lacks %q:\n%s", want, eff.Edge)
+		}
+	}
+	if !strings.Contains(eff.Firewall, "table inet moat {") || !strings.Contains(eff.Firewall, "203.0.113.7") {
+		t.Errorf("firewall config is not the rendered ruleset:\n%s", eff.Firewall)
+	}
+	if !strings.Contains(eff.SSHD, "does not manage sshd") {
+		t.Errorf("sshd without a daemon: %q", eff.SSHD)
 	}
 }

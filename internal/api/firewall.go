@@ -27,7 +27,9 @@ type Firewall interface {
 	Confirm() error
 	Off(ctx context.Context) error
 	Active(ctx context.Context) (bool, error)
-	Pending() bool
+	// Pending says whether an apply waits for its confirmation, and
+	// when it rolls back.
+	Pending() (deadline time.Time, pending bool)
 	InForce() ([]firewall.Rule, bool)
 }
 
@@ -43,8 +45,10 @@ type FirewallStatus struct {
 	Managed bool `json:"managed"`
 	// Active says that moat's table is in the kernel.
 	Active bool `json:"active"`
-	// Pending says that an apply waits for its confirmation.
-	Pending bool `json:"pending,omitempty"`
+	// Pending says that an apply waits for its confirmation, and
+	// RollbackAt when the rules in force before come back without it.
+	Pending    bool       `json:"pending,omitempty"`
+	RollbackAt *time.Time `json:"rollback_at,omitempty"`
 	// Problem says why the kernel's state could not be read (nft
 	// missing, say).
 	Problem string `json:"problem,omitempty"`
@@ -133,7 +137,10 @@ func (s *Server) firewallStatus(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	out.Managed, out.Pending = true, fw.Pending()
+	out.Managed = true
+	if at, ok := fw.Pending(); ok {
+		out.Pending, out.RollbackAt = true, &at
+	}
 	if out.Active, err = fw.Active(r.Context()); err != nil {
 		out.Problem = err.Error() // the stored rules are still worth showing
 	}

@@ -62,6 +62,7 @@ type pending struct {
 	timer    *time.Timer
 	done     chan struct{}
 	err      error // the rollback's outcome, once done is closed
+	deadline time.Time
 }
 
 // NewManager returns a Manager that runs nft as n says.
@@ -343,7 +344,7 @@ func (m *Manager) ApplyConfirm(ctx context.Context, next, previous []Rule, wasAc
 	if err := m.apply(ctx, next); err != nil {
 		return err
 	}
-	p := &pending{previous: previous, hadTable: wasActive, done: make(chan struct{})}
+	p := &pending{previous: previous, hadTable: wasActive, done: make(chan struct{}), deadline: time.Now().Add(d)}
 	p.timer = time.AfterFunc(d, func() { m.rollback(p, done) })
 	m.pending = p
 	return nil
@@ -393,11 +394,15 @@ func (m *Manager) Confirm() error {
 	return nil
 }
 
-// Pending reports whether a change waits for its confirmation.
-func (m *Manager) Pending() bool {
+// Pending reports whether a change waits for its confirmation, and when
+// it rolls back without one.
+func (m *Manager) Pending() (deadline time.Time, pending bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.pending != nil
+	if m.pending == nil {
+		return time.Time{}, false
+	}
+	return m.pending.deadline, true
 }
 
 // InForce is what was put in force: the rules, or no table at all (Off).
