@@ -16,10 +16,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"moat/internal/auth"
 	"moat/internal/certs"
@@ -577,14 +579,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
-	q := store.Query{Target: r.URL.Query().Get("target")}
-	if l := r.URL.Query().Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			s.fail(w, inputError{fmt.Errorf("limit: %q is not a count: give a whole number like 50", l)})
-			return
-		}
-		q.Limit = n
+	q, err := activityQuery(r.URL.Query())
+	if err != nil {
+		s.fail(w, err)
+		return
 	}
 	es, err := s.Store.Activity(r.Context(), q)
 	if err != nil {
@@ -595,4 +593,47 @@ func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
 		es = []store.Entry{}
 	}
 	writeJSON(w, http.StatusOK, es)
+}
+
+// activityQuery reads GET /v1/activity's filters: target, who, action,
+// since and until (RFC 3339 times or dates), limit, and before (the ID
+// to page back from).
+func activityQuery(v url.Values) (store.Query, error) {
+	q := store.Query{Target: v.Get("target"), Who: v.Get("who"), Action: v.Get("action")}
+	for _, c := range []struct {
+		name string
+		to   *int64
+	}{{"limit", nil}, {"before", &q.Before}} {
+		raw := v.Get(c.name)
+		if raw == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || n < 0 {
+			return q, inputError{fmt.Errorf("%s: %q is not a count: give a whole number like 50", c.name, raw)}
+		}
+		if c.to == nil {
+			q.Limit = int(min(n, 1000))
+		} else {
+			*c.to = n
+		}
+	}
+	for _, c := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		raw := v.Get(c.name)
+		if raw == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, raw)
+		if err != nil {
+			t, err = time.Parse(time.DateOnly, raw)
+		}
+		if err != nil {
+			return q, &config.FieldError{Field: c.name, Value: raw, Problem: "is not a time", Fix: "write a date like 2026-12-07, or a time like 2026-12-07T09:30:00Z"}
+		}
+		*c.to = t
+	}
+	return q, nil
 }

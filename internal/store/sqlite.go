@@ -328,6 +328,24 @@ func (s *SQLite) Activity(ctx context.Context, q Query) ([]Entry, error) {
 		where = append(where, "id < ?")
 		args = append(args, q.Before)
 	}
+	if q.Who != "" {
+		where = append(where, "instr(lower(who), lower(?)) > 0")
+		args = append(args, q.Who)
+	}
+	if q.Action != "" {
+		where = append(where, "(action = ? OR substr(action, 1, length(?) + 1) = ? || '.')")
+		args = append(args, q.Action, q.Action, q.Action)
+	}
+	// at is RFC 3339 text with as many fractional digits as it needs,
+	// which does not sort as text; julianday reads it as a time.
+	if !q.Since.IsZero() {
+		where = append(where, "julianday(at) >= julianday(?)")
+		args = append(args, q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		where = append(where, "julianday(at) < julianday(?)")
+		args = append(args, q.Until.UTC().Format(time.RFC3339Nano))
+	}
 	query := "SELECT id, at, who, from_addr, action, target, before, after, detail FROM activity"
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")

@@ -67,6 +67,15 @@ type Query struct {
 	// Before keeps only entries with an ID below it, to page back through
 	// the log; zero or less starts at the newest.
 	Before int64
+	// Who keeps entries whose actor contains it (an email, a token's
+	// name, "guard").
+	Who string
+	// Action keeps entries of this action ("firewall.apply") or of
+	// every action on this object ("firewall").
+	Action string
+	// Since and Until keep entries at or after, and before, these times;
+	// zero leaves that end open.
+	Since, Until time.Time
 }
 
 // DefaultLimit is the number of activity entries returned when Query.Limit

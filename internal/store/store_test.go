@@ -871,3 +871,55 @@ func TestFirewallIsStored(t *testing.T) {
 		t.Errorf("activity %+v, %v; want one firewall.change", entries, err)
 	}
 }
+
+// TestActivityFilters: the log is filtered by who, what and when, and
+// paged back by ID.
+func TestActivityFilters(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	base := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	entries := []Entry{
+		{At: base, Who: "owner@example.com", Action: "firewall.apply", Target: "firewall"},
+		{At: base.Add(500 * time.Millisecond), Who: "token deploy (tk_1) of owner@example.com", Action: "app.change", Target: "gitea"},
+		{At: base.Add(time.Hour), Who: "guard", Action: "guard.ban", Target: "203.0.113.7/32"},
+		{At: base.Add(2 * time.Hour), Who: "admin@example.com", Action: "firewall.confirm", Target: "firewall"},
+		{At: base.Add(3 * time.Hour), Who: "guard", Action: "firewalls.odd", Target: "x"},
+	}
+	for _, e := range entries {
+		if err := s.Record(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		q    Query
+		want []string // actions, newest first
+	}{
+		{"all", Query{}, []string{"firewalls.odd", "firewall.confirm", "guard.ban", "app.change", "firewall.apply"}},
+		{"who, any case", Query{Who: "OWNER@"}, []string{"app.change", "firewall.apply"}},
+		{"an object's actions", Query{Action: "firewall"}, []string{"firewall.confirm", "firewall.apply"}},
+		{"one action", Query{Action: "guard.ban"}, []string{"guard.ban"}},
+		{"since, inclusive, across fractions", Query{Since: base.Add(500 * time.Millisecond)}, []string{"firewalls.odd", "firewall.confirm", "guard.ban", "app.change"}},
+		{"until, exclusive", Query{Until: base.Add(time.Hour)}, []string{"app.change", "firewall.apply"}},
+		{"a window and a page", Query{Since: base, Until: base.Add(3 * time.Hour), Limit: 2}, []string{"firewall.confirm", "guard.ban"}},
+		{"like '%' is no wildcard", Query{Who: "%"}, nil},
+	}
+	for _, tt := range tests {
+		es, err := s.Activity(ctx, tt.q)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		var got []string
+		for _, e := range es {
+			got = append(got, e.Action)
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	page, _ := s.Activity(ctx, Query{Limit: 2})
+	older, _ := s.Activity(ctx, Query{Limit: 2, Before: page[len(page)-1].ID})
+	if len(older) != 2 || older[0].Action != "guard.ban" {
+		t.Errorf("the page before %d: %+v", page[len(page)-1].ID, older)
+	}
+}
