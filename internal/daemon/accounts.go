@@ -65,9 +65,11 @@ func (d *Daemon) remoteAPI(srv *api.Server) http.Handler {
 		a, _ := edge.ClientIP(r.Context())
 		return a
 	}
-	pages := (&web.Dashboard{Auth: srv.Auth, Client: client, Log: d.log}).Handler()
-	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: client, Pages: pages}
-	return rm.Handler()
+	dash := &web.Dashboard{Auth: srv.Auth, Client: client, Log: d.log}
+	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: client, Pages: dash.Handler()}
+	h := rm.Handler()
+	dash.API = h // the pages ask the API, as the browser
+	return h
 }
 
 // moatPages serves the hosts that are no app's: the admin host's API,

@@ -104,17 +104,26 @@ func (b *Browser) Tab(t testing.TB) context.Context {
 // TabTimeout bounds the whole of a tab's work.
 const TabTimeout = 30 * time.Second
 
+// ScreenshotsEnv names a directory that screenshots are copied to as
+// well: `MOAT_SCREENSHOTS=$PWD/docs/screenshots go test ./internal/web`
+// refreshes the README's.
+const ScreenshotsEnv = "MOAT_SCREENSHOTS"
+
 // Screenshot saves the tab's whole page as name.png in dir (a test's
-// temp dir, or docs/screenshots) and returns its path.
+// temp dir) and returns its path.
 func Screenshot(t testing.TB, tab context.Context, dir, name string) string {
 	t.Helper()
-	png, err := chromedp.Run(tab, chromedp.FullScreenshot(90))
+	img, err := chromedp.Run(tab, chromedp.FullScreenshot(100)) // 100: PNG
 	if err != nil {
 		t.Fatalf("testenv: screenshot: %v", err)
 	}
 	path := filepath.Join(dir, name+".png")
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatalf("testenv: screenshot: %v", err)
+	for _, p := range []string{path, filepath.Join(os.Getenv(ScreenshotsEnv), name+".png")} {
+		if p == path || os.Getenv(ScreenshotsEnv) != "" {
+			if err := os.WriteFile(p, img, 0o644); err != nil {
+				t.Fatalf("testenv: screenshot: %v", err)
+			}
+		}
 	}
 	return path
 }

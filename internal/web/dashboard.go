@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"moat/internal/api"
 	"moat/internal/auth"
@@ -37,12 +38,19 @@ var factorNames = map[auth.Factor]string{
 	auth.FactorPasskey:  "a passkey",
 }
 
+// pageNames are the pages, each a template under pages/.
+var pageNames = []string{"signin", "second", "overview", "security", "plan"}
+
 // pages are the templates, each page with the layout.
 func pages() map[string]*template.Template {
-	funcs := template.FuncMap{"factorName": func(f auth.Factor) string { return factorNames[f] }}
+	funcs := template.FuncMap{
+		"factorName": func(f auth.Factor) string { return factorNames[f] },
+		"when":       when,
+		"millis":     func(t time.Time) int64 { return t.UnixMilli() },
+	}
 	layout := template.Must(template.New("layout").Funcs(funcs).ParseFS(pageFiles, "pages/layout.html"))
 	out := map[string]*template.Template{}
-	for _, name := range []string{"signin", "second", "overview"} {
+	for _, name := range pageNames {
 		out[name] = template.Must(template.Must(layout.Clone()).ParseFS(pageFiles, "pages/"+name+".html"))
 	}
 	return out
@@ -55,18 +63,40 @@ type Dashboard struct {
 	// connection's peer when nil.
 	Client func(*http.Request) netip.Addr
 	Log    *slog.Logger
+	// API is the HTTPS API's handler (api.Remote's), that every page
+	// asks, as the signed-in browser.
+	API http.Handler
 }
 
 // page is what every page's template reads.
 type page struct {
 	Title   string
 	Error   string
+	Notice  string
 	Account *auth.Account
 	CSRF    string
+	// Tab is the navigation's current tab, Tabs all of them.
+	Tab  string
+	Tabs []struct{ Path, Name string }
 	// Sign-in.
 	Email     string
 	Needs     []auth.Factor
 	EmailCode bool
+	// Data is the page's own.
+	Data any
+}
+
+// tabs are the navigation's, in order.
+var tabs = []struct{ Path, Name string }{
+	{"/", "Overview"}, {"/security", "Security"}, {"/bans", "Bans"}, {"/activity", "Activity"}, {"/account", "Account"},
+}
+
+// when is a time for a person: the date and time in UTC.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format("2 Jan 2006 15:04 UTC")
 }
 
 // Handler returns the pages' routes.
@@ -83,6 +113,7 @@ func (d *Dashboard) Handler() http.Handler {
 		http.Redirect(w, r, "/assets/icon.svg", http.StatusMovedPermanently)
 	})
 	render := func(w http.ResponseWriter, status int, name string, p page) {
+		p.Tabs = tabs
 		var buf bytes.Buffer
 		if err := tpl[name].ExecuteTemplate(&buf, "layout", p); err != nil {
 			d.log().Error("web: render", "page", name, "err", err)
@@ -171,19 +202,7 @@ func (d *Dashboard) Handler() http.Handler {
 		}
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		c, err := r.Cookie(api.CookieName)
-		if err != nil {
-			http.Redirect(w, r, "/signin", http.StatusSeeOther)
-			return
-		}
-		sess, a, err := d.Auth.Authenticate(r.Context(), c.Value)
-		if err != nil {
-			http.Redirect(w, r, "/signin", http.StatusSeeOther)
-			return
-		}
-		render(w, http.StatusOK, "overview", page{Title: "Overview", Account: &a, CSRF: sess.CSRF})
-	})
+	d.signedInRoutes(mux, render)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", DashboardCSP)

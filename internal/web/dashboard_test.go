@@ -37,6 +37,7 @@ const testPassword = "correct horse battery 9"
 type site struct {
 	srv   *httptest.Server
 	auth  *auth.Service
+	store store.Store
 	mu    sync.Mutex
 	mails []string
 }
@@ -54,7 +55,7 @@ func newSite(t *testing.T) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &site{}
+	s := &site{store: st}
 	s.auth, err = auth.New(auth.Options{Store: st, Sealer: sealer, Params: secret.Params{Memory: 64, Time: 1, Threads: 1},
 		Mail: func(_ context.Context, to, subject, body string) error {
 			s.mu.Lock()
@@ -68,7 +69,8 @@ func newSite(t *testing.T) *site {
 	log := slog.New(slog.DiscardHandler)
 	d := &Dashboard{Auth: s.auth, Log: log}
 	rm := &api.Remote{API: &api.Server{Store: st, Log: log, Auth: s.auth}, Auth: s.auth, Pages: d.Handler()}
-	s.srv = httptest.NewTLSServer(rm.Handler())
+	d.API = rm.Handler()
+	s.srv = httptest.NewTLSServer(d.API)
 	t.Cleanup(s.srv.Close)
 	return s
 }
@@ -124,7 +126,7 @@ func TestDashboardSignIn(t *testing.T) {
 		if !strings.Contains(msg, "code is wrong") {
 			t.Errorf("a wrong code says %q", msg)
 		}
-		if err := chromedp.Do(tab, chromedp.SetValue(chromedp.ID("code"), s.lastCode(t)), chromedp.Click(chromedp.ID("verify")), chromedp.WaitVisible(chromedp.ID("overview"))); err != nil {
+		if err := chromedp.Do(tab, chromedp.SetValue(chromedp.ID("code"), s.lastCode(t)), chromedp.Click(chromedp.ID("verify")), chromedp.WaitVisible(chromedp.ID("layer-firewall"))); err != nil {
 			t.Fatal(err)
 		}
 		head, _ := chromedp.Run(tab, chromedp.Text(chromedp.CSS("header")))
@@ -156,7 +158,7 @@ func TestDashboardSignIn(t *testing.T) {
 		tab := b.Tab(t)
 		if err := chromedp.Do(tab, signInSteps(s.srv.URL, "owner@example.com"),
 			chromedp.SendKeys(chromedp.ID("code"), next), chromedp.Click(chromedp.ID("verify")),
-			chromedp.WaitVisible(chromedp.ID("overview"))); err != nil {
+			chromedp.WaitVisible(chromedp.ID("layer-firewall"))); err != nil {
 			t.Fatal(err)
 		}
 	})

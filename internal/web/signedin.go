@@ -1,0 +1,71 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+
+	"moat/internal/api"
+)
+
+// render draws a page with the layout.
+type render func(w http.ResponseWriter, status int, name string, p page)
+
+// notices are what a page says after a change, by the code in its
+// ?done= (a code, not text: a link cannot make the page say anything).
+var notices = map[string]string{
+	"saved":     "Done: the change is stored and applied.",
+	"applied":   "The firewall's rules are in force.",
+	"trial":     "The new rules are on trial: confirm them below, or they roll back by themselves.",
+	"confirmed": "Confirmed: the new rules stay.",
+	"unbanned":  "The ban is lifted.",
+	"ignored":   "Your address is on the guard's ignore list: it is never banned.",
+}
+
+// signedIn runs h for a browser with a full session, the page's account
+// and CSRF token filled in; others go to the sign-in page.
+func (d *Dashboard) signedIn(tab string, h func(w http.ResponseWriter, r *http.Request, p page)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(api.CookieName)
+		if err != nil {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		sess, a, err := d.Auth.Authenticate(r.Context(), c.Value)
+		if err != nil {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		h(w, r, page{Account: &a, CSRF: sess.CSRF, Tab: tab, Notice: notices[r.URL.Query().Get("done")]})
+	}
+}
+
+func (d *Dashboard) signedInRoutes(mux *http.ServeMux, draw render) {
+	mux.HandleFunc("GET /{$}", d.signedIn("Overview", func(w http.ResponseWriter, r *http.Request, p page) {
+		p.Title, p.Data = "Overview", d.overview(r)
+		draw(w, http.StatusOK, "overview", p)
+	}))
+	d.securityRoutes(mux, draw)
+}
+
+// done sends the browser back to a page after a change, saying so.
+func done(w http.ResponseWriter, r *http.Request, back, code string) {
+	u, err := url.Parse(back)
+	if err != nil || u.Host != "" || u.Scheme != "" {
+		u = &url.URL{Path: "/"}
+	}
+	q := u.Query()
+	q.Set("done", code)
+	u.RawQuery = q.Encode()
+	http.Redirect(w, r, u.String(), http.StatusSeeOther)
+}
+
+// errText is an error as a page shows it: the API's refusal in its own
+// words, or what went wrong.
+func errText(err error) string {
+	var ref *refusal
+	if errors.As(err, &ref) {
+		return ref.Error()
+	}
+	return "moat could not do this: " + err.Error()
+}
