@@ -2,8 +2,10 @@ package web
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -32,6 +34,23 @@ func (s *site) signedIn(t *testing.T, b *testenv.Browser, email string) context.
 		t.Fatal(err)
 	}
 	return tab
+}
+
+// waitURL waits until the tab's page is one whose address contains part
+// and has loaded.
+func waitURL(t *testing.T, tab context.Context, part string) {
+	t.Helper()
+	for range 100 {
+		ok, err := chromedp.Run(tab, chromedp.Evaluate[bool](`location.href.includes(`+strconv.Quote(part)+`) && document.readyState == "complete"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the page never went to an address with %q", part)
 }
 
 func (s *site) addApp(t *testing.T, a config.App) {

@@ -46,6 +46,7 @@ func (d *Dashboard) signedInRoutes(mux *http.ServeMux, draw render) {
 		draw(w, http.StatusOK, "overview", p)
 	}))
 	d.securityRoutes(mux, draw)
+	d.guardRoutes(mux, draw)
 }
 
 // done sends the browser back to a page after a change, saying so.
