@@ -42,6 +42,8 @@ func StartBrowser() (*Browser, error) {
 		chromedp.Flag("disable-dev-shm-usage", true),
 		// Tests serve HTTPS with certificates of their own making.
 		chromedp.Flag("ignore-certificate-errors", true),
+		// Their hosts are names under .test, on loopback.
+		chromedp.Flag("host-resolver-rules", "MAP *.test 127.0.0.1"),
 	)
 	if os.Geteuid() == 0 {
 		opts = append(opts, chromedp.NoSandbox) // Chromium refuses its sandbox as root
