@@ -70,6 +70,13 @@ func (w *recorder) Write(b []byte) (int, error) {
 // call sends one API request as the browser behind r and decodes the
 // answer into out (when not nil). A refusal is a *refusal.
 func (d *Dashboard) call(r *http.Request, method, path string, in, out any) error {
+	return d.callFor(nil, r, method, path, in, out)
+}
+
+// callFor is call for a change that may give the session a new cookie
+// (a new password, a new second factor): the API's Set-Cookie goes on to
+// the browser through w.
+func (d *Dashboard) callFor(w http.ResponseWriter, r *http.Request, method, path string, in, out any) error {
 	var body io.Reader = http.NoBody
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -92,9 +99,14 @@ func (d *Dashboard) call(r *http.Request, method, path string, in, out any) erro
 	if csrf := r.PostFormValue("csrf"); csrf != "" {
 		req.Header.Set(api.CSRFHeader, csrf)
 	}
-	w := &recorder{header: http.Header{}}
-	d.API.ServeHTTP(w, req)
-	if w.status >= 400 {
+	rec := &recorder{header: http.Header{}}
+	d.API.ServeHTTP(rec, req)
+	if c := rec.header.Values("Set-Cookie"); len(c) > 0 && w != nil {
+		for _, v := range c {
+			w.Header().Add("Set-Cookie", v)
+		}
+	}
+	if w := rec; w.status >= 400 {
 		var e api.Error
 		if err := json.Unmarshal(w.body.Bytes(), &e); err != nil || e.Error.Message == "" {
 			return &refusal{status: w.status, problem: api.Problem{Message: fmt.Sprintf("%s %s: %d %s", method, path, w.status, strings.TrimSpace(w.body.String()))}}
@@ -102,7 +114,7 @@ func (d *Dashboard) call(r *http.Request, method, path string, in, out any) erro
 		return &refusal{status: w.status, problem: e.Error}
 	}
 	if out != nil {
-		if err := json.Unmarshal(w.body.Bytes(), out); err != nil {
+		if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
 			return fmt.Errorf("web: %s %s: the answer: %w", method, path, err)
 		}
 	}

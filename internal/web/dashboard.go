@@ -39,7 +39,7 @@ var factorNames = map[auth.Factor]string{
 }
 
 // pageNames are the pages, each a template under pages/.
-var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity"}
+var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown"}
 
 // pages are the templates, each page with the layout.
 func pages() map[string]*template.Template {

@@ -20,6 +20,12 @@ var notices = map[string]string{
 	"confirmed": "Confirmed: the new rules stay.",
 	"unbanned":  "The ban is lifted.",
 	"ignored":   "Your address is on the guard's ignore list: it is never banned.",
+	"password":  "Your password is changed; your other sessions are signed out.",
+	"mfa-off":   "The second step is off: signing in takes only your password now.",
+
+	"passkey-removed":      "The passkey is removed: it no longer signs in.",
+	"token-revoked":        "The token is revoked: it no longer works.",
+	"signed-out-elsewhere": "Every other session of yours is signed out.",
 }
 
 // signedIn runs h for a browser with a full session, the page's account
@@ -47,6 +53,7 @@ func (d *Dashboard) signedInRoutes(mux *http.ServeMux, draw render) {
 	}))
 	d.securityRoutes(mux, draw)
 	d.guardRoutes(mux, draw)
+	d.accountRoutes(mux, draw)
 }
 
 // done sends the browser back to a page after a change, saying so.
