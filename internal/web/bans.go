@@ -30,9 +30,9 @@ type banView struct {
 // activityData is the Activity page: a page of entries, the filters,
 // and the next page's link.
 type activityData struct {
-	Entries                  []store.Entry
+	Entries                   []store.Entry
 	Who, Action, Since, Until string
-	Older                    string
+	Older                     string
 }
 
 // activityPage is how many entries a page shows.
