@@ -208,6 +208,12 @@ type Store interface {
 	// UseInvitation removes an invitation and returns its account;
 	// ErrNotFound when there is none or it expired before now.
 	UseInvitation(ctx context.Context, hash string, now time.Time) (int64, error)
+	// AddPasswordReset keeps a password reset's hash for an account, in
+	// place of any earlier one; UsePasswordReset removes it and returns
+	// its account, ErrNotFound when it is unknown or expired. Neither
+	// is taken for the other's.
+	AddPasswordReset(ctx context.Context, hash string, account int64, expires time.Time) error
+	UsePasswordReset(ctx context.Context, hash string, now time.Time) (int64, error)
 
 	// AddPasskey keeps a new passkey; ErrExists when its credential ID
 	// is known already.

@@ -96,6 +96,7 @@ type Service struct {
 	dummy   string // the hash checked for an account that does not exist
 	limiter *ratelimit.Memory
 	backoff backoff
+	resets  resets
 
 	verifyMu   sync.Mutex
 	verifyHook func(hash string) // tests: each hash a password is checked against

@@ -704,3 +704,65 @@ func TestSealer(t *testing.T) {
 		t.Errorf("a key file others can read: %v", err)
 	}
 }
+
+// TestPasswordReset: a reset link is mailed only to an account that
+// exists (the answer is the same either way), works once and for 30
+// minutes, is not an invitation, survives a refused password, ends the
+// account's sessions, and a newer link replaces an older one.
+func TestPasswordReset(t *testing.T) {
+	r := newRig(t, cheap)
+	a := r.account("owner@example.com", auth.RoleAdmin)
+	in := r.signIn(home, a.Email)
+	var links []string
+	link := func(secret string) string {
+		links = append(links, secret)
+		return "https://admin.example.com/signin/reset?token=" + secret
+	}
+	if err := r.RequestPasswordReset(ctx, other, "nobody@example.com", link); err != nil || len(links) != 0 {
+		t.Fatalf("an unknown address: %v, %d links", err, len(links))
+	}
+	if err := r.RequestPasswordReset(ctx, other, "Owner@Example.com", link); err != nil || len(links) != 1 || r.mailed("Set a new moat password") != 1 {
+		t.Fatalf("the owner's address: %v, %d links", err, len(links))
+	}
+	// A second request within a minute mails nothing more.
+	if err := r.RequestPasswordReset(ctx, other, "owner@example.com", link); err != nil || len(links) != 1 {
+		t.Fatalf("a repeat within a minute: %v, %d links", err, len(links))
+	}
+	first := links[0]
+	if _, err := r.Accept(ctx, other, first, "a new passphrase for moat"); err == nil {
+		t.Error("a reset link was taken as an invitation")
+	}
+	if _, err := r.ResetPassword(ctx, other, first, "short"); err == nil {
+		t.Fatal("a weak password was taken")
+	}
+	if _, err := r.ResetPassword(ctx, other, first, "a new passphrase for moat"); err != nil {
+		t.Fatalf("the link after a refused password: %v", err)
+	}
+	if _, err := r.ResetPassword(ctx, other, first, "another passphrase for moat"); !errors.Is(err, auth.ErrResetLink) {
+		t.Errorf("a link used twice: %v", err)
+	}
+	if _, _, err := r.Authenticate(ctx, in.Token); err == nil {
+		t.Error("the session from before the reset still works")
+	}
+	if _, err := r.SignIn(ctx, home, a.Email, "a new passphrase for moat"); err != nil {
+		t.Errorf("the new password: %v", err)
+	}
+
+	r.clock.Add(auth.ResetEvery)
+	r.RequestPasswordReset(ctx, other, a.Email, link)
+	r.clock.Add(auth.ResetEvery)
+	r.RequestPasswordReset(ctx, other, a.Email, link)
+	if len(links) != 3 {
+		t.Fatalf("%d links after two more requests a minute apart", len(links))
+	}
+	if _, err := r.ResetPassword(ctx, other, links[1], "a third passphrase here"); !errors.Is(err, auth.ErrResetLink) {
+		t.Errorf("a link replaced by a newer one: %v", err)
+	}
+	r.clock.Add(auth.ResetTTL)
+	if _, err := r.ResetPassword(ctx, other, links[2], "a third passphrase here"); !errors.Is(err, auth.ErrResetLink) {
+		t.Errorf("a link after 30 minutes: %v", err)
+	}
+	if !contains(r.actions(), "account.reset_requested") || !contains(r.actions(), "account.reset_failed") {
+		t.Errorf("activity: %v", r.actions())
+	}
+}

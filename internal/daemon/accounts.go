@@ -65,7 +65,15 @@ func (d *Daemon) remoteAPI(srv *api.Server) http.Handler {
 		a, _ := edge.ClientIP(r.Context())
 		return a
 	}
-	dash := &web.Dashboard{Auth: srv.Auth, Client: client, Log: d.log}
+	origin := func() string {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if o := d.passkeySite.Origins; len(o) > 0 {
+			return o[len(o)-1] // with the edge's port, when it is not 443
+		}
+		return ""
+	}
+	dash := &web.Dashboard{Auth: srv.Auth, Client: client, Log: d.log, Origin: origin}
 	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: client, Pages: dash.Handler()}
 	h := rm.Handler()
 	dash.API = h // the pages ask the API, as the browser

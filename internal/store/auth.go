@@ -465,7 +465,7 @@ func (s *SQLite) SeeAddress(ctx context.Context, account int64, addr string, at 
 
 // AddInvitation keeps an invitation; see auth.Store.
 func (s *SQLite) AddInvitation(ctx context.Context, hash string, account int64, expires time.Time) error {
-	if _, err := s.write(ctx, "INSERT INTO invitations (hash, account, expires) VALUES (?, ?, ?)", hash, account, stamp(expires)); err != nil {
+	if _, err := s.write(ctx, "INSERT INTO invitations (hash, account, expires, purpose) VALUES (?, ?, ?, 'invite')", hash, account, stamp(expires)); err != nil {
 		return s.errorf("add invitation", err)
 	}
 	return nil
@@ -473,18 +473,54 @@ func (s *SQLite) AddInvitation(ctx context.Context, hash string, account int64, 
 
 // UseInvitation spends an invitation; see auth.Store.
 func (s *SQLite) UseInvitation(ctx context.Context, hash string, now time.Time) (int64, error) {
+	return s.useLink(ctx, "invite", hash, now)
+}
+
+// AddPasswordReset keeps a password reset, the account's only one; see
+// auth.Store.
+func (s *SQLite) AddPasswordReset(ctx context.Context, hash string, account int64, expires time.Time) error {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return s.errorf("add password reset", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM invitations WHERE purpose = 'reset' AND (account = ? OR expires <= ?)", account, stamp(time.Now())); err != nil {
+		return s.errorf("add password reset", err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO invitations (hash, account, expires, purpose) VALUES (?, ?, ?, 'reset')", hash, account, stamp(expires)); err != nil {
+		return s.errorf("add password reset", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return s.errorf("add password reset", err)
+	}
+	return nil
+}
+
+// UsePasswordReset spends a password reset; see auth.Store.
+func (s *SQLite) UsePasswordReset(ctx context.Context, hash string, now time.Time) (int64, error) {
+	return s.useLink(ctx, "reset", hash, now)
+}
+
+// useLink spends a one-time link of purpose, unless it has expired, and
+// returns its account.
+func (s *SQLite) useLink(ctx context.Context, purpose, hash string, now time.Time) (int64, error) {
 	release, err := s.lockWriter(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
 	var account int64
-	err = s.db.QueryRowContext(ctx, "DELETE FROM invitations WHERE hash = ? AND expires > ? RETURNING account", hash, stamp(now)).Scan(&account)
+	err = s.db.QueryRowContext(ctx, "DELETE FROM invitations WHERE hash = ? AND purpose = ? AND expires > ? RETURNING account", hash, purpose, stamp(now)).Scan(&account)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("invitation: %w", auth.ErrNotFound)
+		return 0, fmt.Errorf("%s link: %w", purpose, auth.ErrNotFound)
 	}
 	if err != nil {
-		return 0, s.errorf("use invitation", err)
+		return 0, s.errorf("use "+purpose+" link", err)
 	}
 	return account, nil
 }

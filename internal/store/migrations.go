@@ -272,4 +272,9 @@ CREATE TABLE passkey_ceremonies (
 ) STRICT;
 CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires);
 `,
+	// 10: a one-time link is an invitation or a password reset: the one
+	// is not the other, nor is it good for as long.
+	`
+ALTER TABLE invitations ADD COLUMN purpose TEXT NOT NULL DEFAULT 'invite' CHECK (purpose IN ('invite', 'reset'));
+`,
 }

@@ -39,7 +39,7 @@ var factorNames = map[auth.Factor]string{
 }
 
 // pageNames are the pages, each a template under pages/.
-var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown"}
+var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown", "forgot", "reset"}
 
 // pages are the templates, each page with the layout.
 func pages() map[string]*template.Template {
@@ -66,6 +66,9 @@ type Dashboard struct {
 	// API is the HTTPS API's handler (api.Remote's), that every page
 	// asks, as the signed-in browser.
 	API http.Handler
+	// Origin is where links mailed to people point, like
+	// https://admin.example.com; the request's own host when nil.
+	Origin func() string
 }
 
 // page is what every page's template reads.
@@ -203,6 +206,7 @@ func (d *Dashboard) Handler() http.Handler {
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
 	})
 	d.signedInRoutes(mux, render)
+	d.resetRoutes(mux, render)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", DashboardCSP)

@@ -163,3 +163,68 @@ func TestDashboardSignIn(t *testing.T) {
 		}
 	})
 }
+
+var resetRE = regexp.MustCompile(`(https://\S+/signin/reset\?token=\S+)`)
+
+// TestForgottenPassword: the link mailed sets a new password once; the
+// old password and a second use of the link are refused, and an unknown
+// address gets the same answer as a known one.
+func TestForgottenPassword(t *testing.T) {
+	s := newSite(t)
+	ctx := context.Background()
+	if _, err := s.auth.AddAccount(ctx, auth.Actor{Who: "root", From: "unix"}, "owner@example.com", "", auth.RoleAdmin, testPassword); err != nil {
+		t.Fatal(err)
+	}
+	tab := browser.Get(t).Tab(t)
+	ask := func(email string) string {
+		t.Helper()
+		if err := chromedp.Do(tab, chromedp.Navigate(s.srv.URL+"/signin"), chromedp.Click(chromedp.ID("forgot")), chromedp.WaitVisible(chromedp.ID("send-link")),
+			chromedp.SendKeys(chromedp.ID("email"), email), chromedp.Click(chromedp.ID("send-link")), chromedp.WaitVisible(chromedp.ID("notice"))); err != nil {
+			t.Fatal(err)
+		}
+		return strings.ReplaceAll(text(t, tab, "notice"), email, "EMAIL")
+	}
+	unknown := ask("nobody@example.com")
+	s.mu.Lock()
+	n := len(s.mails)
+	s.mu.Unlock()
+	if known := ask("owner@example.com"); known != unknown {
+		t.Errorf("the answers differ: %q for an account, %q for none", known, unknown)
+	}
+	s.mu.Lock()
+	var link string
+	if len(s.mails) == n+1 {
+		if m := resetRE.FindStringSubmatch(s.mails[n]); m != nil {
+			link = m[1]
+		}
+	}
+	s.mu.Unlock()
+	if link == "" || !strings.HasPrefix(link, s.srv.URL+"/") {
+		t.Fatalf("no reset link was mailed to the account (%q)", link)
+	}
+	set := func() {
+		t.Helper()
+		if err := chromedp.Do(tab, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.ID("new")),
+			chromedp.SendKeys(chromedp.ID("new"), "a new passphrase for moat"), chromedp.SendKeys(chromedp.ID("repeat"), "a new passphrase for moat"),
+			chromedp.Click(chromedp.ID("set-password"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set()
+	if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("signin"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.auth.SignIn(ctx, auth.Client{}, "owner@example.com", testPassword); err == nil {
+		t.Error("the old password still signs in")
+	}
+	if _, err := s.auth.SignIn(ctx, auth.Client{}, "owner@example.com", "a new passphrase for moat"); err != nil {
+		t.Errorf("the new password: %v", err)
+	}
+	set()
+	if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("error"))); err != nil {
+		t.Fatal(err)
+	}
+	if msg := text(t, tab, "error"); !strings.Contains(msg, "used already") {
+		t.Errorf("the link a second time: %q", msg)
+	}
+}
