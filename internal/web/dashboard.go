@@ -85,6 +85,7 @@ type page struct {
 	Email     string
 	Needs     []auth.Factor
 	EmailCode bool
+	Passkey   bool
 	// Data is the page's own.
 	Data any
 }
@@ -151,8 +152,10 @@ func (d *Dashboard) Handler() http.Handler {
 	second := func(r *http.Request, errMsg string) page {
 		p := page{Title: "Second step", Error: errMsg}
 		for _, f := range strings.Split(r.FormValue("needs"), ",") {
-			// Passkeys need script; the dashboard's own script comes later.
-			if f := auth.Factor(f); factorNames[f] != "" && f != auth.FactorPasskey {
+			// A passkey is a button of the script's, not a code.
+			if f := auth.Factor(f); f == auth.FactorPasskey {
+				p.Passkey = true
+			} else if factorNames[f] != "" {
 				p.Needs = append(p.Needs, f)
 				p.EmailCode = p.EmailCode || f == auth.FactorEmail
 			}

@@ -35,8 +35,10 @@ const testPassword = "correct horse battery 9"
 // site is the dashboard and the API over HTTPS on a real store, with the
 // mail moat sent.
 type site struct {
-	srv   *httptest.Server
-	auth  *auth.Service
+	srv  *httptest.Server
+	auth *auth.Service
+	// named is the site's URL by a name, for passkeys.
+	named string
 	store store.Store
 	mu    sync.Mutex
 	mails []string
@@ -57,6 +59,9 @@ func newSite(t *testing.T) *site {
 	}
 	s := &site{store: st}
 	s.auth, err = auth.New(auth.Options{Store: st, Sealer: sealer, Params: secret.Params{Memory: 64, Time: 1, Threads: 1},
+		// Passkeys need a name, not an address: the test browser maps
+		// every .test name to loopback.
+		RelyingParty: func() auth.RelyingParty { return auth.RelyingParty{ID: "moat.test", Origins: []string{s.named}} },
 		Mail: func(_ context.Context, to, subject, body string) error {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -71,6 +76,7 @@ func newSite(t *testing.T) *site {
 	rm := &api.Remote{API: &api.Server{Store: st, Log: log, Auth: s.auth}, Auth: s.auth, Pages: d.Handler()}
 	d.API = rm.Handler()
 	s.srv = httptest.NewTLSServer(d.API)
+	s.named = "https://moat.test:" + s.srv.URL[strings.LastIndexByte(s.srv.URL, ':')+1:]
 	t.Cleanup(s.srv.Close)
 	return s
 }

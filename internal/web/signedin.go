@@ -23,6 +23,7 @@ var notices = map[string]string{
 	"password":  "Your password is changed; your other sessions are signed out.",
 	"mfa-off":   "The second step is off: signing in takes only your password now.",
 
+	"passkey-added":        "The passkey is added: it signs you in without a password, or as the second step.",
 	"passkey-removed":      "The passkey is removed: it no longer signs in.",
 	"token-revoked":        "The token is revoked: it no longer works.",
 	"signed-out-elsewhere": "Every other session of yours is signed out.",
