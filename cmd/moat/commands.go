@@ -287,14 +287,16 @@ func newAppShow(g *globals) *cobra.Command {
 func newAppSet(g *globals) *cobra.Command {
 	var domains, headers, ports []string
 	var upstream, rateLimit, cacheTTL string
-	var resetHeaders, noPorts, dry bool
+	var allow []string
+	var resetHeaders, noPorts, private, public, dry bool
 	cmd := &cobra.Command{
 		Use:   "set NAME [--domain D]... [--upstream URL] [--header NAME=VALUE]...",
 		Short: "Change an app: its domains (replaced as a whole), upstream, headers, rate limit or cache",
 		Example: `  moat app set gitea --upstream http://127.0.0.1:3001
   moat app set gitea --domain git.example.com --domain code.example.com
   moat app set gitea --header Content-Security-Policy="default-src 'self'" --header X-Frame-Options=
-  moat app set gitea --rate-limit 20/second --cache off`,
+  moat app set gitea --rate-limit 20/second --cache off
+  moat app set grafana --private --allow owner@example.com --allow operator`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var p api.AppPatch
@@ -326,6 +328,19 @@ func newAppSet(g *globals) *cobra.Command {
 				}
 				p.RateLimit = &rl
 			}
+			switch {
+			case private && public:
+				return fmt.Errorf("--private and --public: give one of them")
+			case private:
+				v := config.AccessPrivate
+				p.Access = &v
+			case public:
+				v, none := config.AccessPublic, []string{}
+				p.Access, p.Allow = &v, &none
+			}
+			if cmd.Flags().Changed("allow") {
+				p.Allow = &allow
+			}
 			if cmd.Flags().Changed("cache") {
 				c := config.Cache{TTL: cacheTTL}
 				if cacheTTL == "off" {
@@ -348,6 +363,9 @@ func newAppSet(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&noPorts, "no-ports", false, "remove the app's ports")
 	cmd.Flags().StringVar(&rateLimit, "rate-limit", "", "requests per client address, like 20/second or 600/minute; off for none, server for the server's")
 	cmd.Flags().StringVar(&cacheTTL, "cache", "", "how long the output cache keeps a page, like 5s; off for no cache")
+	cmd.Flags().BoolVar(&private, "private", false, "put the app behind moat's sign-in: only accounts reach it, and it is told who they are")
+	cmd.Flags().BoolVar(&public, "public", false, "let anyone reach the app again")
+	cmd.Flags().StringArrayVar(&allow, "allow", nil, "who may use the private app: an email or a role (repeat; replaces the list)")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
 }

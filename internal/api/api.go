@@ -441,7 +441,7 @@ func (s *Server) addApp(w http.ResponseWriter, r *http.Request) {
 		if err := domainsFree(st, a.Name, a.Domains); err != nil {
 			return err
 		}
-		if err := validateApp(a); err != nil {
+		if err := validateApp(st.Server, a); err != nil {
 			return err
 		}
 		st.Apps = append(st.Apps, a)
@@ -462,6 +462,10 @@ type AppPatch struct {
 	// back to the server's); Cache its output cache.
 	RateLimit *config.RateLimit `json:"rate_limit,omitempty"`
 	Cache     *config.Cache     `json:"cache,omitempty"`
+	// Access is public or private; Allow replaces who may use a private
+	// app (an empty list: every account).
+	Access *string   `json:"access,omitempty"`
+	Allow  *[]string `json:"allow,omitempty"`
 }
 
 func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
@@ -497,20 +501,27 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 		if p.Cache != nil {
 			a.Cache = *p.Cache
 		}
+		if p.Access != nil {
+			a.Access = *p.Access
+		}
+		if p.Allow != nil {
+			a.Allow = *p.Allow
+		}
 		for k, v := range p.Headers {
 			if a.Headers == nil {
 				a.Headers = map[string]string{}
 			}
 			a.Headers[k] = v
 		}
-		return validateApp(*a)
+		return validateApp(st.Server, *a)
 	})
 }
 
-// validateApp checks one app on its own, so that a refusal names the
-// app's fields (upstream, domains[0]) rather than its place in the state.
-func validateApp(a config.App) error {
-	one := config.State{Apps: []config.App{a.Clone()}}
+// validateApp checks one app on its own (with the server it runs on),
+// so that a refusal names the app's fields (upstream, domains[0]) rather
+// than its place in the state.
+func validateApp(srv config.Server, a config.App) error {
+	one := config.State{Server: srv, Apps: []config.App{a.Clone()}}
 	one.Normalize()
 	err := one.Validate()
 	for _, fe := range fieldErrors(err) {

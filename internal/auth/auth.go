@@ -77,6 +77,18 @@ type Session struct {
 	Agent    string
 }
 
+// AppSession is a browser signed in to one private app's domain: it
+// opens that domain and nothing else, not the admin host.
+type AppSession struct {
+	Hash     string
+	Account  int64
+	Domain   string
+	Created  time.Time
+	LastSeen time.Time
+	Addr     string
+	Agent    string
+}
+
 // Token is an API token's record; the token itself is shown once.
 type Token struct {
 	// ID names the token in lists and for revocation; it is not secret.
@@ -213,6 +225,18 @@ type Store interface {
 	// its account, ErrNotFound when it is unknown or expired. Neither
 	// is taken for the other's.
 	AddPasswordReset(ctx context.Context, hash string, account int64, expires time.Time) error
+	// AddAppCode keeps a one-time code to a private app's domain;
+	// UseAppCode removes it and returns its account, ErrNotFound when it
+	// is unknown, expired or for another domain.
+	AddAppCode(ctx context.Context, hash string, account int64, domain string, expires time.Time) error
+	UseAppCode(ctx context.Context, hash, domain string, now time.Time) (int64, error)
+	// AddAppSession, AppSession (ErrNotFound when there is none),
+	// TouchAppSession and RemoveAppSession keep the sessions of private
+	// apps; RemoveSessions ends an account's too.
+	AddAppSession(ctx context.Context, s AppSession) error
+	AppSession(ctx context.Context, hash string) (AppSession, error)
+	TouchAppSession(ctx context.Context, hash string, at time.Time) error
+	RemoveAppSession(ctx context.Context, hash string) error
 	UsePasswordReset(ctx context.Context, hash string, now time.Time) (int64, error)
 
 	// AddPasskey keeps a new passkey; ErrExists when its credential ID

@@ -766,3 +766,50 @@ func TestPasswordReset(t *testing.T) {
 		t.Errorf("activity: %v", r.actions())
 	}
 }
+
+// TestAppSessions: a one-time code from a full session opens a session
+// on one private app's domain only, once and within a minute; that
+// session opens neither another domain nor the admin host, and ends with
+// the account's other sessions.
+func TestAppSessions(t *testing.T) {
+	r := newRig(t, cheap)
+	a := r.account("owner@example.com", auth.RoleAdmin)
+	in := r.signIn(home, a.Email)
+	code, err := r.AppCode(ctx, in.Token, "Grafana.Example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := r.OpenApp(ctx, home, code, "pma.example.com"); !errors.Is(err, auth.ErrAppCode) {
+		t.Errorf("a code for grafana on pma: %v", err)
+	}
+	tok, _, acc, err := r.OpenApp(ctx, home, code, "grafana.example.com")
+	if err != nil || acc.ID != a.ID {
+		t.Fatalf("the code on its own domain: %v", err)
+	}
+	if _, _, _, err := r.OpenApp(ctx, home, code, "grafana.example.com"); !errors.Is(err, auth.ErrAppCode) {
+		t.Errorf("a code used twice: %v", err)
+	}
+	if _, got, err := r.AppVisitor(ctx, tok, "grafana.example.com"); err != nil || got.Email != a.Email {
+		t.Errorf("the app session on its domain: %v", err)
+	}
+	if _, _, err := r.AppVisitor(ctx, tok, "pma.example.com"); !errors.Is(err, auth.ErrSession) {
+		t.Errorf("the app session on another domain: %v", err)
+	}
+	if _, _, err := r.Authenticate(ctx, tok); err == nil {
+		t.Error("an app session opens the admin host")
+	}
+	if _, err := r.AppCode(ctx, tok, "pma.example.com"); err == nil {
+		t.Error("an app session makes codes")
+	}
+	late, _ := r.AppCode(ctx, in.Token, "grafana.example.com")
+	r.clock.Add(auth.AppCodeTTL + time.Second)
+	if _, _, _, err := r.OpenApp(ctx, home, late, "grafana.example.com"); !errors.Is(err, auth.ErrAppCode) {
+		t.Errorf("a code after a minute: %v", err)
+	}
+	if _, err := r.SignOutEverywhere(ctx, root, a.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.AppVisitor(ctx, tok, "grafana.example.com"); !errors.Is(err, auth.ErrSession) {
+		t.Errorf("the app session after signing out everywhere: %v", err)
+	}
+}

@@ -64,3 +64,41 @@ func TestAuthDefaults(t *testing.T) {
 		}
 	}
 }
+
+func TestValidatePrivateApps(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		access string
+		allow  []string
+		admin  string
+		field  string // empty: valid
+		value  string
+	}{
+		{"public by default", "", nil, "", "", ""},
+		{"private", "private", nil, "", "", ""},
+		{"private for some", "private", []string{"Owner@Example.com", "operator"}, "", "", ""},
+		{"unknown access", "secret", nil, "", "apps[0].access", "secret"},
+		{"allow on a public app", "", []string{"admin"}, "", "apps[0].allow", "admin"},
+		{"allow names nothing", "private", []string{"owner"}, "", "apps[0].allow[0]", "owner"},
+		{"private without an admin host", "private", nil, "off", "apps[0].access", "private"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := State{Server: Server{Domain: "example.com", AdminDomain: tc.admin},
+				Apps: []App{{Name: "grafana", Domains: []string{"grafana.example.com"}, Upstream: "http://127.0.0.1:3000", Access: tc.access, Allow: tc.allow}}}
+			s.Normalize()
+			wantOneFieldError(t, s.Validate(), tc.field, tc.value)
+		})
+	}
+	a := App{Access: AccessPrivate, Allow: []string{"owner@example.com", "operator"}}
+	for _, tc := range []struct {
+		email, role string
+		want        bool
+	}{{"OWNER@example.com", "viewer", true}, {"ops@example.com", "operator", true}, {"viewer@example.com", "viewer", false}} {
+		if got := a.Allows(tc.email, tc.role); got != tc.want {
+			t.Errorf("Allows(%s, %s) = %v", tc.email, tc.role, got)
+		}
+	}
+	if !(App{Access: AccessPrivate}).Allows("anyone@example.com", "viewer") {
+		t.Error("a private app with no allow list refuses an account")
+	}
+}

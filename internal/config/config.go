@@ -6,7 +6,10 @@
 // keeps a State, reconcilers make the host match it.
 package config
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Defaults that apply where the state leaves a field empty.
 const (
@@ -173,6 +176,39 @@ type App struct {
 	// of guard.jails with the app's name). Empty: the app's answers are
 	// not counted.
 	GuardStatuses []int `yaml:"guard_statuses,omitempty" json:"guard_statuses,omitempty"`
+	// Access is public (the default: anyone reaches the app) or private:
+	// only people signed in to moat (with their second step) reach it,
+	// and the app is told who they are (X-Moat-User, X-Moat-Email).
+	Access string `yaml:"access,omitempty" json:"access,omitempty"`
+	// Allow, for a private app, lists who may use it: emails and roles
+	// (admin, operator, viewer). Empty: every account.
+	Allow []string `yaml:"allow,omitempty" json:"allow,omitempty"`
+}
+
+// The values of App.Access.
+const (
+	AccessPublic  = "public"
+	AccessPrivate = "private"
+)
+
+// Roles are the accounts' roles, as App.Allow may name them.
+var Roles = []string{"admin", "operator", "viewer"}
+
+// Private reports whether the app is behind moat's sign-in.
+func (a App) Private() bool { return a.Access == AccessPrivate }
+
+// Allows reports whether an account (its email and role) may use the
+// private app.
+func (a App) Allows(email, role string) bool {
+	if len(a.Allow) == 0 {
+		return true
+	}
+	for _, w := range a.Allow {
+		if strings.EqualFold(w, email) || w == role {
+			return true
+		}
+	}
+	return false
 }
 
 // App returns the app with that name.
@@ -223,6 +259,7 @@ func (a App) Clone() App {
 	c.Domains = append([]string(nil), a.Domains...)
 	c.RateLimit = a.RateLimit.clone()
 	c.GuardStatuses = append([]int(nil), a.GuardStatuses...)
+	c.Allow = append([]string(nil), a.Allow...)
 	if a.Ports != nil {
 		c.Ports = make([]AppPort, len(a.Ports))
 		for i, p := range a.Ports {

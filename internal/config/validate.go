@@ -204,6 +204,23 @@ func (s *State) Validate() error {
 			}
 			add(at+".upstream", a.Upstream, p, fix)
 		}
+		switch a.Access {
+		case "", AccessPublic:
+			if len(a.Allow) > 0 {
+				add(at+".allow", strings.Join(a.Allow, ","), "is for private apps", "make the app private (access: private, or moat app set "+a.Name+" --private), or remove allow")
+			}
+		case AccessPrivate:
+			if s.Server.AdminHost() == "" {
+				add(at+".access", a.Access, "needs moat's sign-in, which is on the admin host, and the server has none", "set server.admin_domain (or server.domain), or keep the app public")
+			}
+		default:
+			add(at+".access", a.Access, "is not public or private", "write access: private to put the app behind moat's sign-in, or leave it out")
+		}
+		for j, w := range a.Allow {
+			if !strings.Contains(w, "@") && !slices.Contains(Roles, w) {
+				add(fmt.Sprintf("%s.allow[%d]", at, j), w, "is not an email or a role", "name an account by its email, or a role: "+strings.Join(Roles, ", "))
+			}
+		}
 		spelt := map[string]string{}
 		checkRateLimit(at+".rate_limit", a.RateLimit, false, add)
 		if t := a.Cache.TTL; t != "" {

@@ -242,13 +242,37 @@ func (s *SQLite) RemoveSession(ctx context.Context, hash string) error {
 	return nil
 }
 
-// RemoveSessions ends an account's sessions but one; see auth.Store.
+// RemoveSessions ends an account's sessions but one, and its sessions
+// of private apps; see auth.Store.
 func (s *SQLite) RemoveSessions(ctx context.Context, account int64, keep string) (int, error) {
-	res, err := s.write(ctx, "DELETE FROM auth_sessions WHERE account = ? AND hash != ?", account, keep)
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, s.errorf("remove sessions", err)
 	}
-	n, _ := res.RowsAffected()
+	defer tx.Rollback()
+	n := int64(0)
+	for _, q := range []struct {
+		query string
+		args  []any
+	}{
+		{"DELETE FROM auth_sessions WHERE account = ? AND hash != ?", []any{account, keep}},
+		{"DELETE FROM app_sessions WHERE account = ?", []any{account}},
+	} {
+		res, err := tx.ExecContext(ctx, q.query, q.args...)
+		if err != nil {
+			return 0, s.errorf("remove sessions", err)
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, s.errorf("remove sessions", err)
+	}
 	return int(n), nil
 }
 
@@ -523,4 +547,93 @@ func (s *SQLite) useLink(ctx context.Context, purpose, hash string, now time.Tim
 		return 0, s.errorf("use "+purpose+" link", err)
 	}
 	return account, nil
+}
+
+// AddAppCode keeps a one-time code to a private app; see auth.Store.
+func (s *SQLite) AddAppCode(ctx context.Context, hash string, account int64, domain string, expires time.Time) error {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return s.errorf("add app code", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM app_codes WHERE expires <= ?", stamp(time.Now())); err != nil {
+		return s.errorf("add app code", err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO app_codes (hash, account, domain, expires) VALUES (?, ?, ?, ?)", hash, account, domain, stamp(expires)); err != nil {
+		return s.errorf("add app code", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return s.errorf("add app code", err)
+	}
+	return nil
+}
+
+// UseAppCode spends a one-time code to a private app; see auth.Store.
+func (s *SQLite) UseAppCode(ctx context.Context, hash, domain string, now time.Time) (int64, error) {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	var account int64
+	err = s.db.QueryRowContext(ctx, "DELETE FROM app_codes WHERE hash = ? AND domain = ? AND expires > ? RETURNING account", hash, domain, stamp(now)).Scan(&account)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("app code: %w", auth.ErrNotFound)
+	}
+	if err != nil {
+		return 0, s.errorf("use app code", err)
+	}
+	return account, nil
+}
+
+const appSessionColumns = "hash, account, domain, created, last_seen, addr, agent"
+
+// AddAppSession keeps a session of a private app; see auth.Store.
+func (s *SQLite) AddAppSession(ctx context.Context, x auth.AppSession) error {
+	_, err := s.write(ctx, "INSERT INTO app_sessions ("+appSessionColumns+") VALUES (?, ?, ?, ?, ?, ?, ?)",
+		x.Hash, x.Account, x.Domain, stamp(x.Created), stamp(x.LastSeen), x.Addr, x.Agent)
+	if err != nil {
+		return s.errorf("add app session", err)
+	}
+	return nil
+}
+
+// AppSession returns a session of a private app; see auth.Store.
+func (s *SQLite) AppSession(ctx context.Context, hash string) (auth.AppSession, error) {
+	var (
+		x             auth.AppSession
+		created, seen string
+	)
+	err := s.db.QueryRowContext(ctx, "SELECT "+appSessionColumns+" FROM app_sessions WHERE hash = ?", hash).Scan(&x.Hash, &x.Account, &x.Domain, &created, &seen, &x.Addr, &x.Agent)
+	if errors.Is(err, sql.ErrNoRows) {
+		return x, fmt.Errorf("app session: %w", auth.ErrNotFound)
+	}
+	if err != nil {
+		return x, s.errorf("read app session", err)
+	}
+	if x.Created, err = unstamp(created); err == nil {
+		x.LastSeen, err = unstamp(seen)
+	}
+	return x, err
+}
+
+// TouchAppSession sets a session's last-seen time; see auth.Store.
+func (s *SQLite) TouchAppSession(ctx context.Context, hash string, at time.Time) error {
+	if _, err := s.write(ctx, "UPDATE app_sessions SET last_seen = ? WHERE hash = ?", stamp(at), hash); err != nil {
+		return s.errorf("touch app session", err)
+	}
+	return nil
+}
+
+// RemoveAppSession ends a session of a private app; see auth.Store.
+func (s *SQLite) RemoveAppSession(ctx context.Context, hash string) error {
+	if _, err := s.write(ctx, "DELETE FROM app_sessions WHERE hash = ?", hash); err != nil {
+		return s.errorf("remove app session", err)
+	}
+	return nil
 }

@@ -277,4 +277,26 @@ CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires);
 	`
 ALTER TABLE invitations ADD COLUMN purpose TEXT NOT NULL DEFAULT 'invite' CHECK (purpose IN ('invite', 'reset'));
 `,
+	// 11: private apps. A one-time code takes a signed-in account from
+	// the admin host to one private app's domain, where it opens a
+	// session of that domain only.
+	`
+CREATE TABLE app_codes (
+	hash    TEXT PRIMARY KEY,
+	account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	domain  TEXT NOT NULL,
+	expires TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE app_sessions (
+	hash      TEXT PRIMARY KEY,
+	account   INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+	domain    TEXT NOT NULL,
+	created   TEXT NOT NULL,
+	last_seen TEXT NOT NULL,
+	addr      TEXT NOT NULL,
+	agent     TEXT NOT NULL
+) STRICT;
+CREATE INDEX app_sessions_account ON app_sessions (account);
+`,
 }
