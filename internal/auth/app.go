@@ -97,4 +97,6 @@ func (s *Service) CloseApp(ctx context.Context, token string) error {
 	return s.o.Store.RemoveAppSession(ctx, hashSecret(token))
 }
 
-func normDomain(d string) string { return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".") }
+func normDomain(d string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+}
