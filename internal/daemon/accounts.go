@@ -14,6 +14,7 @@ import (
 	"moat/internal/auth"
 	"moat/internal/config"
 	"moat/internal/edge"
+	"moat/internal/gate"
 	"moat/internal/mail"
 	"moat/internal/store"
 	"moat/internal/web"
@@ -61,23 +62,42 @@ func (d *Daemon) openAccounts(host string) (*auth.Service, error) {
 // remoteAPI is the API over HTTPS on the admin host, behind sign-in,
 // with the dashboard beside it.
 func (d *Daemon) remoteAPI(srv *api.Server) http.Handler {
-	client := func(r *http.Request) netip.Addr {
-		a, _ := edge.ClientIP(r.Context())
-		return a
-	}
-	origin := func() string {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if o := d.passkeySite.Origins; len(o) > 0 {
-			return o[len(o)-1] // with the edge's port, when it is not 443
-		}
-		return ""
-	}
-	dash := &web.Dashboard{Auth: srv.Auth, Client: client, Log: d.log, Origin: origin}
-	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: client, Pages: dash.Handler()}
+	dash := &web.Dashboard{Auth: srv.Auth, Client: clientIP, Log: d.log, Origin: d.adminOrigin, PrivateApp: d.privateApp}
+	rm := &api.Remote{API: srv, Auth: srv.Auth, Client: clientIP, Pages: dash.Handler()}
 	h := rm.Handler()
 	dash.API = h // the pages ask the API, as the browser
 	return h
+}
+
+// clientIP is a request's real address, as the edge found it.
+func clientIP(r *http.Request) netip.Addr {
+	a, _ := edge.ClientIP(r.Context())
+	return a
+}
+
+// adminOrigin is where people sign in, for links and the private apps'
+// redirects: the admin host, with the edge's port when it is not 443.
+func (d *Daemon) adminOrigin() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if o := d.passkeySite.Origins; len(o) > 0 {
+		return o[len(o)-1]
+	}
+	return ""
+}
+
+// privateApp is the private app that serves host, if one does.
+func (d *Daemon) privateApp(host string) (config.App, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.private[host]
+	return a, ok
+}
+
+// gate puts the private apps behind the admin host's sign-in.
+func (d *Daemon) gate(accounts *auth.Service) edge.Private {
+	g := &gate.Gate{Auth: accounts, Admin: d.adminOrigin, Client: clientIP, Log: d.log}
+	return g.Wrap
 }
 
 // moatPages serves the hosts that are no app's: the admin host's API,

@@ -117,6 +117,8 @@ type Daemon struct {
 	authSettings config.Auth
 	// passkeySite is the admin host as passkeys know it.
 	passkeySite auth.RelyingParty
+	// private are the private apps by domain.
+	private map[string]config.App
 }
 
 // certSource is what the daemon needs of its certificates: the edge's
@@ -233,6 +235,7 @@ func Run(ctx context.Context, opts Options) error {
 		Limiter:   limiter,
 		Cache:     cache.New(0),
 		Metrics:   edge.NewMetrics(reg),
+		Private:   d.gate(accounts),
 	})
 	if err := d.Apply(ctx, state); err != nil {
 		var se sshError
@@ -337,6 +340,14 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	d.mu.Lock()
 	d.notifier = notifierFor(s, d.log, d.mail.alerts)
 	d.adminHost, d.authSettings, d.passkeySite = s.Server.AdminHost(), s.Auth, passkeySite(s.Server)
+	d.private = map[string]config.App{}
+	for _, a := range s.Apps {
+		if a.Private() {
+			for _, dom := range a.Domains {
+				d.private[dom] = a
+			}
+		}
+	}
 	d.mu.Unlock()
 	d.configureGuard(s)
 	domains := s.Domains()

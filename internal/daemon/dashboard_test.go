@@ -47,19 +47,7 @@ func signInDashboard(t *testing.T, e *mailEnv, admin, email, password string) *d
 		chromedp.Click(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.ID("code"))); err != nil {
 		t.Fatal(err)
 	}
-	code := ""
-	for deadline := time.Now().Add(30 * time.Second); code == "" && time.Now().Before(deadline); {
-		msgs := e.sink.Messages()
-		for _, m := range msgs[min(sent, len(msgs)):] {
-			if c := mailedCode.FindSubmatch(m.Data); c != nil && len(m.To) == 1 && m.To[0] == email {
-				code = string(c[1])
-			}
-		}
-		e.sink.Wait(len(msgs)+1, 200*time.Millisecond)
-	}
-	if code == "" {
-		t.Fatal("no sign-in code reached the mail server")
-	}
+	code := mailedCodeTo(t, e, email, sent)
 	if err := chromedp.Do(d.tab, chromedp.SendKeys(chromedp.ID("code"), code), chromedp.Click(chromedp.ID("verify")), chromedp.WaitVisible(chromedp.ID("layer-firewall"))); err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,9 @@ type Options struct {
 	// Failed, when set, hears of each answer of an app with one of the
 	// app's guard statuses (a failed login, for the guard to count).
 	Failed func(app string, client netip.Addr, r *http.Request, status int)
+	// Private, when set, puts the private apps behind moat's sign-in; a
+	// private app is refused without it.
+	Private Private
 }
 
 // Edge is the HTTP and HTTPS server in front of the apps.
@@ -77,6 +80,7 @@ type Edge struct {
 	metrics   *Metrics
 	bans      Bans
 	failed    func(app string, client netip.Addr, r *http.Request, status int)
+	private   Private
 	transport *upstream.Transport
 	buffers   httputil.BufferPool // copy buffers, so a response costs no 32 KiB allocation
 	errorLog  *log.Logger         // for net/http's own complaints, at debug level
@@ -122,6 +126,7 @@ func New(o Options) *Edge {
 		metrics:   o.Metrics,
 		bans:      o.Bans,
 		failed:    o.Failed,
+		private:   o.Private,
 		buffers:   &bufferPool{},
 		// GET and HEAD go over moat's lean client; bodies, upgrades and
 		// the rest over net/http's.
@@ -159,10 +164,19 @@ func (e *Edge) Load(s config.State) error {
 		}
 		r := &route{app: a.Name, headers: newHeaderSet(a.Headers), guard: a.GuardStatuses}
 		// The chain of one app, outermost first: ban check, rate limit,
-		// cache, proxy (which adds the security headers to what the app
-		// answers).
+		// cache (or, for a private app, the sign-in gate), proxy (which
+		// adds the security headers to what the app answers).
 		var h http.Handler = e.newProxy(r, up)
-		h = e.cache.Handler(cacheScope(a), cache.Config{TTL: a.CacheTTL(), AllowCookies: a.Cache.AllowCookies, HideXCache: a.Cache.HideXCache}, h)
+		if a.Private() {
+			// A private app's pages are each visitor's own: none is
+			// cached.
+			if e.private == nil {
+				return fmt.Errorf("app %s is private, and this edge has no sign-in gate", a.Name)
+			}
+			h = e.private(a, h)
+		} else {
+			h = e.cache.Handler(cacheScope(a), cache.Config{TTL: a.CacheTTL(), AllowCookies: a.Cache.AllowCookies, HideXCache: a.Cache.HideXCache}, h)
+		}
 		policy, err := limits.policy(uint32(i+1), a.RateLimit)
 		if err != nil {
 			return fmt.Errorf("app %s: %w", a.Name, err)

@@ -72,6 +72,12 @@ func (e *Edge) newReverseProxy(r *route, up *url.URL) *httputil.ReverseProxy {
 			if ip, ok := ClientIP(pr.In.Context()); ok {
 				pr.Out.Header.Set("X-Forwarded-For", ip.String()) // the real client, behind trusted proxies too
 			}
+			pr.Out.Header.Del(UserHeader)
+			pr.Out.Header.Del(EmailHeader)
+			if v, ok := visitorOf(pr.In.Context()); ok {
+				pr.Out.Header.Set(UserHeader, v.User)
+				pr.Out.Header.Set(EmailHeader, v.Email)
+			}
 		},
 		Transport:  e.metrics.transport(r.app, e.transport),
 		BufferPool: e.buffers,
@@ -265,7 +271,7 @@ func removeHopByHop(h http.Header) {
 func dropUp(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Host":
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Host", UserHeader, EmailHeader:
 		return true
 	}
 	return false
@@ -310,6 +316,14 @@ func writeHead(bw *bufio.Writer, r *http.Request) error {
 	}
 	if err := upstream.WriteField(bw, "X-Forwarded-Host", r.Host); err != nil {
 		return err
+	}
+	if v, ok := visitorOf(r.Context()); ok {
+		if err := upstream.WriteField(bw, UserHeader, v.User); err != nil {
+			return err
+		}
+		if err := upstream.WriteField(bw, EmailHeader, v.Email); err != nil {
+			return err
+		}
 	}
 	if r.TLS != nil {
 		bw.WriteString("X-Forwarded-Proto: https\r\n\r\n")

@@ -171,6 +171,7 @@ func TestLeanMatchesReverseProxy(t *testing.T) {
 		{"hop by hop", "Keep-Alive: 300\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nTe: trailers, deflate\r\nTrailer: X\r\n", "GET /plain HTTP/1.1", true},
 		{"te without trailers", "Te: deflate\r\n", "GET /plain HTTP/1.1", true},
 		{"spoofed forwarding", "X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\n", "GET /plain HTTP/1.1", true},
+		{"spoofed visitor", "X-Moat-User: root\r\nX-Moat-Email: root@example.com\r\n", "GET /plain HTTP/1.1", true},
 		{"cookie and auth pass", "Cookie: a=b\r\nAuthorization: Bearer x\r\n", "GET /plain HTTP/1.1", true},
 		{"semicolon query", "", "GET /plain?a=1;b=2 HTTP/1.1", false},
 		{"bad escape query", "", "GET /plain?a=%zz HTTP/1.1", false},
@@ -334,4 +335,39 @@ func headerDiff(a, b http.Header) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestVisitorHeaders: what a client sends as X-Moat-User or X-Moat-Email
+// never reaches an app, either way to it; a visitor that the sign-in gate
+// let through is told to the app.
+func TestVisitorHeaders(t *testing.T) {
+	appURL := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%q %q", r.Header.Values(UserHeader), r.Header.Values(EmailHeader))
+	}))
+	up, _ := url.Parse(appURL)
+	e := New(Options{})
+	rt := &route{app: "grafana", headers: newHeaderSet(nil)}
+	ref := e.newReverseProxy(rt, up)
+	for _, tc := range []struct {
+		name    string
+		visitor *Visitor
+		want    string
+	}{
+		{"a client's own", nil, `[] []`},
+		{"the gate's", &Visitor{User: "Owner", Email: "owner@example.com"}, `["Owner"] ["owner@example.com"]`},
+	} {
+		for way, h := range map[string]http.Handler{"lean": e.newProxy(rt, up), "reverse proxy": ref} {
+			req := httptest.NewRequest("GET", "https://grafana.example.com/", nil)
+			req.Header.Set(UserHeader, "root")
+			req.Header.Add(EmailHeader, "root@example.com")
+			if tc.visitor != nil {
+				req = req.WithContext(WithVisitor(req.Context(), *tc.visitor))
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if got := rec.Body.String(); got != tc.want {
+				t.Errorf("%s, %s: the app saw %s, want %s", tc.name, way, got, tc.want)
+			}
+		}
+	}
 }

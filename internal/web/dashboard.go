@@ -15,6 +15,7 @@ import (
 
 	"moat/internal/api"
 	"moat/internal/auth"
+	"moat/internal/config"
 	"moat/internal/secret"
 )
 
@@ -39,7 +40,7 @@ var factorNames = map[auth.Factor]string{
 }
 
 // pageNames are the pages, each a template under pages/.
-var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown", "forgot", "reset"}
+var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown", "forgot", "reset", "private"}
 
 // pages are the templates, each page with the layout.
 func pages() map[string]*template.Template {
@@ -69,6 +70,8 @@ type Dashboard struct {
 	// Origin is where links mailed to people point, like
 	// https://admin.example.com; the request's own host when nil.
 	Origin func() string
+	// PrivateApp is the private app that serves a host, if one does.
+	PrivateApp func(host string) (config.App, bool)
 }
 
 // page is what every page's template reads.
@@ -86,6 +89,10 @@ type page struct {
 	Needs     []auth.Factor
 	EmailCode bool
 	Passkey   bool
+	// Next is where a finished sign-in goes: a path of the dashboard's.
+	Next string
+	// Refresh sends the browser on to this path of the dashboard's.
+	Refresh string
 	// Data is the page's own.
 	Data any
 }
@@ -93,6 +100,27 @@ type page struct {
 // tabs are the navigation's, in order.
 var tabs = []struct{ Path, Name string }{
 	{"/", "Overview"}, {"/security", "Security"}, {"/bans", "Bans"}, {"/activity", "Activity"}, {"/account", "Account"},
+}
+
+// nextOf is the page a sign-in goes on to (the form's or the query's
+// next): a path of this host, or the Overview.
+func nextOf(r *http.Request) string {
+	n := r.FormValue("next")
+	if !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.HasPrefix(n, "/\\") || strings.ContainsAny(n, "\r\n") {
+		return "/"
+	}
+	return n
+}
+
+// onward ends a sign-in at next. A sign-in on its way to a private app
+// goes on from a page, not a redirect: the form's post must not end on
+// another site (the CSP's form-action refuses that, rightly).
+func onward(w http.ResponseWriter, r *http.Request, draw render, next string) {
+	if next == "/" {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	draw(w, http.StatusOK, "private", page{Title: "Signed in", Refresh: next, Data: privateData{Link: next}})
 }
 
 // when is a time for a person: the date and time in UTC.
@@ -129,28 +157,28 @@ func (d *Dashboard) Handler() http.Handler {
 		w.Write(buf.Bytes())
 	}
 	mux.HandleFunc("GET /signin", func(w http.ResponseWriter, r *http.Request) {
-		render(w, http.StatusOK, "signin", page{Title: "Sign in"})
+		render(w, http.StatusOK, "signin", page{Title: "Sign in", Next: nextOf(r)})
 	})
 	mux.HandleFunc("POST /signin", func(w http.ResponseWriter, r *http.Request) {
-		email := r.PostFormValue("email")
+		email, next := r.PostFormValue("email"), nextOf(r)
 		in, err := d.Auth.SignIn(r.Context(), d.client(r), email, r.PostFormValue("password"))
 		if err != nil {
-			render(w, http.StatusOK, "signin", page{Title: "Sign in", Error: err.Error(), Email: email})
+			render(w, http.StatusOK, "signin", page{Title: "Sign in", Error: err.Error(), Email: email, Next: next})
 			return
 		}
 		api.SetSessionCookie(w, in.Token)
 		if in.Session.Stage == auth.StageFull {
-			http.Redirect(w, r, "/", http.StatusSeeOther)
+			onward(w, r, render, next)
 			return
 		}
 		needs := make([]string, len(in.Needs))
 		for i, f := range in.Needs {
 			needs[i] = string(f)
 		}
-		http.Redirect(w, r, "/signin/second?needs="+url.QueryEscape(strings.Join(needs, ",")), http.StatusSeeOther)
+		http.Redirect(w, r, "/signin/second?needs="+url.QueryEscape(strings.Join(needs, ","))+"&next="+url.QueryEscape(next), http.StatusSeeOther)
 	})
 	second := func(r *http.Request, errMsg string) page {
-		p := page{Title: "Second step", Error: errMsg}
+		p := page{Title: "Second step", Error: errMsg, Next: nextOf(r)}
 		for _, f := range strings.Split(r.FormValue("needs"), ",") {
 			// A passkey is a button of the script's, not a code.
 			if f := auth.Factor(f); f == auth.FactorPasskey {
@@ -184,7 +212,7 @@ func (d *Dashboard) Handler() http.Handler {
 			return
 		}
 		api.SetSessionCookie(w, in.Token)
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+		onward(w, r, render, nextOf(r))
 	})
 	mux.HandleFunc("POST /signin/code", func(w http.ResponseWriter, r *http.Request) {
 		c, err := r.Cookie(api.CookieName)
@@ -210,6 +238,7 @@ func (d *Dashboard) Handler() http.Handler {
 	})
 	d.signedInRoutes(mux, render)
 	d.resetRoutes(mux, render)
+	d.privateRoutes(mux, render)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", DashboardCSP)

@@ -92,13 +92,16 @@
     });
   }
 
+  // Where a sign-in goes on to: the page's next field, checked by moat.
+  function onward() {
+    var next = document.querySelector("input[name=next]");
+    location.href = next && next.value || "/";
+  }
   on("passkey-signin", function () {
-    return get("/v1/auth/passkey", function (a) { return post("/v1/auth/passkey/finish", a); })
-      .then(function () { location.href = "/"; });
+    return get("/v1/auth/passkey", function (a) { return post("/v1/auth/passkey/finish", a); }).then(onward);
   });
   on("passkey-second", function () {
-    return get("/v1/auth/second/passkey", function (a) { return post("/v1/auth/second", { factor: "passkey", credential: a }); })
-      .then(function () { location.href = "/"; });
+    return get("/v1/auth/second/passkey", function (a) { return post("/v1/auth/second", { factor: "passkey", credential: a }); }).then(onward);
   });
   on("add-passkey", function (form) {
     return post("/v1/me/passkeys").then(function (o) {
