@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -266,6 +267,23 @@ func TestDashboardInTheBrowser(t *testing.T) {
 		d.open("/activity?action=guard", "entries")
 		if a := d.text("entries"); !strings.Contains(a, "guard.unban") || !strings.Contains(a, "owner@example.com") {
 			t.Errorf("the activity log lacks the unban by the owner:\n%s", a)
+		}
+	})
+
+	t.Run("the firewall guard's refusal in the API's words", func(t *testing.T) {
+		d.t = t
+		d.open("/security", "remove-rule-2")
+		if rule := d.text("remove-rule-2"); !strings.Contains(rule, "Remove") {
+			t.Fatalf("rule 2: %q", rule)
+		}
+		d.review("remove-rule-2") // the edge's HTTPS port
+		d.open("/security", "apply-rules")
+		d.do(chromedp.Click(chromedp.ID("apply-rules")), chromedp.WaitVisible(chromedp.ID("error")))
+		page := d.text("error")
+		err := e.client.Do(ctx, "POST", "/v1/firewall/apply", api.ApplyRequest{ConfirmWithin: "60s"}, nil)
+		var ae *api.APIError
+		if !errors.As(err, &ae) || !strings.Contains(page, ae.Body.Error.Message) || !strings.Contains(page, "the edge serves every app's HTTPS") {
+			t.Errorf("the page says %q; the API says %v", page, err)
 		}
 	})
 }
