@@ -179,6 +179,10 @@ func TestDashboardInTheBrowser(t *testing.T) {
 		if st := d.text("layer-firewall"); !strings.Contains(st, "in force") {
 			t.Errorf("the Overview after the rollback: %q", st)
 		}
+		if app := d.text("app-web"); !strings.Contains(app, "certificate valid until") {
+			t.Errorf("the Overview's app: %q", app)
+		}
+		testenv.Screenshot(t, d.tab, shots, "overview")
 	})
 
 	c := e.httpsClient(e.pebble.Roots())

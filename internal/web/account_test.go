@@ -29,6 +29,7 @@ func TestAccountTab(t *testing.T) {
 		}
 	}
 	open()
+	testenv.Screenshot(t, tab, shots, "account")
 	unlabelled, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("input:not([type=hidden]):not([hidden]), select, textarea")].filter(e => e.labels.length == 0).map(e => e.id || e.name)`))
 	if err != nil || len(unlabelled) > 0 {
 		t.Errorf("fields without a label: %v %v", unlabelled, err)

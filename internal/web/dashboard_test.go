@@ -44,7 +44,7 @@ type site struct {
 	mails []string
 }
 
-func newSite(t *testing.T) *site {
+func newSite(t testing.TB) *site {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -83,7 +83,7 @@ func newSite(t *testing.T) *site {
 
 var codeRE = regexp.MustCompile(`Your moat code is (\d{6})`)
 
-func (s *site) lastCode(t *testing.T) string {
+func (s *site) lastCode(t testing.TB) string {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -139,7 +139,7 @@ func TestDashboardSignIn(t *testing.T) {
 		if !strings.Contains(head, "owner@example.com") {
 			t.Errorf("the overview's header: %q", head)
 		}
-		testenv.Screenshot(t, tab, shots, "overview")
+		testenv.Screenshot(t, tab, shots, "signed-in")
 		// Signing out ends the session: the overview asks to sign in.
 		if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS("header button")), chromedp.WaitVisible(chromedp.ID("password")),
 			chromedp.Navigate(s.srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("password"))); err != nil {

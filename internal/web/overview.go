@@ -17,7 +17,7 @@ type overviewData struct {
 	Apps   []appView
 	// Firewall, Guard are each layer's state in a sentence; Bad marks
 	// those that need the owner.
-	Firewall, Guard       string
+	Firewall, Guard, Edge string
 	FirewallBad, GuardBad bool
 	// RollbackAt is when rules on trial roll back.
 	RollbackAt *time.Time
@@ -42,6 +42,10 @@ func (d *Dashboard) overview(r *http.Request) overviewData {
 		out.Problems = append(out.Problems, errText(err))
 	}
 	out.Daemon = st.Daemon
+	out.Edge = "moat's daemon is not running: nothing is served"
+	if st.Daemon {
+		out.Edge = "serving " + plural(len(st.Apps), "app") + " over HTTPS, behind the ban check and the rate limiter"
+	}
 	byDomain := map[string]certs.Status{}
 	for _, c := range st.Certificates {
 		byDomain[c.Domain] = c

@@ -53,7 +53,7 @@ func waitURL(t *testing.T, tab context.Context, part string) {
 	t.Fatalf("the page never went to an address with %q", part)
 }
 
-func (s *site) addApp(t *testing.T, a config.App) {
+func (s *site) addApp(t testing.TB, a config.App) {
 	t.Helper()
 	if _, err := s.store.Update(context.Background(), store.Actor{Who: "test"}, false, func(st *config.State) error {
 		st.Apps = append(st.Apps, a)
