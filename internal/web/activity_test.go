@@ -78,3 +78,32 @@ func TestActivityPage(t *testing.T) {
 		t.Errorf("a bad date says %q", msg)
 	}
 }
+
+// TestBansPageIgnoreMe: "Ignore my address" puts the visitor's own
+// address on the guard's ignore list, with the plan first, and the list
+// shows it; taken off, it is gone.
+func TestBansPageIgnoreMe(t *testing.T) {
+	s := newSite(t)
+	tab := s.signedIn(t, browser.Get(t), "owner@example.com")
+	if err := chromedp.Do(tab, chromedp.Navigate(s.srv.URL+"/bans"), chromedp.WaitVisible(chromedp.ID("ignore-me"))); err != nil {
+		t.Fatal(err)
+	}
+	if you := text(t, tab, "you"); you != "127.0.0.1" {
+		t.Errorf("the page says you are at %q", you)
+	}
+	review(t, tab, "ignore-me", "guard")
+	st, _, _ := s.store.State(context.Background())
+	if len(st.Guard.Ignore) != 1 || st.Guard.Ignore[0] != "127.0.0.1/32" {
+		t.Fatalf("the ignore list: %v", st.Guard.Ignore)
+	}
+	if list := text(t, tab, "ignore"); !strings.Contains(list, "127.0.0.1/32") {
+		t.Errorf("the page's ignore list: %q", list)
+	}
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS("#ignore button")), chromedp.WaitVisible(chromedp.ID("plan")),
+		chromedp.Click(chromedp.ID("make-change")), chromedp.WaitVisible(chromedp.ID("notice"))); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := s.store.State(context.Background()); len(st.Guard.Ignore) != 0 {
+		t.Errorf("after taking it off: %v", st.Guard.Ignore)
+	}
+}
