@@ -245,35 +245,10 @@ func (s *SQLite) RemoveSession(ctx context.Context, hash string) error {
 // RemoveSessions ends an account's sessions but one, and its sessions
 // of private apps; see auth.Store.
 func (s *SQLite) RemoveSessions(ctx context.Context, account int64, keep string) (int, error) {
-	release, err := s.lockWriter(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer release()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, s.errorf("remove sessions", err)
-	}
-	defer tx.Rollback()
-	n := int64(0)
-	for _, q := range []struct {
-		query string
-		args  []any
-	}{
-		{"DELETE FROM auth_sessions WHERE account = ? AND hash != ?", []any{account, keep}},
-		{"DELETE FROM app_sessions WHERE account = ?", []any{account}},
-	} {
-		res, err := tx.ExecContext(ctx, q.query, q.args...)
-		if err != nil {
-			return 0, s.errorf("remove sessions", err)
-		}
-		m, _ := res.RowsAffected()
-		n += m
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, s.errorf("remove sessions", err)
-	}
-	return int(n), nil
+	n, err := s.writeTx(ctx, "remove sessions",
+		stmt{"DELETE FROM auth_sessions WHERE account = ? AND hash != ?", []any{account, keep}},
+		stmt{"DELETE FROM app_sessions WHERE account = ?", []any{account}})
+	return int(n), err
 }
 
 // Sessions lists an account's sessions; see auth.Store.
@@ -328,28 +303,12 @@ func (s *SQLite) DropEmailCode(ctx context.Context, session string) error {
 // SetRecoveryCodes replaces an account's recovery codes in one
 // transaction: the old ones die as the new ones are born.
 func (s *SQLite) SetRecoveryCodes(ctx context.Context, account int64, hashes []string) error {
-	release, err := s.lockWriter(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return s.errorf("set recovery codes", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM recovery_codes WHERE account = ?", account); err != nil {
-		return s.errorf("set recovery codes", err)
-	}
+	stmts := []stmt{{"DELETE FROM recovery_codes WHERE account = ?", []any{account}}}
 	for _, h := range hashes {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO recovery_codes (account, hash) VALUES (?, ?)", account, h); err != nil {
-			return s.errorf("set recovery codes", err)
-		}
+		stmts = append(stmts, stmt{"INSERT INTO recovery_codes (account, hash) VALUES (?, ?)", []any{account, h}})
 	}
-	if err := tx.Commit(); err != nil {
-		return s.errorf("set recovery codes", err)
-	}
-	return nil
+	_, err := s.writeTx(ctx, "set recovery codes", stmts...)
+	return err
 }
 
 // UseRecoveryCode spends a recovery code; see auth.Store.
@@ -503,26 +462,10 @@ func (s *SQLite) UseInvitation(ctx context.Context, hash string, now time.Time) 
 // AddPasswordReset keeps a password reset, the account's only one; see
 // auth.Store.
 func (s *SQLite) AddPasswordReset(ctx context.Context, hash string, account int64, expires time.Time) error {
-	release, err := s.lockWriter(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return s.errorf("add password reset", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM invitations WHERE purpose = 'reset' AND (account = ? OR expires <= ?)", account, stamp(time.Now())); err != nil {
-		return s.errorf("add password reset", err)
-	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO invitations (hash, account, expires, purpose) VALUES (?, ?, ?, 'reset')", hash, account, stamp(expires)); err != nil {
-		return s.errorf("add password reset", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return s.errorf("add password reset", err)
-	}
-	return nil
+	_, err := s.writeTx(ctx, "add password reset",
+		stmt{"DELETE FROM invitations WHERE purpose = 'reset' AND (account = ? OR expires <= ?)", []any{account, stamp(s.now())}},
+		stmt{"INSERT INTO invitations (hash, account, expires, purpose) VALUES (?, ?, ?, 'reset')", []any{hash, account, stamp(expires)}})
+	return err
 }
 
 // UsePasswordReset spends a password reset; see auth.Store.
@@ -551,26 +494,10 @@ func (s *SQLite) useLink(ctx context.Context, purpose, hash string, now time.Tim
 
 // AddAppCode keeps a one-time code to a private app; see auth.Store.
 func (s *SQLite) AddAppCode(ctx context.Context, hash string, account int64, domain string, expires time.Time) error {
-	release, err := s.lockWriter(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return s.errorf("add app code", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM app_codes WHERE expires <= ?", stamp(time.Now())); err != nil {
-		return s.errorf("add app code", err)
-	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO app_codes (hash, account, domain, expires) VALUES (?, ?, ?, ?)", hash, account, domain, stamp(expires)); err != nil {
-		return s.errorf("add app code", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return s.errorf("add app code", err)
-	}
-	return nil
+	_, err := s.writeTx(ctx, "add app code",
+		stmt{"DELETE FROM app_codes WHERE expires <= ?", []any{stamp(s.now())}},
+		stmt{"INSERT INTO app_codes (hash, account, domain, expires) VALUES (?, ?, ?, ?)", []any{hash, account, domain, stamp(expires)}})
+	return err
 }
 
 // UseAppCode spends a one-time code to a private app; see auth.Store.

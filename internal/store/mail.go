@@ -55,6 +55,41 @@ func (s *SQLite) write(ctx context.Context, query string, args ...any) (sql.Resu
 	return s.db.ExecContext(ctx, query, args...)
 }
 
+// stmt is one statement of a writeTx.
+type stmt struct {
+	query string
+	args  []any
+}
+
+// writeTx runs statements in one transaction, in this handle's write
+// turn, and says how many rows they changed in all; what names the work
+// in an error.
+func (s *SQLite) writeTx(ctx context.Context, what string, stmts ...stmt) (int64, error) {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, s.errorf(what, err)
+	}
+	defer tx.Rollback()
+	n := int64(0)
+	for _, st := range stmts {
+		res, err := tx.ExecContext(ctx, st.query, st.args...)
+		if err != nil {
+			return 0, s.errorf(what, err)
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, s.errorf(what, err)
+	}
+	return n, nil
+}
+
 // full reports whether err is a full disk.
 func full(err error) bool {
 	var se *sqlite.Error

@@ -88,27 +88,10 @@ func (s *SQLite) RemovePasskey(ctx context.Context, account int64, id []byte) er
 
 // PutCeremony keeps a ceremony; see auth.Store.
 func (s *SQLite) PutCeremony(ctx context.Context, owner string, data []byte, expires time.Time) error {
-	release, err := s.lockWriter(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return s.errorf("keep passkey ceremony", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM passkey_ceremonies WHERE expires <= ?", stamp(s.now())); err != nil {
-		return s.errorf("keep passkey ceremony", err)
-	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO passkey_ceremonies (owner, data, expires) VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET data = excluded.data, expires = excluded.expires",
-		owner, data, stamp(expires)); err != nil {
-		return s.errorf("keep passkey ceremony", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return s.errorf("keep passkey ceremony", err)
-	}
-	return nil
+	_, err := s.writeTx(ctx, "keep passkey ceremony",
+		stmt{"DELETE FROM passkey_ceremonies WHERE expires <= ?", []any{stamp(s.now())}},
+		stmt{"INSERT INTO passkey_ceremonies (owner, data, expires) VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET data = excluded.data, expires = excluded.expires", []any{owner, data, stamp(expires)}})
+	return err
 }
 
 // TakeCeremony spends a ceremony; see auth.Store.
