@@ -175,9 +175,15 @@ func TestBadInputIsRefusedWithItsFix(t *testing.T) {
 			want: []string{"upstream", `"ftp://127.0.0.1:21"`, "does not start with http://", "like http://127.0.0.1:3000"},
 		},
 		{
-			name: "app remove: without --yes",
-			args: args("app", "remove", "gitea"),
-			want: []string{"gitea", "stops serving its domains", "--yes"},
+			name:  "app remove: the name typed back wrong",
+			args:  args("app", "remove", "gitea"),
+			stdin: "gitee\n",
+			want:  []string{`"gitee" is not the app's name, gitea`},
+		},
+		{
+			name: "app remove: --confirm with another name",
+			args: args("app", "remove", "gitea", "--confirm", "grafana"),
+			want: []string{`"grafana" is not the app's name, gitea`},
 		},
 		{
 			name: "init: bad email",

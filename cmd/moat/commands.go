@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"moat/internal/api"
+	"moat/internal/apps"
 	"moat/internal/auth"
 	"moat/internal/config"
 	"moat/internal/firewall"
@@ -145,7 +147,12 @@ func newApp(g *globals) *cobra.Command {
   moat app set gitea --upstream http://127.0.0.1:3001 --header X-Frame-Options=DENY
   moat app remove gitea --yes`,
 	}
-	cmd.AddCommand(newAppAdd(g), newAppList(g), newAppShow(g), newAppSet(g), newAppRemove(g))
+	cmd.AddCommand(newAppAdd(g), newAppList(g), newAppShow(g), newAppSet(g), newAppRemove(g),
+		newAppAction(g, "start", "Start an app with its run.start command"),
+		newAppAction(g, "stop", "Stop an app with its run.stop command (refused while it is protected)"),
+		newAppAction(g, "restart", "Restart an app with its run.restart command (refused while it is protected)"),
+		newAppAction(g, "upgrade", "Upgrade an app with its run.upgrade command (refused while it is protected)"),
+		newAppAction(g, "status", "Ask after an app with its run.status command"))
 	return cmd
 }
 
@@ -288,7 +295,7 @@ func newAppSet(g *globals) *cobra.Command {
 	var domains, headers, ports []string
 	var upstream, rateLimit, cacheTTL string
 	var allow []string
-	var resetHeaders, noPorts, private, public, dry bool
+	var resetHeaders, noPorts, private, public, protect, dry bool
 	cmd := &cobra.Command{
 		Use:   "set NAME [--domain D]... [--upstream URL] [--header NAME=VALUE]...",
 		Short: "Change an app: its domains (replaced as a whole), upstream, headers, rate limit or cache",
@@ -341,6 +348,9 @@ func newAppSet(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("allow") {
 				p.Allow = &allow
 			}
+			if cmd.Flags().Changed("protect") {
+				p.Protect = &protect
+			}
 			if cmd.Flags().Changed("cache") {
 				c := config.Cache{TTL: cacheTTL}
 				if cacheTTL == "off" {
@@ -366,6 +376,7 @@ func newAppSet(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&private, "private", false, "put the app behind moat's sign-in: only accounts reach it, and it is told who they are")
 	cmd.Flags().BoolVar(&public, "public", false, "let anyone reach the app again")
 	cmd.Flags().StringArrayVar(&allow, "allow", nil, "who may use the private app: an email or a role (repeat; replaces the list)")
+	cmd.Flags().BoolVar(&protect, "protect", false, "termination protection: --protect refuses stop, restart, upgrade and remove; --protect=false allows them again")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
 }
@@ -387,25 +398,60 @@ func parseRateLimit(v string) (config.RateLimit, error) {
 }
 
 func newAppRemove(g *globals) *cobra.Command {
-	var yes bool
+	var confirm string
 	cmd := &cobra.Command{
-		Use:     "remove NAME --yes",
-		Short:   "Take an app from behind the edge (its domains stop being served)",
-		Example: "  moat app remove gitea --yes",
-		Args:    cobra.ExactArgs(1),
+		Use:   "remove NAME",
+		Short: "Take an app from behind the edge (asks for its name typed back)",
+		Example: `  moat app remove gitea
+  moat app remove gitea --confirm gitea`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !yes {
-				return fmt.Errorf("removing app %s stops serving its domains: run again with --yes to confirm", args[0])
+			name := args[0]
+			if !cmd.Flags().Changed("confirm") {
+				fmt.Fprintf(cmd.OutOrStdout(), "Removing app %s stops serving its domains. Type its name to remove it: ", name)
+				answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				confirm = strings.TrimSpace(answer)
+			}
+			if confirm != name {
+				return fmt.Errorf("not removed: %q is not the app's name, %s", confirm, name)
 			}
 			var res api.ChangeResponse
-			if err := g.call(cmd, "DELETE", "/v1/apps/"+url.PathEscape(args[0]), nil, &res); err != nil {
+			if err := g.call(cmd, "DELETE", "/v1/apps/"+url.PathEscape(name)+"?confirm="+url.QueryEscape(confirm), nil, &res); err != nil {
 				return err
 			}
 			return printChange(cmd.OutOrStdout(), res)
 		},
 	}
-	cmd.Flags().BoolVar(&yes, "yes", false, "confirm the removal")
+	cmd.Flags().StringVar(&confirm, "confirm", "", "the app's name, typed back (for scripts)")
 	return cmd
+}
+
+// newAppAction runs one of an app's lifecycle commands.
+func newAppAction(g *globals, action, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:     action + " NAME",
+		Short:   short,
+		Example: "  moat app " + action + " gitea",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res apps.Result
+			if err := g.call(cmd, "POST", "/v1/apps/"+url.PathEscape(args[0])+"/"+action, nil, &res); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprint(out, res.Output)
+			if res.Output != "" && !strings.HasSuffix(res.Output, "\n") {
+				fmt.Fprintln(out)
+			}
+			switch {
+			case res.TimedOut:
+				return fmt.Errorf("%s of %s: %s was killed at the app's timeout (run.timeout) after %s", action, args[0], res.Command, res.Duration)
+			case res.ExitCode != 0:
+				return fmt.Errorf("%s of %s: %s exited %d after %s", action, args[0], res.Command, res.ExitCode, res.Duration)
+			}
+			return nil
+		},
+	}
 }
 
 func newApply(g *globals) *cobra.Command {

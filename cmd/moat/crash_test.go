@@ -164,7 +164,7 @@ func (b *burster) run(t *testing.T, c *api.Client, killed *atomic.Bool) {
 			body = api.AppPatch{Upstream: &upstream}
 		default:
 			name = names[b.rng.IntN(len(names))]
-			method, path = "DELETE", "/v1/apps/"+url.PathEscape(name)
+			method, path = "DELETE", "/v1/apps/"+url.PathEscape(name)+"?confirm="+url.QueryEscape(name)
 		}
 		b.unsure = name
 		var res api.ChangeResponse

@@ -71,6 +71,13 @@ type Server struct {
 	// port (the SSH sessions open when sshd is hardened);
 	// firewall.EstablishedConns when nil.
 	Conns func(port uint16) []netip.AddrPort
+	// Lifecycle runs the apps' lifecycle commands; apps.Runner when nil.
+	Lifecycle Lifecycle
+	// Power reboots or powers off the host ("reboot", "poweroff");
+	// systemctl when nil. Tests replace it: a test never reboots the
+	// machine it runs on.
+	Power func(ctx context.Context, action string) error
+
 	// sshMu orders hardenings and confirmations.
 	sshMu sync.Mutex
 
@@ -117,6 +124,7 @@ func (s *Server) Handler() http.Handler {
 	s.sshHardenRoutes(mux)
 	s.mailRoutes(mux)
 	s.userRoutes(mux)
+	s.lifecycleRoutes(mux)
 	s.fallback(mux)
 	return mux
 }
@@ -294,10 +302,20 @@ type ChangeResponse struct {
 // store and the runtime, in that order, so that a refused change leaves
 // everything as it was.
 func (s *Server) update(w http.ResponseWriter, r *http.Request, fn func(*config.State) error) {
-	out, err := s.change(r.Context(), r.URL.Query().Get("dry_run") == "true", fn)
+	s.updateThen(w, r, fn, nil)
+}
+
+// updateThen is update, with after run once the change is stored (not
+// on a dry run).
+func (s *Server) updateThen(w http.ResponseWriter, r *http.Request, fn func(*config.State) error, after func(context.Context)) {
+	dry := r.URL.Query().Get("dry_run") == "true"
+	out, err := s.change(r.Context(), dry, fn)
 	if err != nil {
 		s.fail(w, err)
 		return
+	}
+	if after != nil && !dry {
+		after(r.Context())
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -382,6 +400,8 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 type ServerPatch struct {
 	Domain *string `json:"domain,omitempty"`
 	Email  *string `json:"email,omitempty"`
+	// Protect turns the host's termination protection on or off.
+	Protect *bool `json:"protect,omitempty"`
 }
 
 func (s *Server) patchServer(w http.ResponseWriter, r *http.Request) {
@@ -390,14 +410,23 @@ func (s *Server) patchServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	s.update(w, r, func(st *config.State) error {
+	off := false
+	s.updateThen(w, r, func(st *config.State) error {
 		if p.Domain != nil {
 			st.Server.Domain = *p.Domain
 		}
 		if p.Email != nil {
 			st.Server.Email = *p.Email
 		}
+		if p.Protect != nil {
+			off = st.Server.Protect && !*p.Protect
+			st.Server.Protect = *p.Protect
+		}
 		return nil
+	}, func(ctx context.Context) {
+		if off {
+			s.unprotected(ctx, "the server", "host")
+		}
 	})
 }
 
@@ -434,6 +463,10 @@ func (s *Server) addApp(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if a.Run != (config.Run{}) && !onTheBox(r.Context()) {
+		s.fail(w, forbidden(errors.New("run: lifecycle commands run as root on the server: set them in moat.yaml with moat apply, or with the CLI on the server")))
+		return
+	}
 	s.update(w, r, func(st *config.State) error {
 		if _, exists := st.App(a.Name); exists {
 			return &config.FieldError{Field: "name", Value: a.Name, Problem: "is already an app", Fix: "choose another name, or change it with `moat app set " + a.Name + "`"}
@@ -458,6 +491,8 @@ type AppPatch struct {
 	ResetHeaders bool `json:"reset_headers,omitempty"`
 	// Ports replaces the app's ports (an empty list removes them).
 	Ports *[]config.AppPort `json:"ports,omitempty"`
+	// Protect turns the app's termination protection on or off.
+	Protect *bool `json:"protect,omitempty"`
 	// RateLimit replaces the app's own rate limit (an empty one falls
 	// back to the server's); Cache its output cache.
 	RateLimit *config.RateLimit `json:"rate_limit,omitempty"`
@@ -475,10 +510,15 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	s.update(w, r, func(st *config.State) error {
+	off := false
+	s.updateThen(w, r, func(st *config.State) error {
 		a, ok := st.App(name)
 		if !ok {
 			return noApp(name)
+		}
+		if p.Protect != nil {
+			off = a.Protect && !*p.Protect
+			a.Protect = *p.Protect
 		}
 		if p.Domains != nil {
 			if err := domainsFree(st, name, *p.Domains); err != nil {
@@ -514,6 +554,10 @@ func (s *Server) patchApp(w http.ResponseWriter, r *http.Request) {
 			a.Headers[k] = v
 		}
 		return validateApp(st.Server, *a)
+	}, func(ctx context.Context) {
+		if off {
+			s.unprotected(ctx, "app "+name, name)
+		}
 	})
 }
 
@@ -553,9 +597,16 @@ func domainsFree(st *config.State, name string, domains []string) error {
 
 func (s *Server) removeApp(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	typed := r.URL.Query().Get("confirm")
 	s.update(w, r, func(st *config.State) error {
 		for i, a := range st.Apps {
 			if a.Name == name {
+				if err := protectedApp(a, "remove"); err != nil {
+					return err
+				}
+				if typed != name {
+					return &config.FieldError{Field: "confirm", Value: typed, Problem: "is not the app's name", Fix: "type the app's name, " + name + ", to remove it (moat app remove " + name + " asks for it; the API takes ?confirm=" + name + ")"}
+				}
 				st.Apps = append(st.Apps[:i], st.Apps[i+1:]...)
 				return nil
 			}

@@ -214,6 +214,8 @@ func AreaOf(method, path string) auth.Area {
 		return auth.AreaMail
 	case "users":
 		return auth.AreaAccounts
+	case "host":
+		return auth.AreaAll
 	case "state":
 		if method == http.MethodPut {
 			return auth.AreaAll

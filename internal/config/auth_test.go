@@ -102,3 +102,38 @@ func TestValidatePrivateApps(t *testing.T) {
 		t.Error("a private app with no allow list refuses an account")
 	}
 }
+
+func TestValidateRun(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		run   Run
+		data  []string
+		field string // empty: valid
+		value string
+	}{
+		{"nothing", Run{}, nil, "", ""},
+		{"systemd", Run{Systemd: "gitea.service", Timeout: "2m"}, []string{"/srv/gitea"}, "", ""},
+		{"compose", Run{Start: "docker compose -p gitea -f /srv/gitea/compose.yaml up -d", Stop: "docker compose -p gitea down"}, nil, "", ""},
+		{"not a unit", Run{Systemd: "gitea"}, nil, "apps[0].run.systemd", "gitea"},
+		{"timeout too long", Run{Timeout: "2h"}, nil, "apps[0].run.timeout", "2h"},
+		{"NUL in a command", Run{Stop: "kill\x00 1"}, nil, "apps[0].run.stop", "kill\x00 1"},
+		{"relative data", Run{}, []string{"srv/gitea"}, "apps[0].data[0]", "srv/gitea"},
+		{"unclean data", Run{}, []string{"/srv/gitea/"}, "apps[0].data[0]", "/srv/gitea/"},
+		{"the root", Run{}, []string{"/"}, "apps[0].data[0]", "/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := State{Server: Server{Domain: "example.com"}, Apps: []App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Run: tc.run, Data: tc.data}}}
+			s.Normalize()
+			wantOneFieldError(t, s.Validate(), tc.field, tc.value)
+		})
+	}
+	r := Run{Systemd: "gitea.service", Stop: "docker stop gitea"}
+	for action, want := range map[string]string{"start": "systemctl start gitea.service", "stop": "docker stop gitea", "status": "systemctl --no-pager status gitea.service", "upgrade": ""} {
+		if got := r.Command(action); got != want {
+			t.Errorf("Command(%s) = %q, want %q", action, got, want)
+		}
+	}
+	if (Run{}).TimeoutDuration() != DefaultRunTimeout || (Run{Timeout: "30s"}).TimeoutDuration() != 30*time.Second {
+		t.Error("timeouts")
+	}
+}

@@ -77,6 +77,10 @@ type Server struct {
 	Cloudflare Cloudflare `yaml:"cloudflare,omitempty" json:"cloudflare,omitempty"`
 	// AccessLog turns the JSON access log off with "off"; on by default.
 	AccessLog string `yaml:"access_log,omitempty" json:"access_log,omitempty"`
+	// Protect is the host's termination protection: while on, moat
+	// refuses to reboot or power off the server, and holds a shutdown
+	// inhibitor where systemd-logind runs.
+	Protect bool `yaml:"protect,omitempty" json:"protect,omitempty"`
 }
 
 // RateLimit limits requests per client IP. A zero value means the default
@@ -183,6 +187,14 @@ type App struct {
 	// Allow, for a private app, lists who may use it: emails and roles
 	// (admin, operator, viewer). Empty: every account.
 	Allow []string `yaml:"allow,omitempty" json:"allow,omitempty"`
+	// Data are the app's data paths: what its backup holds.
+	Data []string `yaml:"data,omitempty" json:"data,omitempty"`
+	// Run is how moat starts, stops, restarts, upgrades, removes and
+	// asks after the app.
+	Run Run `yaml:"run,omitempty" json:"run,omitempty"`
+	// Protect is termination protection: while on, moat refuses to stop,
+	// restart, upgrade or remove the app.
+	Protect bool `yaml:"protect,omitempty" json:"protect,omitempty"`
 }
 
 // The values of App.Access.
@@ -260,6 +272,7 @@ func (a App) Clone() App {
 	c.RateLimit = a.RateLimit.clone()
 	c.GuardStatuses = append([]int(nil), a.GuardStatuses...)
 	c.Allow = append([]string(nil), a.Allow...)
+	c.Data = append([]string(nil), a.Data...)
 	if a.Ports != nil {
 		c.Ports = make([]AppPort, len(a.Ports))
 		for i, p := range a.Ports {

@@ -221,6 +221,7 @@ func (s *State) Validate() error {
 				add(fmt.Sprintf("%s.allow[%d]", at, j), w, "is not an email or a role", "name an account by its email, or a role: "+strings.Join(Roles, ", "))
 			}
 		}
+		validateRun(at, a, add)
 		spelt := map[string]string{}
 		checkRateLimit(at+".rate_limit", a.RateLimit, false, add)
 		if t := a.Cache.TTL; t != "" {

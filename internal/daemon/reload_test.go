@@ -180,7 +180,7 @@ func TestRemoveDomainsDuringRenewalChecks(t *testing.T) {
 		name := fmt.Sprintf("tmp%d", i)
 		err := e.client.Do(ctx, "POST", "/v1/apps", config.App{Name: name, Domains: []string{e.host(name)}, Upstream: e.upstream}, nil)
 		if err == nil {
-			err = e.client.Do(ctx, "DELETE", "/v1/apps/"+name, nil, nil)
+			err = e.client.Do(ctx, "DELETE", "/v1/apps/"+name+"?confirm="+name, nil, nil)
 		}
 		cancel()
 		if err != nil {

@@ -31,6 +31,8 @@ type securityData struct {
 	Keys           []api.SSHKey
 	Config         api.EffectiveConfig
 	ConfirmSeconds int
+	// HostProtected is the server's termination protection.
+	HostProtected bool
 }
 
 // planData is the page that shows a change's plan before it is made.
@@ -71,6 +73,14 @@ func (d *Dashboard) securityRoutes(mux *http.ServeMux, draw render) {
 			return
 		}
 		d.planned(w, r, p, draw, http.MethodPatch, "/v1/apps/"+url.PathEscape(name), patch, back, summary)
+	})
+	post("/security/host", func(w http.ResponseWriter, r *http.Request, p page) {
+		on := r.PostFormValue("protect") == "on"
+		summary := "Protect the server against termination: moat refuses to reboot or power it off until the protection is off."
+		if !on {
+			summary = "Turn the server's termination protection off: it can be rebooted and powered off again. The owner is mailed."
+		}
+		d.planned(w, r, p, draw, http.MethodPatch, "/v1/server", api.ServerPatch{Protect: &on}, "/security#protection", summary)
 	})
 	post("/security/rules", func(w http.ResponseWriter, r *http.Request, p page) {
 		rule := config.FirewallRule{Port: strings.TrimSpace(r.PostFormValue("port")), From: sources(r.PostFormValue("from")), Comment: strings.TrimSpace(r.PostFormValue("comment"))}
@@ -136,6 +146,7 @@ func (d *Dashboard) security(r *http.Request, app string) (securityData, error) 
 			out.App = &st.Apps[i]
 		}
 	}
+	out.HostProtected = st.Server.Protect
 	if srv := st.Server.RateLimit; srv.Off {
 		out.ServerLimit = "none: the server's limit is off"
 	} else if srv.Requests > 0 {
@@ -188,6 +199,13 @@ func appPatch(r *http.Request) (api.AppPatch, string, error) {
 		}
 		p.RateLimit = &rl
 		return p, summary, nil
+	case "protect":
+		on := r.PostFormValue("protect") == "on"
+		p.Protect = &on
+		if on {
+			return p, "Protect the app against termination: moat refuses to stop, restart, upgrade or remove it until the protection is off.", nil
+		}
+		return p, "Turn the app's termination protection off: it can be stopped, restarted, upgraded and removed again. The owner is mailed.", nil
 	case "cache":
 		c := config.Cache{TTL: "0s"}
 		summary := "Turn the output cache off for this app: every request reaches it."

@@ -141,7 +141,8 @@ func TestSecurityTab(t *testing.T) {
 			order = append(order, id)
 		}
 		want := []string{"signout", "A:Security", "pick-gitea", "rate-on", "requests", "per", "save-rate", "cache-on", "seconds", "save-cache",
-			"port", "proto", "from", "comment", "add-rule-button", "confirm_within", "apply-rules", "key-title", "key-user", "key-line", "add-key-button",
+			"protect-off", "save-protect", "port", "proto", "from", "comment", "add-rule-button", "confirm_within", "apply-rules",
+			"host-protect-off", "save-host-protect", "key-title", "key-user", "key-line", "add-key-button",
 			"show-edge", "show-firewall", "show-sshd"}
 		i := 0
 		for _, id := range order {
@@ -227,6 +228,23 @@ func TestSecurityTab(t *testing.T) {
 		}
 		if v, _ := chromedp.Run(tab, chromedp.Evaluate[bool](`document.getElementById("cache-off").checked`)); !v {
 			t.Error("the cache's form does not show it off")
+		}
+	})
+
+	t.Run("termination protection", func(t *testing.T) {
+		open()
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("protect-on"))); err != nil {
+			t.Fatal(err)
+		}
+		review(t, tab, "save-protect", "protect")
+		open()
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("host-protect-on"))); err != nil {
+			t.Fatal(err)
+		}
+		review(t, tab, "save-host-protect", "protect")
+		st, _, _ := s.store.State(context.Background())
+		if a, _ := st.App("gitea"); !a.Protect || !st.Server.Protect {
+			t.Errorf("protection after the forms: app %v, host %v", a.Protect, st.Server.Protect)
 		}
 	})
 

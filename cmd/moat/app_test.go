@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestAppLifecycleProtected: an app's lifecycle commands from moat.yaml
+// run through moat app; while the app is protected, stop, restart,
+// upgrade and remove are refused and the app (a real process) keeps
+// running; unprotected, moat app stop stops it.
+func TestAppLifecycleProtected(t *testing.T) {
+	proc := exec.Command("sleep", "300")
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { proc.Wait(); close(exited) }()
+	t.Cleanup(func() { proc.Process.Kill(); <-exited })
+	pid := proc.Process.Pid
+
+	c := newCLI(t)
+	c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com")
+	yaml := c.ok("export") + fmt.Sprintf(`apps:
+  - name: gitea
+    domains: [git.example.com]
+    upstream: http://127.0.0.1:3000
+    protect: true
+    run:
+      stop: kill %[1]d
+      restart: kill %[1]d
+      upgrade: kill %[1]d
+      status: kill -0 %[1]d && echo gitea is running
+`, pid)
+	if out, err := c.run(yaml, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	for _, action := range []string{"stop", "restart", "upgrade"} {
+		c.refused([]string{"app", action, "gitea"}, "protected against termination", "moat app set gitea --protect=false")
+	}
+	c.refused([]string{"app", "remove", "gitea", "--confirm", "gitea"}, "protected against termination")
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatal("the protected app's process is gone")
+	}
+	if out := c.ok("app", "status", "gitea"); !strings.Contains(out, "gitea is running") {
+		t.Errorf("status: %q", out)
+	}
+	c.ok("app", "set", "gitea", "--protect=false")
+	c.ok("app", "stop", "gitea")
+	<-exited
+	if _, err := c.run("", "app", "status", "gitea"); err == nil || !strings.Contains(err.Error(), "exited 1") {
+		t.Errorf("status of a stopped app: %v", err)
+	}
+	if out := c.ok("activity", "--limit", "20"); !strings.Contains(out, "app.stop_refused") || !strings.Contains(out, "protection.off") || !strings.Contains(out, "app.stop ") {
+		t.Errorf("activity:\n%s", out)
+	}
+	if out, err := c.run("gitea\n", "app", "remove", "gitea"); err != nil {
+		t.Errorf("remove with the name typed back: %v\n%s", err, out)
+	}
+}
