@@ -3,6 +3,7 @@ package apps
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +49,26 @@ func TestRun(t *testing.T) {
 	long, _ := Runner{}.Run(context.Background(), app(config.Run{Status: "head -c 100000 /dev/zero | tr '\\0' x; echo END"}), "status")
 	if len(long.Output) > MaxOutput+len("…") || !strings.HasSuffix(long.Output, "xEND\n") || !strings.HasPrefix(long.Output, "…") {
 		t.Errorf("long output: %d bytes, ends %q", len(long.Output), long.Output[len(long.Output)-10:])
+	}
+}
+
+// TestInhibitor: while the host is protected, logind lists moat's
+// shutdown inhibitor lock in block mode; off, it is gone.
+func TestInhibitor(t *testing.T) {
+	if ok, why := LogindRunning(); !ok {
+		t.Skip("SKIPPED, the shutdown inhibitor is not tested here: " + why)
+	}
+	in := &Inhibitor{}
+	if err := in.Set(true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Set(false) })
+	list, err := exec.Command("systemd-inhibit", "--list", "--no-pager").Output()
+	if err != nil || !strings.Contains(string(list), "moat") || !strings.Contains(string(list), "block") {
+		t.Errorf("systemd-inhibit --list: %v\n%s", err, list)
+	}
+	in.Set(false)
+	if in.Held() {
+		t.Error("the lock is still held after Set(false)")
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"moat/internal/api"
+	"moat/internal/apps"
 	"moat/internal/auth"
 	"moat/internal/certs"
 	"moat/internal/config"
@@ -119,6 +120,8 @@ type Daemon struct {
 	passkeySite auth.RelyingParty
 	// private are the private apps by domain.
 	private map[string]config.App
+	// inhibitor holds logind's shutdown lock while the host is protected.
+	inhibitor apps.Inhibitor
 }
 
 // certSource is what the daemon needs of its certificates: the edge's
@@ -245,6 +248,7 @@ func Run(ctx context.Context, opts Options) error {
 		d.log.Error("the SSH keys are not in place", "err", err)
 	}
 	defer d.stopListening()
+	defer d.inhibitor.Set(false) // a stopped moat protects nothing; its lock must not outlive it
 	mailCtx, stopMail := context.WithCancel(d.life)
 	waitMail := d.runMail(mailCtx)
 	defer func() { stopMail(); waitMail() }()
@@ -350,6 +354,10 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	}
 	d.mu.Unlock()
 	d.configureGuard(s)
+	d.inhibitor.Log = d.log
+	if err := d.inhibitor.Set(s.Server.Protect); err != nil {
+		d.log.Error("host protection", "err", err)
+	}
 	domains := s.Domains()
 	if h := s.Server.AdminHost(); h != "" && !slices.Contains(domains, h) {
 		domains = append(domains, h)
