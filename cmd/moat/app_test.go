@@ -61,3 +61,28 @@ func TestAppLifecycleProtected(t *testing.T) {
 		t.Errorf("remove with the name typed back: %v\n%s", err, out)
 	}
 }
+
+// TestAppAddCompose: moat app add --compose takes the published ports
+// (not those on loopback) as the app's ports, and docker compose as its
+// lifecycle.
+func TestAppAddCompose(t *testing.T) {
+	c := newCLI(t)
+	c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com")
+	file := c.file("compose.yaml", "services:\n  web:\n    ports: [\"3000:3000\", \"127.0.0.1:2222:22\"]\n  db:\n    ports: [\"5432:5432\"]\n")
+	out := c.ok("app", "add", "gitea", "--domain", "git.example.com", "--upstream", "http://127.0.0.1:3000", "--compose", file, "--port", "5432/tcp=private:203.0.113.0/24")
+	for _, want := range []string{"3000/tcp (service web) is an app port", "2222/tcp (service web) is published on 127.0.0.1 only"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	exported := c.ok("export")
+	for _, want := range []string{"port: 3000/tcp", "port: 5432/tcp", "203.0.113.0/24", "docker compose -f " + file + " up -d"} {
+		if !strings.Contains(exported, want) {
+			t.Errorf("export lacks %q:\n%s", want, exported)
+		}
+	}
+	if strings.Contains(exported, "2222") {
+		t.Errorf("a loopback port became an app port:\n%s", exported)
+	}
+	c.refused([]string{"app", "add", "wiki", "--domain", "wiki.example.com", "--upstream", "http://127.0.0.1:3001", "--compose", c.file("bad.yaml", "services: {web: {ports: [\"${PORT}:80\"]}}")}, "uses a variable")
+}

@@ -175,7 +175,7 @@ func parseHeaders(hs []string) (map[string]string, error) {
 
 func newAppAdd(g *globals) *cobra.Command {
 	var domains, headers, ports []string
-	var upstream string
+	var upstream, compose string
 	var dry bool
 	cmd := &cobra.Command{
 		Use:   "add NAME --domain DOMAIN --upstream URL",
@@ -183,7 +183,8 @@ func newAppAdd(g *globals) *cobra.Command {
 		Long: `add routes one or more domains to an app listening on this machine; moat
 gets certificates for the domains once their DNS points here.`,
 		Example: `  moat app add gitea --domain git.example.com --upstream http://127.0.0.1:3000
-  moat app add grafana --domain grafana.example.com --domain metrics.example.com --upstream http://127.0.0.1:3001`,
+  moat app add grafana --domain grafana.example.com --domain metrics.example.com --upstream http://127.0.0.1:3001
+  moat app add gitea --domain git.example.com --upstream http://127.0.0.1:3000 --compose /srv/gitea/compose.yaml`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			h, err := parseHeaders(headers)
@@ -194,8 +195,14 @@ gets certificates for the domains once their DNS points here.`,
 			if err != nil {
 				return err
 			}
-			var res api.ChangeResponse
 			a := config.App{Name: args[0], Domains: domains, Upstream: upstream, Headers: h, Ports: ps}
+			if compose != "" {
+				if err := fromCompose(cmd.OutOrStdout(), &a, compose); err != nil {
+					return err
+				}
+			}
+			ps = a.Ports
+			var res api.ChangeResponse
 			if err := g.call(cmd, "POST", "/v1/apps"+dryQuery(dry), a, &res); err != nil {
 				return err
 			}
@@ -212,8 +219,35 @@ gets certificates for the domains once their DNS points here.`,
 	cmd.Flags().StringVar(&upstream, "upstream", "", "where the app listens, like http://127.0.0.1:3000")
 	cmd.Flags().StringArrayVar(&headers, "header", nil, "override a security header: NAME=VALUE, or NAME= to remove it")
 	cmd.Flags().StringArrayVar(&ports, "port", nil, portHelp)
+	cmd.Flags().StringVar(&compose, "compose", "", "a Docker Compose file: its published ports become the app's ports, and docker compose its lifecycle")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show the plan, change nothing")
 	return cmd
+}
+
+// fromCompose gives an app the ports its Compose file publishes (those
+// --port did not name already; internal unless said otherwise) and the
+// file's docker compose commands as its lifecycle, and says so.
+func fromCompose(out io.Writer, a *config.App, file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("--compose: %w", err)
+	}
+	found, err := apps.ComposePorts(data)
+	if err != nil {
+		return fmt.Errorf("--compose %s: %w", file, err)
+	}
+	for _, p := range found {
+		switch {
+		case p.Loopback():
+			fmt.Fprintf(out, "From %s: %s (service %s) is published on %s only: no firewall rule needed.\n", file, p.Port, p.Service, p.HostIP)
+		case slices.ContainsFunc(a.Ports, func(x config.AppPort) bool { return x.Port == p.Port }):
+		default:
+			a.Ports = append(a.Ports, config.AppPort{Port: p.Port})
+			fmt.Fprintf(out, "From %s: %s (service %s) is an app port, reachable from this machine's private networks only; make it public with moat app set %s --port %s=public.\n", file, p.Port, p.Service, a.Name, p.Port)
+		}
+	}
+	a.Run = apps.ComposeRun(file)
+	return nil
 }
 
 const portHelp = "a port the app listens on beside the edge, and who may reach it: 6379/tcp (internal: loopback and private networks), 27015/udp=public, 5432/tcp=private:203.0.113.0/24 (repeat for more)"
