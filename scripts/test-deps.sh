@@ -6,7 +6,8 @@ set -euo pipefail
 need_apt=()
 # swaks is the mail tests' real SMTP client; it needs Net::SSLeay for STARTTLS.
 # chromium is the dashboard tests' headless browser (one per package run).
-for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks" "chromium:chromium"; do
+# restic is what moat's backups drive.
+for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks" "chromium:chromium" "restic:restic"; do
   pkg=${pair%%:*} probe=${pair#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need_apt+=("$pkg"); else command -v "$probe" >/dev/null || need_apt+=("$pkg"); fi
 done
@@ -30,6 +31,18 @@ command -v go >/dev/null || { echo "test-deps: Go is not installed (https://go.d
 gobin=$(go env GOPATH)/bin
 if [[ ! -x $gobin/staticcheck ]] || ! "$gobin/staticcheck" -version 2>/dev/null | grep -q "0.8.2"; then
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+# restic's REST server, for the backup tests: Debian does not package it,
+# so it is built from its Go module (pinned), into the tests' own cache.
+rest_server=/var/cache/moat-test/bin/rest-server
+if [[ ! -x $rest_server ]] || ! "$rest_server" --version 2>/dev/null | grep -q "0.14.0"; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && go mod init moat-test/rest-server >/dev/null 2>&1 &&
+    go get github.com/restic/rest-server/cmd/rest-server@v0.14.0 >/dev/null 2>&1 &&
+    mkdir -p "$(dirname "$rest_server")" &&
+    CGO_ENABLED=0 go build -o "$rest_server" github.com/restic/rest-server/cmd/rest-server)
+  rm -rf "$tmp"
 fi
 
 # A real sshd for the SSH and guard tests: Debian's openssh-server,
