@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,4 +87,58 @@ func TestAppAddCompose(t *testing.T) {
 		t.Errorf("a loopback port became an app port:\n%s", exported)
 	}
 	c.refused([]string{"app", "add", "wiki", "--domain", "wiki.example.com", "--upstream", "http://127.0.0.1:3001", "--compose", c.file("bad.yaml", "services: {web: {ports: [\"${PORT}:80\"]}}")}, "uses a variable")
+}
+
+// TestBackupCommands: moat backup init prints the password once, makes
+// the repository, and backs an app's data and moat itself up; a data
+// path that does not exist is refused by field.
+func TestBackupCommands(t *testing.T) {
+	if _, err := exec.LookPath("restic"); err != nil {
+		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
+	}
+	c := newCLI(t)
+	c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com")
+	c.refused([]string{"backup", "init"}, "backup.repositories", "is empty")
+	data := filepath.Join(t.TempDir(), "srv", "gitea")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o644)
+	repo := filepath.Join(t.TempDir(), "restic")
+	yaml := c.ok("export") + fmt.Sprintf(`backup:
+  repositories: [{name: local, url: %s}]
+  keep: {daily: 2}
+apps:
+  - name: gitea
+    domains: [git.example.com]
+    upstream: http://127.0.0.1:3000
+    data: [%s]
+  - name: wiki
+    domains: [wiki.example.com]
+    upstream: http://127.0.0.1:3001
+    data: [/nonexistent/wiki]
+`, repo, data)
+	if out, err := c.run(yaml, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	out := c.ok("backup", "init")
+	if !strings.Contains(out, "The repositories' password:") || !strings.Contains(out, "without it the backups cannot be read") {
+		t.Errorf("init:\n%s", out)
+	}
+	if again := c.ok("backup", "init"); strings.Contains(again, "password:") {
+		t.Errorf("the password is shown a second time:\n%s", again)
+	}
+	if out := c.ok("backup", "run", "gitea"); !strings.Contains(out, "local: snapshot ") {
+		t.Errorf("run gitea:\n%s", out)
+	}
+	if out := c.ok("backup", "run"); !strings.Contains(out, "local: snapshot ") {
+		t.Errorf("run moat:\n%s", out)
+	}
+	if out := c.ok("backup", "list", "gitea"); !strings.Contains(out, "srv/gitea") {
+		t.Errorf("list gitea:\n%s", out)
+	}
+	c.refused([]string{"backup", "run", "wiki"}, "data[0]", "/nonexistent/wiki", "does not exist")
+	if out := c.ok("activity", "--limit", "10"); !strings.Contains(out, "backup.run") {
+		t.Errorf("activity:\n%s", out)
+	}
 }

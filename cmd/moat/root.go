@@ -61,6 +61,7 @@ socket (root only), or change the store directly when no daemon runs.`,
 		newGuard(g),
 		newSSH(g),
 		newHost(g),
+		newBackup(g),
 		newMail(g),
 		newNotify(g),
 		newUser(g),
@@ -101,7 +102,7 @@ func (g *globals) client(ctx context.Context) (c *api.Client, close func(), err 
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (no daemon answers at %s, so moat opens the store directly)", err, g.socket)
 	}
-	srv := &api.Server{Store: st, Log: discardLogger()}
+	srv := &api.Server{Store: st, Log: discardLogger(), DataDir: g.dataDir}
 	if sealer, err := auth.OpenSealer(daemon.SealerPath(g.dataDir)); err == nil {
 		// The accounts, without mail: a sign-in needs the daemon anyway.
 		if srv.Auth, err = auth.New(auth.Options{Store: st, Sealer: sealer, Logger: discardLogger(),

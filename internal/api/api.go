@@ -71,6 +71,9 @@ type Server struct {
 	// port (the SSH sessions open when sshd is hardened);
 	// firewall.EstablishedConns when nil.
 	Conns func(port uint16) []netip.AddrPort
+	// DataDir is moat's data dir, where the backups' password and
+	// staging live; backups are refused without it.
+	DataDir string
 	// Lifecycle runs the apps' lifecycle commands; apps.Runner when nil.
 	Lifecycle Lifecycle
 	// Power reboots or powers off the host ("reboot", "poweroff");
@@ -125,6 +128,7 @@ func (s *Server) Handler() http.Handler {
 	s.mailRoutes(mux)
 	s.userRoutes(mux)
 	s.lifecycleRoutes(mux)
+	s.backupRoutes(mux)
 	s.fallback(mux)
 	return mux
 }

@@ -214,7 +214,7 @@ func AreaOf(method, path string) auth.Area {
 		return auth.AreaMail
 	case "users":
 		return auth.AreaAccounts
-	case "host":
+	case "host", "backup":
 		return auth.AreaAll
 	case "state":
 		if method == http.MethodPut {

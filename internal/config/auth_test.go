@@ -137,3 +137,31 @@ func TestValidateRun(t *testing.T) {
 		t.Error("timeouts")
 	}
 }
+
+func TestValidateBackup(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		b     Backup
+		field string // empty: valid
+		value string
+	}{
+		{"none", Backup{}, "", ""},
+		{"every kind", Backup{Repositories: []Repository{{"local", "/var/backups/moat"}, {"rest", "rest:https://backup.example.com:8000/moat"}, {"s3", "s3:https://s3.example.com/bucket/moat"}, {"sftp", "sftp:backup@host.example.com:/srv/restic"}}, Keep: Keep{Daily: 3}}, "", ""},
+		{"relative directory", Backup{Repositories: []Repository{{"local", "backups"}}}, "backup.repositories[0].url", "backups"},
+		{"unclean directory", Backup{Repositories: []Repository{{"local", "/var/backups/"}}}, "backup.repositories[0].url", "/var/backups/"},
+		{"a REST server without a host", Backup{Repositories: []Repository{{"rest", "rest:https:///moat"}}}, "backup.repositories[0].url", "rest:https:///moat"},
+		{"an unknown kind", Backup{Repositories: []Repository{{"b2", "b2:bucket:path"}}}, "backup.repositories[0].url", "b2:bucket:path"},
+		{"a bad name", Backup{Repositories: []Repository{{"Off Site", "/var/backups/moat"}}}, "backup.repositories[0].name", "Off Site"},
+		{"a name twice", Backup{Repositories: []Repository{{"local", "/a"}, {"local", "/b"}}}, "backup.repositories[1].name", "local"},
+		{"negative keep", Backup{Keep: Keep{Weekly: -1}}, "backup.keep.weekly", "-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := State{Server: Server{Domain: "example.com"}, Backup: tc.b}
+			s.Normalize()
+			wantOneFieldError(t, s.Validate(), tc.field, tc.value)
+		})
+	}
+	if (Backup{}).Policy() != DefaultKeep || (Backup{Keep: Keep{Daily: 1}}).Policy() != (Keep{Daily: 1}) {
+		t.Error("policy")
+	}
+}

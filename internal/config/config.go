@@ -40,6 +40,8 @@ type State struct {
 	Mail Mail `yaml:"mail,omitempty" json:"mail,omitempty"`
 	// Auth sets how people sign in to the dashboard and the HTTPS API.
 	Auth Auth `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// Backup is where backups go, and how many are kept.
+	Backup Backup `yaml:"backup,omitempty" json:"backup,omitempty"`
 }
 
 // Server holds the settings that are not about one app.
@@ -254,6 +256,7 @@ func (s State) Clone() State {
 	c.Guard = s.Guard.clone()
 	c.SSH = s.SSH.clone()
 	c.Mail = s.Mail.clone()
+	c.Backup.Repositories = append([]Repository(nil), s.Backup.Repositories...)
 	c.Server.Notify.Email = append([]string(nil), s.Server.Notify.Email...)
 	c.Apps = make([]App, len(s.Apps))
 	for i, a := range s.Apps {

@@ -53,6 +53,9 @@ func Diff(from, to State) Plan {
 	if f := diffFields(flatten(from.Auth), flatten(to.Auth)); len(f) > 0 {
 		p = append(p, Step{Op: Change, Object: "auth", Fields: f, Before: mustJSON(from.Auth), After: mustJSON(to.Auth)})
 	}
+	if f := diffFields(flatten(from.Backup), flatten(to.Backup)); len(f) > 0 {
+		p = append(p, Step{Op: Change, Object: "backup", Fields: f, Before: mustJSON(from.Backup), After: mustJSON(to.Backup)})
+	}
 	old := map[string]App{}
 	for _, a := range from.Apps {
 		old[a.Name] = a

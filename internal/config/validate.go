@@ -251,6 +251,7 @@ func (s *State) Validate() error {
 	s.validateSSH(add)
 	s.validateMail(add)
 	s.validateAuth(add)
+	s.validateBackup(add)
 	return errors.Join(errs...)
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 const (
-	knownTop    = "remove it or correct its spelling; known keys here: apps, auth, firewall, guard, mail, server, ssh"
+	knownTop    = "remove it or correct its spelling; known keys here: apps, auth, backup, firewall, guard, mail, server, ssh"
 	knownServer = "remove it or correct its spelling; known keys here: access_log, acme, admin_domain, cloudflare, domain, email, listen, notify, protect, public_ips, rate_limit, resolver, trusted_proxies"
 	knownACME   = "remove it or correct its spelling; known keys here: ca_roots, challenges, directory"
 	knownApp    = "remove it or correct its spelling; known keys here: access, allow, cache, data, domains, guard_statuses, headers, name, ports, protect, rate_limit, run, upstream"

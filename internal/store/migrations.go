@@ -299,4 +299,12 @@ CREATE TABLE app_sessions (
 ) STRICT;
 CREATE INDEX app_sessions_account ON app_sessions (account);
 `,
+	// 12: where backups go, and how many are kept.
+	`
+CREATE TABLE backup (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	desired TEXT NOT NULL CHECK (json_valid(desired))
+) STRICT;
+INSERT INTO backup (id, desired) VALUES (1, '{}');
+`,
 }

@@ -452,7 +452,11 @@ func (s *SQLite) Check(ctx context.Context) error {
 	if version != len(s.migrations) {
 		bad("schema version is %d, want %d", version, len(s.migrations))
 	}
-	for _, table := range []string{"server", "revision"} {
+	tables := []string{"server", "revision"}
+	for _, sec := range sections(&config.State{}) {
+		tables = append(tables, sec.table)
+	}
+	for _, table := range tables {
 		var n int
 		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
 			return s.errorf("check", fmt.Errorf("%s: %w", table, err))
@@ -530,6 +534,18 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
+// section is a part of the desired state kept as JSON in a single-row
+// table of its name (desired, id 1).
+type section struct {
+	table string
+	v     any
+}
+
+// sections are st's parts kept that way, each a pointer into st.
+func sections(st *config.State) []section {
+	return []section{{"firewall", &st.Firewall}, {"guard", &st.Guard}, {"ssh", &st.SSH}, {"mail", &st.Mail}, {"auth", &st.Auth}, {"backup", &st.Backup}}
+}
+
 // readState reads the whole desired state. Apps come out sorted by name, as
 // config.State.Normalize leaves them (SQLite's BINARY collation compares
 // bytes, as strings.Compare does).
@@ -545,40 +561,14 @@ func readState(ctx context.Context, q querier) (config.State, int64, error) {
 	if err := json.Unmarshal([]byte(settings), &st.Server); err != nil {
 		return st, 0, fmt.Errorf("server settings: %w", err)
 	}
-	var fw string
-	if err := q.QueryRowContext(ctx, "SELECT desired FROM firewall WHERE id = 1").Scan(&fw); err != nil {
-		return st, 0, fmt.Errorf("firewall: %w", err)
-	}
-	if err := json.Unmarshal([]byte(fw), &st.Firewall); err != nil {
-		return st, 0, fmt.Errorf("firewall: %w", err)
-	}
-	var gd string
-	if err := q.QueryRowContext(ctx, "SELECT desired FROM guard WHERE id = 1").Scan(&gd); err != nil {
-		return st, 0, fmt.Errorf("guard: %w", err)
-	}
-	if err := json.Unmarshal([]byte(gd), &st.Guard); err != nil {
-		return st, 0, fmt.Errorf("guard: %w", err)
-	}
-	var sd string
-	if err := q.QueryRowContext(ctx, "SELECT desired FROM ssh WHERE id = 1").Scan(&sd); err != nil {
-		return st, 0, fmt.Errorf("ssh: %w", err)
-	}
-	if err := json.Unmarshal([]byte(sd), &st.SSH); err != nil {
-		return st, 0, fmt.Errorf("ssh: %w", err)
-	}
-	var md string
-	if err := q.QueryRowContext(ctx, "SELECT desired FROM mail WHERE id = 1").Scan(&md); err != nil {
-		return st, 0, fmt.Errorf("mail: %w", err)
-	}
-	if err := json.Unmarshal([]byte(md), &st.Mail); err != nil {
-		return st, 0, fmt.Errorf("mail: %w", err)
-	}
-	var ad string
-	if err := q.QueryRowContext(ctx, "SELECT desired FROM auth WHERE id = 1").Scan(&ad); err != nil {
-		return st, 0, fmt.Errorf("auth: %w", err)
-	}
-	if err := json.Unmarshal([]byte(ad), &st.Auth); err != nil {
-		return st, 0, fmt.Errorf("auth: %w", err)
+	for _, sec := range sections(&st) {
+		var desired string
+		if err := q.QueryRowContext(ctx, "SELECT desired FROM "+sec.table+" WHERE id = 1").Scan(&desired); err != nil {
+			return st, 0, fmt.Errorf("%s: %w", sec.table, err)
+		}
+		if err := json.Unmarshal([]byte(desired), sec.v); err != nil {
+			return st, 0, fmt.Errorf("%s: %w", sec.table, err)
+		}
 	}
 	rows, err := q.QueryContext(ctx, "SELECT name, spec FROM apps ORDER BY name")
 	if err != nil {
@@ -627,45 +617,18 @@ func writeState(ctx context.Context, tx *sql.Tx, next config.State, plan config.
 			if _, err := tx.ExecContext(ctx, "UPDATE server SET settings = ? WHERE id = 1", string(settings)); err != nil {
 				return fmt.Errorf("server settings: %w", err)
 			}
-		case "firewall":
-			desired, err := json.Marshal(next.Firewall)
-			if err != nil {
-				return fmt.Errorf("firewall: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE firewall SET desired = ? WHERE id = 1", string(desired)); err != nil {
-				return fmt.Errorf("firewall: %w", err)
-			}
-		case "guard":
-			desired, err := json.Marshal(next.Guard)
-			if err != nil {
-				return fmt.Errorf("guard: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE guard SET desired = ? WHERE id = 1", string(desired)); err != nil {
-				return fmt.Errorf("guard: %w", err)
-			}
-		case "ssh":
-			desired, err := json.Marshal(next.SSH)
-			if err != nil {
-				return fmt.Errorf("ssh: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE ssh SET desired = ? WHERE id = 1", string(desired)); err != nil {
-				return fmt.Errorf("ssh: %w", err)
-			}
-		case "mail":
-			desired, err := json.Marshal(next.Mail)
-			if err != nil {
-				return fmt.Errorf("mail: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE mail SET desired = ? WHERE id = 1", string(desired)); err != nil {
-				return fmt.Errorf("mail: %w", err)
-			}
-		case "auth":
-			desired, err := json.Marshal(next.Auth)
-			if err != nil {
-				return fmt.Errorf("auth: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE auth SET desired = ? WHERE id = 1", string(desired)); err != nil {
-				return fmt.Errorf("auth: %w", err)
+		case "firewall", "guard", "ssh", "mail", "auth", "backup":
+			for _, sec := range sections(&next) {
+				if sec.table != kind {
+					continue
+				}
+				desired, err := json.Marshal(sec.v)
+				if err != nil {
+					return fmt.Errorf("%s: %w", kind, err)
+				}
+				if _, err := tx.ExecContext(ctx, "UPDATE "+sec.table+" SET desired = ? WHERE id = 1", string(desired)); err != nil {
+					return fmt.Errorf("%s: %w", kind, err)
+				}
 			}
 		case "app":
 			as := appStep{op: step.Op}

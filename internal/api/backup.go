@@ -1,0 +1,196 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"moat/internal/backup"
+	"moat/internal/config"
+)
+
+// BackupInit is what POST /v1/backup/init did.
+type BackupInit struct {
+	// Password is the repositories' new password, shown this once;
+	// empty when it existed already.
+	Password string `json:"password,omitempty"`
+	Warning  string `json:"warning,omitempty"`
+	// Repositories are the names of the repositories made or found.
+	Repositories []string `json:"repositories"`
+}
+
+// BackupRequest is the body of POST /v1/backup/run.
+type BackupRequest struct {
+	// App is the app to back up; empty for moat itself.
+	App string `json:"app,omitempty"`
+}
+
+// BackupRun is one repository's outcome of a backup.
+type BackupRun struct {
+	Repository string         `json:"repository"`
+	Summary    backup.Summary `json:"summary"`
+	Error      string         `json:"error,omitempty"`
+}
+
+// RepositorySnapshots are one repository's snapshots.
+type RepositorySnapshots struct {
+	Repository string            `json:"repository"`
+	Snapshots  []backup.Snapshot `json:"snapshots"`
+	Error      string            `json:"error,omitempty"`
+}
+
+func (s *Server) backupRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/backup/init", s.backupInit)
+	mux.HandleFunc("POST /v1/backup/run", s.backupRun)
+	mux.HandleFunc("GET /v1/backup/snapshots", s.backupSnapshots)
+}
+
+// PasswordPath is where the repositories' password is kept.
+func PasswordPath(dataDir string) string { return filepath.Join(dataDir, "keys", "restic.password") }
+
+// repos are the configured repositories, or why there are none.
+func (s *Server) repos(ctx context.Context) ([]config.Repository, config.State, error) {
+	st, _, err := s.Store.State(ctx)
+	if err != nil {
+		return nil, st, err
+	}
+	if s.DataDir == "" {
+		return nil, st, errors.New("backups are made on the server: run moat backup there")
+	}
+	if len(st.Backup.Repositories) == 0 {
+		return nil, st, &config.FieldError{Field: "backup.repositories", Value: "", Problem: "is empty", Fix: "name where backups go in moat.yaml, like backup: {repositories: [{name: local, url: /var/backups/moat}]}, then moat backup init"}
+	}
+	if _, err := backup.CheckRestic(ctx, ""); err != nil {
+		return nil, st, inputError{err}
+	}
+	return st.Backup.Repositories, st, nil
+}
+
+func (s *Server) repo(r config.Repository) backup.Repo {
+	return backup.Repo{URL: r.URL, PasswordFile: PasswordPath(s.DataDir)}
+}
+
+func (s *Server) backupInit(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	repos, _, err := s.repos(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var out BackupInit
+	if _, err := os.Stat(PasswordPath(s.DataDir)); errors.Is(err, os.ErrNotExist) {
+		if out.Password, err = backup.NewPassword(PasswordPath(s.DataDir)); err != nil {
+			s.fail(w, err)
+			return
+		}
+		out.Warning = "Keep this password somewhere safe, away from this server: without it the backups cannot be read, not even by moat. It is in " + PasswordPath(s.DataDir) + " (0600) and is not shown again."
+	}
+	for _, rp := range repos {
+		if err := s.repo(rp).Init(ctx); err != nil {
+			s.fail(w, fmt.Errorf("repository %s: %w", rp.Name, err))
+			return
+		}
+		out.Repositories = append(out.Repositories, rp.Name)
+	}
+	s.record(ctx, "backup.init", "backup", "repositories: "+strings.Join(out.Repositories, ", "))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) backupRun(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req BackupRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	repos, st, err := s.repos(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var paths []string
+	tag := backup.MoatTag
+	snap, _ := s.Store.(backup.Snapshotter)
+	if req.App != "" {
+		a, ok := st.App(req.App)
+		if !ok {
+			s.fail(w, noApp(req.App))
+			return
+		}
+		if len(a.Data) == 0 {
+			s.fail(w, &config.FieldError{Field: "data", Value: "", Problem: "is empty for app " + a.Name, Fix: "list the app's data directories in moat.yaml (data: [/srv/" + a.Name + "/data])"})
+			return
+		}
+		for i, p := range a.Data {
+			if _, err := os.Stat(p); err != nil {
+				s.fail(w, &config.FieldError{Field: fmt.Sprintf("data[%d]", i), Value: p, Problem: "does not exist on this server", Fix: "correct the path in moat.yaml, or make the directory"})
+				return
+			}
+		}
+		paths, tag = a.Data, "app:"+a.Name
+	} else if snap == nil {
+		s.fail(w, errors.New("this store cannot be copied while it serves"))
+		return
+	}
+	var out []BackupRun
+	failed := 0
+	for _, rp := range repos {
+		repo := s.repo(rp)
+		start := time.Now()
+		var sum backup.Summary
+		var err error
+		if req.App == "" {
+			sum, err = repo.BackupMoat(ctx, snap, s.DataDir, nil)
+		} else {
+			sum, err = repo.Backup(ctx, paths, []string{tag}, nil)
+		}
+		if err == nil {
+			err = repo.Forget(ctx, backup.Keep(st.Backup.Policy()), tag)
+		}
+		run := BackupRun{Repository: rp.Name, Summary: sum}
+		detail := fmt.Sprintf("to %s: snapshot %s, %d files, %d bytes added, in %s", rp.Name, sum.SnapshotID, sum.TotalFilesProcessed, sum.DataAdded, time.Since(start).Round(time.Millisecond))
+		action := "backup.run"
+		if err != nil {
+			run.Error, action, detail = err.Error(), "backup.failed", "to "+rp.Name+": "+err.Error()
+			failed++
+		}
+		s.record(ctx, action, strings.TrimPrefix(tag, "app:"), detail)
+		out = append(out, run)
+	}
+	if failed == len(repos) {
+		s.fail(w, errors.New("the backup failed in every repository: "+out[0].Error))
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) backupSnapshots(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	repos, _, err := s.repos(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	tag := backup.MoatTag
+	if a := r.URL.Query().Get("app"); a != "" {
+		tag = "app:" + a
+	}
+	var out []RepositorySnapshots
+	for _, rp := range repos {
+		list, err := s.repo(rp).Snapshots(ctx, tag)
+		rs := RepositorySnapshots{Repository: rp.Name, Snapshots: list}
+		if rs.Snapshots == nil {
+			rs.Snapshots = []backup.Snapshot{}
+		}
+		if err != nil {
+			rs.Error = err.Error()
+		}
+		out = append(out, rs)
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// Backup is where moat keeps its backups and the apps', made by restic.
+type Backup struct {
+	// Repositories are restic repositories: every backup goes to each.
+	Repositories []Repository `yaml:"repositories,omitempty" json:"repositories,omitempty"`
+	// Keep is the retention policy applied after each backup:
+	// 7 daily, 4 weekly and 6 monthly snapshots by default.
+	Keep Keep `yaml:"keep,omitempty" json:"keep,omitempty"`
+}
+
+// Repository is one restic repository.
+type Repository struct {
+	// Name names it in lists, like local or offsite.
+	Name string `yaml:"name" json:"name"`
+	// URL is a directory (/var/backups/moat), a REST server
+	// (rest:https://backup.example.com:8000/moat), S3 (s3:https://host/bucket)
+	// or SFTP (sftp:user@host:/srv/restic), as restic writes it.
+	URL string `yaml:"url" json:"url"`
+}
+
+// Keep is how many daily, weekly and monthly snapshots stay.
+type Keep struct {
+	Daily   int `yaml:"daily,omitempty" json:"daily,omitempty"`
+	Weekly  int `yaml:"weekly,omitempty" json:"weekly,omitempty"`
+	Monthly int `yaml:"monthly,omitempty" json:"monthly,omitempty"`
+}
+
+// DefaultKeep is the retention policy when none is set.
+var DefaultKeep = Keep{Daily: 7, Weekly: 4, Monthly: 6}
+
+// Policy is the retention policy in force.
+func (b Backup) Policy() Keep {
+	if b.Keep == (Keep{}) {
+		return DefaultKeep
+	}
+	return b.Keep
+}
+
+var (
+	repoName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	restURL  = regexp.MustCompile(`^rest:https?://[^\s/]+(/\S*)?$`)
+	s3URL    = regexp.MustCompile(`^s3:(https?://)?[^\s/]+/\S+$`)
+	sftpURL  = regexp.MustCompile(`^sftp:([^@\s]+@)?[^:\s/]+:\S+$`)
+)
+
+func (s *State) validateBackup(add func(field, value, problem, fix string)) {
+	names := map[string]bool{}
+	for i, r := range s.Backup.Repositories {
+		at := fmt.Sprintf("backup.repositories[%d]", i)
+		switch {
+		case !repoName.MatchString(r.Name):
+			add(at+".name", r.Name, "is not a repository name", "use lowercase letters, digits and hyphens, like local or offsite")
+		case names[r.Name]:
+			add(at+".name", r.Name, "names two repositories", "give each repository its own name")
+		}
+		names[r.Name] = true
+		u := r.URL
+		switch {
+		case strings.HasPrefix(u, "/"):
+			if filepath.Clean(u) != u {
+				add(at+".url", u, "is not a clean path", "write it as "+filepath.Clean(u))
+			}
+		case strings.HasPrefix(u, "rest:"):
+			if !restURL.MatchString(u) {
+				add(at+".url", u, "is not a REST server's address", "write it like rest:https://backup.example.com:8000/moat")
+			}
+		case strings.HasPrefix(u, "s3:"):
+			if !s3URL.MatchString(u) {
+				add(at+".url", u, "is not an S3 bucket's address", "write it like s3:https://s3.example.com/bucket/moat")
+			}
+		case strings.HasPrefix(u, "sftp:"):
+			if !sftpURL.MatchString(u) {
+				add(at+".url", u, "is not an SFTP address", "write it like sftp:backup@host.example.com:/srv/restic/moat")
+			}
+		default:
+			add(at+".url", u, "is not a repository address moat knows", "write a directory (/var/backups/moat), rest:https://…, s3:https://… or sftp:user@host:/path")
+		}
+	}
+	k := s.Backup.Keep
+	for name, n := range map[string]int{"daily": k.Daily, "weekly": k.Weekly, "monthly": k.Monthly} {
+		if n < 0 || n > 1000 {
+			add("backup.keep."+name, fmt.Sprint(n), "is not a count from 0 to 1000", "write how many snapshots to keep, like 7")
+		}
+	}
+}
