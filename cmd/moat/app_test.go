@@ -138,6 +138,17 @@ apps:
 		t.Errorf("list gitea:\n%s", out)
 	}
 	c.refused([]string{"backup", "run", "wiki"}, "data[0]", "/nonexistent/wiki", "does not exist")
+	to := filepath.Join(t.TempDir(), "restore")
+	if out := c.ok("backup", "restore", "gitea", "--to", to); !strings.Contains(out, "is under "+to) {
+		t.Errorf("restore:\n%s", out)
+	}
+	if b, err := os.ReadFile(filepath.Join(to, data, "app.ini")); err != nil || string(b) != "[server]\n" {
+		t.Errorf("the restored file: %q %v", b, err)
+	}
+	c.refused([]string{"backup", "restore", "gitea", "--to", to}, "target", "is not empty")
+	if out := c.ok("backup", "verify"); !strings.Contains(out, "local: ok") {
+		t.Errorf("verify:\n%s", out)
+	}
 	if out := c.ok("activity", "--limit", "10"); !strings.Contains(out, "backup.run") {
 		t.Errorf("activity:\n%s", out)
 	}

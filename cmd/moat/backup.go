@@ -21,7 +21,7 @@ moat makes at init and keeps in <data>/keys/restic.password.`,
   moat backup run gitea
   moat backup list gitea`,
 	}
-	cmd.AddCommand(newBackupInit(g), newBackupRun(g), newBackupList(g))
+	cmd.AddCommand(newBackupInit(g), newBackupRun(g), newBackupList(g), newBackupRestore(g), newBackupVerify(g))
 	return cmd
 }
 
@@ -104,6 +104,59 @@ func newBackupList(g *globals) *cobra.Command {
 				}
 			}
 			return tw.Flush()
+		},
+	}
+}
+
+func newBackupRestore(g *globals) *cobra.Command {
+	var req api.RestoreRequest
+	cmd := &cobra.Command{
+		Use:     "restore [APP] --to DIR",
+		Short:   "Write a snapshot (the newest, or --snapshot ID) under an empty directory",
+		Example: "  moat backup restore gitea --to /var/tmp/restore\n  moat backup restore --snapshot 7e1ea4c4 --to /var/tmp/moat",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				req.App = args[0]
+			}
+			var out api.Restored
+			if err := g.call(cmd, "POST", "/v1/backup/restore", req, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Snapshot %s from %s is under %s, at the files' full paths.\n", out.Snapshot, out.Repository, out.Target)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.Target, "to", "", "an empty directory to restore into")
+	cmd.Flags().StringVar(&req.Snapshot, "snapshot", "", "the snapshot's ID (moat backup list); the newest when not given")
+	cmd.Flags().StringVar(&req.Repository, "repository", "", "the repository's name; the first when not given")
+	return cmd
+}
+
+func newBackupVerify(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "verify",
+		Short:   "Check every repository, reading back 5% of its data",
+		Example: "  moat backup verify",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out []api.VerifyResult
+			if err := g.call(cmd, "POST", "/v1/backup/verify", struct{}{}, &out); err != nil {
+				return err
+			}
+			bad := 0
+			for _, v := range out {
+				if v.OK {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", v.Repository)
+				} else {
+					bad++
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", v.Repository, v.Error)
+				}
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d of %d repositories failed their check", bad, len(out))
+			}
+			return nil
 		},
 	}
 }

@@ -48,6 +48,120 @@ func (s *Server) backupRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/backup/init", s.backupInit)
 	mux.HandleFunc("POST /v1/backup/run", s.backupRun)
 	mux.HandleFunc("GET /v1/backup/snapshots", s.backupSnapshots)
+	mux.HandleFunc("POST /v1/backup/restore", s.backupRestore)
+	mux.HandleFunc("POST /v1/backup/verify", s.backupVerify)
+}
+
+// RestoreRequest is the body of POST /v1/backup/restore: a snapshot of
+// an app (or of moat, with no app) written under a directory of its own,
+// never over the live files.
+type RestoreRequest struct {
+	App string `json:"app,omitempty"`
+	// Repository is where the snapshot is; the first repository when
+	// empty.
+	Repository string `json:"repository,omitempty"`
+	// Snapshot is its ID; the newest when empty.
+	Snapshot string `json:"snapshot,omitempty"`
+	// Target is the directory the files go under, at their full paths;
+	// it must be empty or not exist yet.
+	Target string `json:"target"`
+}
+
+// Restored says where a snapshot went.
+type Restored struct {
+	Repository string `json:"repository"`
+	Snapshot   string `json:"snapshot"`
+	Target     string `json:"target"`
+}
+
+func (s *Server) backupRestore(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req RestoreRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	repos, _, err := s.repos(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if !filepath.IsAbs(req.Target) {
+		s.fail(w, &config.FieldError{Field: "target", Value: req.Target, Problem: "is not an absolute path", Fix: "name an empty directory to restore into, like /var/tmp/restore"})
+		return
+	}
+	if entries, err := os.ReadDir(req.Target); err == nil && len(entries) > 0 {
+		s.fail(w, &config.FieldError{Field: "target", Value: req.Target, Problem: "is not empty", Fix: "restore into an empty directory: moat never writes over files"})
+		return
+	}
+	rp := repos[0]
+	if req.Repository != "" {
+		found := false
+		for _, x := range repos {
+			if x.Name == req.Repository {
+				rp, found = x, true
+			}
+		}
+		if !found {
+			s.fail(w, &config.FieldError{Field: "repository", Value: req.Repository, Problem: "is not a repository in moat.yaml", Fix: "name one of backup.repositories"})
+			return
+		}
+	}
+	tag := backup.MoatTag
+	if req.App != "" {
+		tag = "app:" + req.App
+	}
+	repo := s.repo(rp)
+	id := req.Snapshot
+	if id == "" {
+		list, err := repo.Snapshots(ctx, tag)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		if len(list) == 0 {
+			s.fail(w, notFound(fmt.Sprintf("repository %s has no snapshot of %s: moat backup run %s makes one", rp.Name, strings.TrimPrefix(tag, "app:"), req.App)))
+			return
+		}
+		id = list[len(list)-1].Short
+	}
+	if err := repo.Restore(ctx, id, req.Target); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.record(ctx, "backup.restore", strings.TrimPrefix(tag, "app:"), fmt.Sprintf("snapshot %s from %s into %s", id, rp.Name, req.Target))
+	writeJSON(w, http.StatusOK, Restored{Repository: rp.Name, Snapshot: id, Target: req.Target})
+}
+
+// VerifyResult is one repository's check.
+type VerifyResult struct {
+	Repository string `json:"repository"`
+	OK         bool   `json:"ok"`
+	Error      string `json:"error,omitempty"`
+}
+
+// backupVerify checks every repository, reading back 5% of its data.
+func (s *Server) backupVerify(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	repos, _, err := s.repos(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	var out []VerifyResult
+	for _, rp := range repos {
+		v := VerifyResult{Repository: rp.Name, OK: true}
+		if err := s.repo(rp).Verify(ctx, "5%"); err != nil {
+			v.OK, v.Error = false, err.Error()
+		}
+		action := "backup.verify"
+		if !v.OK {
+			action = "backup.verify_failed"
+		}
+		s.record(ctx, action, rp.Name, v.Error)
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // PasswordPath is where the repositories' password is kept.
