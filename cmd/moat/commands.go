@@ -152,7 +152,8 @@ func newApp(g *globals) *cobra.Command {
 		newAppAction(g, "stop", "Stop an app with its run.stop command (refused while it is protected)"),
 		newAppAction(g, "restart", "Restart an app with its run.restart command (refused while it is protected)"),
 		newAppAction(g, "upgrade", "Upgrade an app with its run.upgrade command (refused while it is protected)"),
-		newAppAction(g, "status", "Ask after an app with its run.status command"))
+		newAppAction(g, "status", "Ask after an app with its run.status command"),
+		newAppRemoved(g), newAppRestore(g))
 	return cmd
 }
 
@@ -432,12 +433,17 @@ func parseRateLimit(v string) (config.RateLimit, error) {
 }
 
 func newAppRemove(g *globals) *cobra.Command {
-	var confirm string
+	var confirm, noGrace string
 	cmd := &cobra.Command{
 		Use:   "remove NAME",
-		Short: "Take an app from behind the edge (asks for its name typed back)",
+		Short: "Remove an app: backed up, stopped, its remove command run, its routes and rules dropped",
+		Long: `remove asks for the app's name typed back. It backs the app's data up first
+(kept for the grace period, backup.grace, 7 days by default: moat app restore
+brings the app back), runs its stop and remove commands, and drops its routes and
+firewall rules. A failed backup removes nothing.`,
 		Example: `  moat app remove gitea
-  moat app remove gitea --confirm gitea`,
+  moat app remove gitea --confirm gitea
+  moat app remove gitea --confirm gitea --no-grace-backup gitea`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -449,15 +455,71 @@ func newAppRemove(g *globals) *cobra.Command {
 			if confirm != name {
 				return fmt.Errorf("not removed: %q is not the app's name, %s", confirm, name)
 			}
+			path := "/v1/apps/" + url.PathEscape(name) + "?confirm=" + url.QueryEscape(confirm)
+			if noGrace != "" {
+				path += "&no_grace_backup=" + url.QueryEscape(noGrace)
+			}
+			var res api.RemoveResponse
+			if err := g.call(cmd, "DELETE", path, nil, &res); err != nil {
+				return err
+			}
+			if err := printChange(cmd.OutOrStdout(), res.ChangeResponse); err != nil {
+				return err
+			}
+			if gr := res.Grace; gr != nil {
+				what := "Its settings are"
+				if gr.Snapshot != "" {
+					what = fmt.Sprintf("Its data (snapshot %s in %s) and settings are", gr.Snapshot, gr.Repository)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s kept until %s: moat app restore %s brings it back.\n", what, gr.Expires.Local().Format(time.DateTime), name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&confirm, "confirm", "", "the app's name, typed back (for scripts)")
+	cmd.Flags().StringVar(&noGrace, "no-grace-backup", "", "the app's name, typed a second time: remove it with no backup to bring it back from")
+	return cmd
+}
+
+func newAppRemoved(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "removed",
+		Short:   "The apps removed within their grace period, and until when they can be brought back",
+		Example: "  moat app removed",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var list []store.Removed
+			if err := g.call(cmd, "GET", "/v1/removed-apps", nil, &list); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "APP\tREMOVED\tRESTORABLE UNTIL\tBACKUP")
+			for _, r := range list {
+				b := "(no data)"
+				if r.Snapshot != "" {
+					b = r.Snapshot + " in " + r.Repository
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.App.Name, r.At.Local().Format(time.DateTime), r.Expires.Local().Format(time.DateTime), b)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newAppRestore(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "restore NAME",
+		Short:   "Bring a removed app back within its grace: its data, settings and routes",
+		Example: "  moat app restore gitea",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			var res api.ChangeResponse
-			if err := g.call(cmd, "DELETE", "/v1/apps/"+url.PathEscape(name)+"?confirm="+url.QueryEscape(confirm), nil, &res); err != nil {
+			if err := g.call(cmd, "POST", "/v1/apps/"+url.PathEscape(args[0])+"/restore", nil, &res); err != nil {
 				return err
 			}
 			return printChange(cmd.OutOrStdout(), res)
 		},
 	}
-	cmd.Flags().StringVar(&confirm, "confirm", "", "the app's name, typed back (for scripts)")
-	return cmd
 }
 
 // newAppAction runs one of an app's lifecycle commands.

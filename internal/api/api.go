@@ -74,6 +74,8 @@ type Server struct {
 	// DataDir is moat's data dir, where the backups' password and
 	// staging live; backups are refused without it.
 	DataDir string
+	// Now is the clock of grace periods; time.Now when nil.
+	Now func() time.Time
 	// Lifecycle runs the apps' lifecycle commands; apps.Runner when nil.
 	Lifecycle Lifecycle
 	// Power reboots or powers off the host ("reboot", "poweroff");
@@ -113,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/state", s.putState)
 	mux.HandleFunc("PATCH /v1/server", s.patchServer)
 	mux.HandleFunc("GET /v1/apps", s.listApps)
+	mux.HandleFunc("GET /v1/removed-apps", s.listRemoved)
 	mux.HandleFunc("POST /v1/apps", s.addApp)
 	mux.HandleFunc("GET /v1/apps/{name}", s.getApp)
 	mux.HandleFunc("PATCH /v1/apps/{name}", s.patchApp)
@@ -601,8 +604,9 @@ func domainsFree(st *config.State, name string, domains []string) error {
 
 func (s *Server) removeApp(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	typed := r.URL.Query().Get("confirm")
-	s.update(w, r, func(st *config.State) error {
+	q := r.URL.Query()
+	typed, noGrace := q.Get("confirm"), q.Get("no_grace_backup")
+	drop := func(st *config.State) error {
 		for i, a := range st.Apps {
 			if a.Name == name {
 				if err := protectedApp(a, "remove"); err != nil {
@@ -611,12 +615,25 @@ func (s *Server) removeApp(w http.ResponseWriter, r *http.Request) {
 				if typed != name {
 					return &config.FieldError{Field: "confirm", Value: typed, Problem: "is not the app's name", Fix: "type the app's name, " + name + ", to remove it (moat app remove " + name + " asks for it; the API takes ?confirm=" + name + ")"}
 				}
+				if noGrace != "" && noGrace != name {
+					return &config.FieldError{Field: "no_grace_backup", Value: noGrace, Problem: "is not the app's name", Fix: "type the app's name a second time to remove it with no backup to bring it back from"}
+				}
 				st.Apps = append(st.Apps[:i], st.Apps[i+1:]...)
 				return nil
 			}
 		}
 		return noApp(name)
-	})
+	}
+	if q.Get("dry_run") == "true" {
+		s.update(w, r, drop)
+		return
+	}
+	out, err := s.removeWithGrace(r.Context(), name, noGrace != "", drop)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // StatusResponse is what `moat status` shows.

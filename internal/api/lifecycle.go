@@ -49,8 +49,12 @@ func protectedApp(a config.App, action string) error {
 
 func (s *Server) runApp(w http.ResponseWriter, r *http.Request) {
 	name, action := r.PathValue("name"), r.PathValue("action")
+	if action == "restore" {
+		s.restoreApp(w, r, name)
+		return
+	}
 	if !slices.Contains(config.Actions, action) || action == "remove" {
-		s.fail(w, notFound(fmt.Sprintf("POST /v1/apps/%s/%s: no such action; the actions are start, stop, restart, upgrade and status (removal is DELETE /v1/apps/%s)", name, action, name)))
+		s.fail(w, notFound(fmt.Sprintf("POST /v1/apps/%s/%s: no such action; the actions are start, stop, restart, upgrade, status and restore (removal is DELETE /v1/apps/%s)", name, action, name)))
 		return
 	}
 	st, _, err := s.Store.State(r.Context())

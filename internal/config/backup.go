@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Backup is where moat keeps its backups and the apps', made by restic.
@@ -14,6 +16,30 @@ type Backup struct {
 	// Keep is the retention policy applied after each backup:
 	// 7 daily, 4 weekly and 6 monthly snapshots by default.
 	Keep Keep `yaml:"keep,omitempty" json:"keep,omitempty"`
+	// Grace is how long a removed app's backup is kept for moat app
+	// restore, like 7d (the default) or 36h.
+	Grace string `yaml:"grace,omitempty" json:"grace,omitempty"`
+}
+
+// DefaultGrace is how long a removed app can be brought back.
+const DefaultGrace = 7 * 24 * time.Hour
+
+// GraceDuration is the validated grace period.
+func (b Backup) GraceDuration() time.Duration {
+	if d, ok := parseDays(b.Grace); ok {
+		return d
+	}
+	return DefaultGrace
+}
+
+// parseDays reads a duration that may be in days (7d) too.
+func parseDays(v string) (time.Duration, bool) {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		days, err := strconv.Atoi(n)
+		return time.Duration(days) * 24 * time.Hour, err == nil && days > 0
+	}
+	d, err := time.ParseDuration(v)
+	return d, err == nil && d > 0
 }
 
 // Repository is one restic repository.
@@ -82,6 +108,11 @@ func (s *State) validateBackup(add func(field, value, problem, fix string)) {
 			}
 		default:
 			add(at+".url", u, "is not a repository address moat knows", "write a directory (/var/backups/moat), rest:https://…, s3:https://… or sftp:user@host:/path")
+		}
+	}
+	if g := s.Backup.Grace; g != "" {
+		if d, ok := parseDays(g); !ok || d < time.Hour || d > 365*24*time.Hour {
+			add("backup.grace", g, "is not a duration from 1h to 365d", "write how long a removed app's backup stays, like 7d")
 		}
 	}
 	k := s.Backup.Keep

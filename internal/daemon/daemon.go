@@ -224,7 +224,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts}
+	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts, DataDir: opts.DataDir}
 	d.mu.Lock()
 	d.remote = d.remoteAPI(apiSrv)
 	d.mu.Unlock()

@@ -64,7 +64,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 		case 1:
 			err = e.client.Do(ctx, "PATCH", "/v1/apps/app", api.AppPatch{Headers: map[string]string{"X-Frame-Options": fmt.Sprintf("DENY%d", i)}}, &res)
 		case 2:
-			err = e.client.Do(ctx, "DELETE", fmt.Sprintf("/v1/apps/other%d", i-2), nil, &res)
+			err = e.client.Do(ctx, "DELETE", fmt.Sprintf("/v1/apps/other%d?confirm=other%d", i-2, i-2), nil, &res)
 		}
 		if err != nil {
 			t.Fatalf("change %d: %v", i, err)

@@ -307,4 +307,16 @@ CREATE TABLE backup (
 ) STRICT;
 INSERT INTO backup (id, desired) VALUES (1, '{}');
 `,
+	// 13: apps removed within their grace period: the app as it was and
+	// the backup taken before it went.
+	`
+CREATE TABLE removed_apps (
+	name       TEXT PRIMARY KEY,
+	spec       TEXT NOT NULL CHECK (json_valid(spec)),
+	repository TEXT NOT NULL,
+	snapshot   TEXT NOT NULL,
+	removed    TEXT NOT NULL,
+	expires    TEXT NOT NULL
+) STRICT;
+`,
 }

@@ -730,3 +730,71 @@ func queryStrings(ctx context.Context, q querier, query string) ([]string, error
 }
 
 var _ Store = (*SQLite)(nil)
+
+// AddRemoved keeps an app removed within its grace; see Store.
+func (s *SQLite) AddRemoved(ctx context.Context, r Removed) error {
+	spec, err := json.Marshal(r.App)
+	if err != nil {
+		return fmt.Errorf("store: removed app %s: %w", r.App.Name, err)
+	}
+	_, err = s.write(ctx, "INSERT INTO removed_apps (name, spec, repository, snapshot, removed, expires) VALUES (?, ?, ?, ?, ?, ?) "+
+		"ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, repository = excluded.repository, snapshot = excluded.snapshot, removed = excluded.removed, expires = excluded.expires",
+		r.App.Name, string(spec), r.Repository, r.Snapshot, r.At.UTC().Format(time.RFC3339Nano), r.Expires.UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return s.errorf("removed app", err)
+	}
+	return nil
+}
+
+func scanRemoved(scan func(...any) error) (Removed, error) {
+	var (
+		r                   Removed
+		spec, removed, exps string
+	)
+	if err := scan(&spec, &r.Repository, &r.Snapshot, &removed, &exps); err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal([]byte(spec), &r.App); err != nil {
+		return r, err
+	}
+	var err error
+	if r.At, err = time.Parse(time.RFC3339Nano, removed); err == nil {
+		r.Expires, err = time.Parse(time.RFC3339Nano, exps)
+	}
+	return r, err
+}
+
+// Removed lists the apps removed within their grace; see Store.
+func (s *SQLite) Removed(ctx context.Context) ([]Removed, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT spec, repository, snapshot, removed, expires FROM removed_apps ORDER BY name")
+	if err != nil {
+		return nil, s.errorf("removed apps", err)
+	}
+	defer rows.Close()
+	var out []Removed
+	for rows.Next() {
+		r, err := scanRemoved(rows.Scan)
+		if err != nil {
+			return nil, s.errorf("removed apps", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// TakeRemoved deletes a removed app's record and returns it; see Store.
+func (s *SQLite) TakeRemoved(ctx context.Context, name string) (Removed, error) {
+	release, err := s.lockWriter(ctx)
+	if err != nil {
+		return Removed{}, err
+	}
+	defer release()
+	r, err := scanRemoved(s.db.QueryRowContext(ctx, "DELETE FROM removed_apps WHERE name = ? RETURNING spec, repository, snapshot, removed, expires", name).Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("%s: %w", name, ErrNoRemoved)
+	}
+	if err != nil {
+		return r, s.errorf("take removed app", err)
+	}
+	return r, nil
+}

@@ -18,6 +18,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"moat/internal/config"
@@ -78,6 +79,20 @@ type Query struct {
 	Since, Until time.Time
 }
 
+// Removed is an app removed within its grace period: the app as it was,
+// and the backup of its data taken before it went (no snapshot when it
+// had no data).
+type Removed struct {
+	App        config.App `json:"app"`
+	Repository string     `json:"repository,omitempty"`
+	Snapshot   string     `json:"snapshot,omitempty"`
+	At         time.Time  `json:"removed"`
+	Expires    time.Time  `json:"expires"`
+}
+
+// ErrNoRemoved is TakeRemoved's answer for a name with no removal kept.
+var ErrNoRemoved = errors.New("no removed app by that name is kept")
+
 // DefaultLimit is the number of activity entries returned when Query.Limit
 // is not set.
 const DefaultLimit = 100
@@ -124,6 +139,14 @@ type Store interface {
 	// back for want of a confirmation).
 	InForce(ctx context.Context, name string) (json.RawMessage, error)
 	SetInForce(ctx context.Context, name string, v json.RawMessage) error
+
+	// AddRemoved keeps an app removed within its grace period, in place
+	// of an earlier removal of the same name; Removed lists them by
+	// name; TakeRemoved deletes one and returns it (ErrNoRemoved when
+	// there is none).
+	AddRemoved(ctx context.Context, r Removed) error
+	Removed(ctx context.Context) ([]Removed, error)
+	TakeRemoved(ctx context.Context, name string) (Removed, error)
 
 	// Close releases the store. Other methods must not be called after it.
 	Close() error
