@@ -258,6 +258,10 @@ func Run(ctx context.Context, opts Options) error {
 	expired := make(chan struct{})
 	go func() { defer close(expired); d.expireBans(expiring) }()
 	defer func() { stopExpiring(); <-expired }()
+	purging, stopPurging := context.WithCancel(d.life)
+	purged := make(chan struct{})
+	go func() { defer close(purged); d.purgeRemoved(purging, apiSrv) }()
+	defer func() { stopPurging(); <-purged }()
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
 	if err != nil {
@@ -366,6 +370,23 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 		return err
 	}
 	return d.syncSSH(ctx, s)
+}
+
+// purgeRemoved drops, every hour, the backups of removed apps whose
+// grace has ended, until ctx ends.
+func (d *Daemon) purgeRemoved(ctx context.Context, srv *api.Server) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := srv.PurgeRemoved(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("removed apps: purging the ended grace backups", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Mail implements api.Runtime.
