@@ -260,7 +260,10 @@ func Run(ctx context.Context, opts Options) error {
 	defer func() { stopExpiring(); <-expired }()
 	purging, stopPurging := context.WithCancel(d.life)
 	purged := make(chan struct{})
-	go func() { defer close(purged); d.purgeRemoved(purging, apiSrv) }()
+	go func() {
+		defer close(purged)
+		d.purgeRemoved(api.WithActor(purging, store.Actor{Who: "moat", From: "the hourly sweep"}), apiSrv)
+	}()
 	defer func() { stopPurging(); <-purged }()
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
