@@ -74,6 +74,9 @@ type Server struct {
 	// DataDir is moat's data dir, where the backups' password and
 	// staging live; backups are refused without it.
 	DataDir string
+	// OnBackup, when set, hears of every backup run (app "" is moat's
+	// own), for the daemon's metrics.
+	OnBackup func(app string, runs []BackupRun)
 	// Now is the clock of grace periods; time.Now when nil.
 	Now func() time.Time
 	// Lifecycle runs the apps' lifecycle commands; apps.Runner when nil.

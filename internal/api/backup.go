@@ -12,6 +12,7 @@ import (
 
 	"moat/internal/backup"
 	"moat/internal/config"
+	"moat/internal/notify"
 )
 
 // BackupInit is what POST /v1/backup/init did.
@@ -34,6 +35,7 @@ type BackupRequest struct {
 type BackupRun struct {
 	Repository string         `json:"repository"`
 	Summary    backup.Summary `json:"summary"`
+	Duration   string         `json:"duration"`
 	Error      string         `json:"error,omitempty"`
 }
 
@@ -216,40 +218,51 @@ func (s *Server) backupInit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) backupRun(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	var req BackupRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, err)
 		return
 	}
-	repos, st, err := s.repos(ctx)
+	out, err := s.RunBackup(r.Context(), req.App)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// RunBackup backs an app's data up (or moat itself, for app "") to every
+// repository and applies the retention policy; the daemon's schedule
+// calls it too. A repository that fails is in the answer, in the
+// activity log and alerted; it is an error only when all fail.
+func (s *Server) RunBackup(ctx context.Context, app string) ([]BackupRun, error) {
+	repos, st, err := s.repos(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var paths []string
 	tag := backup.MoatTag
+	keep := st.Backup.Policy()
 	snap, _ := s.Store.(backup.Snapshotter)
-	if req.App != "" {
-		a, ok := st.App(req.App)
+	if app != "" {
+		a, ok := st.App(app)
 		if !ok {
-			s.fail(w, noApp(req.App))
-			return
+			return nil, noApp(app)
 		}
 		if len(a.Data) == 0 {
-			s.fail(w, &config.FieldError{Field: "data", Value: "", Problem: "is empty for app " + a.Name, Fix: "list the app's data directories in moat.yaml (data: [/srv/" + a.Name + "/data])"})
-			return
+			return nil, &config.FieldError{Field: "data", Value: "", Problem: "is empty for app " + a.Name, Fix: "list the app's data directories in moat.yaml (data: [/srv/" + a.Name + "/data])"}
 		}
 		for i, p := range a.Data {
 			if _, err := os.Stat(p); err != nil {
-				s.fail(w, &config.FieldError{Field: fmt.Sprintf("data[%d]", i), Value: p, Problem: "does not exist on this server", Fix: "correct the path in moat.yaml, or make the directory"})
-				return
+				return nil, &config.FieldError{Field: fmt.Sprintf("data[%d]", i), Value: p, Problem: "does not exist on this server", Fix: "correct the path in moat.yaml, or make the directory"}
 			}
 		}
 		paths, tag = a.Data, "app:"+a.Name
+		if a.Backup.Keep != (config.Keep{}) {
+			keep = a.Backup.Keep
+		}
 	} else if snap == nil {
-		s.fail(w, errors.New("this store cannot be copied while it serves"))
-		return
+		return nil, errors.New("this store cannot be copied while it serves")
 	}
 	var out []BackupRun
 	failed := 0
@@ -258,29 +271,49 @@ func (s *Server) backupRun(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var sum backup.Summary
 		var err error
-		if req.App == "" {
+		if app == "" {
 			sum, err = repo.BackupMoat(ctx, snap, s.DataDir, nil)
 		} else {
 			sum, err = repo.Backup(ctx, paths, []string{tag}, nil)
 		}
 		if err == nil {
-			err = repo.Forget(ctx, backup.Keep(st.Backup.Policy()), tag)
+			err = repo.Forget(ctx, backup.Keep(keep), tag)
 		}
-		run := BackupRun{Repository: rp.Name, Summary: sum}
-		detail := fmt.Sprintf("to %s: snapshot %s, %d files, %d bytes added, in %s", rp.Name, sum.SnapshotID, sum.TotalFilesProcessed, sum.DataAdded, time.Since(start).Round(time.Millisecond))
+		run := BackupRun{Repository: rp.Name, Summary: sum, Duration: time.Since(start).Round(time.Millisecond).String()}
+		detail := fmt.Sprintf("to %s: snapshot %s, %d files, %d bytes added, in %s", rp.Name, sum.SnapshotID, sum.TotalFilesProcessed, sum.DataAdded, run.Duration)
 		action := "backup.run"
 		if err != nil {
 			run.Error, action, detail = err.Error(), "backup.failed", "to "+rp.Name+": "+err.Error()
 			failed++
+			s.alert(ctx, "backup.failed", strings.TrimPrefix(tag, "app:"), "The backup of "+orMoat(app)+" "+detail)
 		}
 		s.record(ctx, action, strings.TrimPrefix(tag, "app:"), detail)
 		out = append(out, run)
 	}
+	if s.OnBackup != nil {
+		s.OnBackup(app, out)
+	}
 	if failed == len(repos) {
-		s.fail(w, errors.New("the backup failed in every repository: "+out[0].Error))
+		return out, errors.New("the backup failed in every repository: " + out[0].Error)
+	}
+	return out, nil
+}
+
+func orMoat(app string) string {
+	if app == "" {
+		return "moat itself"
+	}
+	return "app " + app
+}
+
+// alert tells the owner, where alerts go.
+func (s *Server) alert(ctx context.Context, kind, subject, msg string) {
+	if s.Runtime == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	if err := s.Runtime.Notify(ctx, notify.Alert{At: time.Now().UTC(), Kind: kind, Subject: subject, Message: msg}); err != nil {
+		s.Log.Error("alert", "kind", kind, "err", err)
+	}
 }
 
 func (s *Server) backupSnapshots(w http.ResponseWriter, r *http.Request) {

@@ -156,3 +156,38 @@ func TestRemoveWithGrace(t *testing.T) {
 		t.Errorf("restore after the grace: %v", err)
 	}
 }
+
+// TestBackupFailureAlerts: a backup that fails (here: a repository never
+// made) is refused, in the activity log, and alerted.
+func TestBackupFailureAlerts(t *testing.T) {
+	if _, err := exec.LookPath("restic"); err != nil {
+		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
+	}
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, "moat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	backup.NewPassword(PasswordPath(dataDir))
+	data := t.TempDir()
+	st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
+		s.Server = config.Server{Domain: "example.com"}
+		s.Backup.Repositories = []config.Repository{{Name: "offsite", URL: filepath.Join(t.TempDir(), "never-made")}}
+		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
+		return nil
+	})
+	rt := &alertRuntime{}
+	var heard []BackupRun
+	srv := &Server{Store: st, Runtime: rt, Log: slog.New(slog.DiscardHandler), DataDir: dataDir, OnBackup: func(_ string, runs []BackupRun) { heard = runs }}
+	if _, err := srv.RunBackup(ctx, "gitea"); err == nil || !strings.Contains(err.Error(), "moat backup init") {
+		t.Errorf("a backup to a repository never made: %v", err)
+	}
+	if len(rt.alerts) != 1 || rt.alerts[0].Kind != "backup.failed" || !strings.Contains(rt.alerts[0].Message, "offsite") {
+		t.Errorf("alerts: %+v", rt.alerts)
+	}
+	if len(heard) != 1 || heard[0].Error == "" {
+		t.Errorf("OnBackup heard %+v", heard)
+	}
+}

@@ -8,11 +8,9 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"time"
 
 	"moat/internal/apps"
 	"moat/internal/config"
-	"moat/internal/notify"
 )
 
 // Lifecycle runs an app's lifecycle commands; apps.Runner is one.
@@ -107,11 +105,7 @@ func runDetail(res apps.Result) string {
 func (s *Server) unprotected(ctx context.Context, what, target string) {
 	msg := fmt.Sprintf("Termination protection of %s was turned off by %s from %s.", what, actor(ctx).Who, actor(ctx).From)
 	s.record(ctx, "protection.off", target, msg)
-	if s.Runtime != nil {
-		if err := s.Runtime.Notify(ctx, notify.Alert{At: time.Now().UTC(), Kind: "protection.off", Subject: target, Message: msg}); err != nil {
-			s.Log.Error("alert", "kind", "protection.off", "err", err)
-		}
-	}
+	s.alert(ctx, "protection.off", target, msg)
 }
 
 // hostPower reboots or powers off the server, unless its termination

@@ -165,3 +165,32 @@ func TestValidateBackup(t *testing.T) {
 		t.Error("policy")
 	}
 }
+
+func TestSchedule(t *testing.T) {
+	at := time.Date(2026, 12, 7, 11, 40, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		spec string
+		next time.Time
+	}{
+		{"hourly", time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)},
+		{"daily 03:00", time.Date(2026, 12, 8, 3, 0, 0, 0, time.UTC)},
+		{"daily 23:30", time.Date(2026, 12, 7, 23, 30, 0, 0, time.UTC)},
+		{"every 15m", time.Date(2026, 12, 7, 11, 45, 0, 0, time.UTC)},
+	} {
+		s, err := ParseSchedule(tc.spec)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.spec, err)
+		}
+		if got := s.Next(at); !got.Equal(tc.next) {
+			t.Errorf("%s: next after %s is %s, want %s", tc.spec, at, got, tc.next)
+		}
+	}
+	for _, bad := range []string{"", "daily", "daily 25:00", "weekly", "every 0s", "every soon"} {
+		if _, err := ParseSchedule(bad); err == nil {
+			t.Errorf("%q was taken", bad)
+		}
+	}
+	s := State{Server: Server{Domain: "example.com"}, Apps: []App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Backup: AppBackup{Schedule: "daily 3am"}, Data: []string{"/srv/gitea"}}}}
+	s.Normalize()
+	wantOneFieldError(t, s.Validate(), "apps[0].backup.schedule", "daily 3am")
+}

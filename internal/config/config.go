@@ -197,6 +197,8 @@ type App struct {
 	// Protect is termination protection: while on, moat refuses to stop,
 	// restart, upgrade or remove the app.
 	Protect bool `yaml:"protect,omitempty" json:"protect,omitempty"`
+	// Backup is when the app's data is backed up by itself.
+	Backup AppBackup `yaml:"backup,omitempty" json:"backup,omitempty"`
 }
 
 // The values of App.Access.

@@ -222,6 +222,7 @@ func (s *State) Validate() error {
 			}
 		}
 		validateRun(at, a, add)
+		validateAppBackup(at, a, add)
 		spelt := map[string]string{}
 		checkRateLimit(at+".rate_limit", a.RateLimit, false, add)
 		if t := a.Cache.TTL; t != "" {

@@ -86,6 +86,9 @@ type Options struct {
 	// AuthParams are the argon2id costs of new password hashes;
 	// secret.Default when zero.
 	AuthParams secret.Params
+	// BackupCheck is how often the backup schedule is looked at;
+	// DefaultBackupCheck when zero.
+	BackupCheck time.Duration
 }
 
 // Info tells where a started daemon listens.
@@ -224,7 +227,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts, DataDir: opts.DataDir}
+	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts, DataDir: opts.DataDir, OnBackup: newBackupMetrics(reg).observe}
 	d.mu.Lock()
 	d.remote = d.remoteAPI(apiSrv)
 	d.mu.Unlock()
@@ -265,6 +268,13 @@ func Run(ctx context.Context, opts Options) error {
 		d.purgeRemoved(api.WithActor(purging, store.Actor{Who: "moat", From: "the hourly sweep"}), apiSrv)
 	}()
 	defer func() { stopPurging(); <-purged }()
+	scheduling, stopScheduling := context.WithCancel(d.life)
+	scheduled := make(chan struct{})
+	go func() {
+		defer close(scheduled)
+		d.scheduleBackups(api.WithActor(scheduling, store.Actor{Who: "moat", From: "the backup schedule"}), apiSrv)
+	}()
+	defer func() { stopScheduling(); <-scheduled }()
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
 	if err != nil {

@@ -179,6 +179,7 @@ func (e *env) start() {
 			Sessions:   e.sessions,
 			MailMXPort: e.mxPort,
 			MailListen: e.mailListen,
+			BackupCheck: 100 * time.Millisecond,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
 				close(ready)
