@@ -173,12 +173,12 @@ func (e *env) start() {
 				Backoff:            func(int) time.Duration { return 200 * time.Millisecond },
 				Dial:               loopbackOnly,
 			},
-			AccessLog:  &e.accessLog,
-			Firewall:   e.firewall,
-			SSH:        e.ssh,
-			Sessions:   e.sessions,
-			MailMXPort: e.mxPort,
-			MailListen: e.mailListen,
+			AccessLog:   &e.accessLog,
+			Firewall:    e.firewall,
+			SSH:         e.ssh,
+			Sessions:    e.sessions,
+			MailMXPort:  e.mxPort,
+			MailListen:  e.mailListen,
 			BackupCheck: 100 * time.Millisecond,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
