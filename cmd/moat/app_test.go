@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"moat/internal/testenv"
 )
 
 // TestAppLifecycleProtected: an app's lifecycle commands from moat.yaml
@@ -93,9 +95,7 @@ func TestAppAddCompose(t *testing.T) {
 // the repository, and backs an app's data and moat itself up; a data
 // path that does not exist is refused by field.
 func TestBackupCommands(t *testing.T) {
-	if _, err := exec.LookPath("restic"); err != nil {
-		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
-	}
+	testenv.NeedRestic(t)
 	c := newCLI(t)
 	c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com")
 	c.refused([]string{"backup", "init"}, "backup.repositories", "is empty")

@@ -2,12 +2,8 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,32 +13,8 @@ import (
 	"moat/internal/backup"
 	"moat/internal/config"
 	"moat/internal/store"
+	"moat/internal/testenv"
 )
-
-func dirHash(t *testing.T, root string) string {
-	t.Helper()
-	h := sha256.New()
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		info, _ := d.Info()
-		h.Write([]byte(rel + " " + info.Mode().String() + "\n"))
-		if d.Type().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			h.Write(b)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // TestRemoveWithGrace: removing an app backs its data up first, runs its
 // remove command (which deletes the data), and keeps the backup for the
@@ -50,9 +22,7 @@ func dirHash(t *testing.T, root string) string {
 // and the app's routes; after the grace the backup is gone from the
 // repository. A backup that cannot be made removes nothing.
 func TestRemoveWithGrace(t *testing.T) {
-	if _, err := exec.LookPath("restic"); err != nil {
-		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
-	}
+	testenv.NeedRestic(t)
 	ctx := context.Background()
 	dataDir := t.TempDir()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, "moat.db"))
@@ -71,7 +41,7 @@ func TestRemoveWithGrace(t *testing.T) {
 	os.MkdirAll(filepath.Join(data, "repos"), 0o755)
 	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o600)
 	os.WriteFile(filepath.Join(data, "repos", "HEAD"), []byte(strings.Repeat("ref ", 10000)), 0o644)
-	want := dirHash(t, data)
+	want := testenv.TreeHash(t, data)
 	gitea := config.App{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data},
 		Run: config.Run{Remove: "rm -rf " + data}}
 	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
@@ -123,7 +93,7 @@ func TestRemoveWithGrace(t *testing.T) {
 	if err := c.Do(ctx, "POST", "/v1/apps/gitea/restore", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := dirHash(t, data); got != want {
+	if got := testenv.TreeHash(t, data); got != want {
 		t.Error("the restored data differs from what was removed")
 	}
 	if s, _, _ := st.State(ctx); len(s.Apps) != 2 {
@@ -160,9 +130,7 @@ func TestRemoveWithGrace(t *testing.T) {
 // TestBackupFailureAlerts: a backup that fails (here: a repository never
 // made) is refused, in the activity log, and alerted.
 func TestBackupFailureAlerts(t *testing.T) {
-	if _, err := exec.LookPath("restic"); err != nil {
-		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
-	}
+	testenv.NeedRestic(t)
 	ctx := context.Background()
 	dataDir := t.TempDir()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, "moat.db"))

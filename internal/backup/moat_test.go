@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"moat/internal/store"
+	"moat/internal/testenv"
 )
 
 // TestBackupMoatUnderWrites: moat's store, backed up while a writer
 // changes it 100 times a second, restores to a store that opens, passes
 // its consistency check, and holds what was written before the backup.
 func TestBackupMoatUnderWrites(t *testing.T) {
-	needRestic(t)
+	testenv.NeedRestic(t)
 	ctx := context.Background()
 	dataDir := t.TempDir()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, "moat.db"))

@@ -2,60 +2,14 @@ package backup
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"moat/internal/testenv"
 )
-
-func needRestic(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("restic"); err != nil {
-		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
-	}
-}
-
-// treeHash hashes a directory tree: every entry's path, type, mode and
-// contents (a symlink's target).
-func treeHash(t *testing.T, root string) string {
-	t.Helper()
-	h := sha256.New()
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "%s %v\n", rel, info.Mode())
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			fmt.Fprintf(h, "-> %s\n", target)
-		case d.Type().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			h.Write(b)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // makeTree writes an app's data: files, a subdirectory, a private file,
 // an empty file and a symlink.
@@ -79,7 +33,7 @@ func makeTree(t *testing.T, root string) {
 // a tree backed up restores byte for byte, and the repository's
 // failures say what to do.
 func TestRepositories(t *testing.T) {
-	needRestic(t)
+	testenv.NeedRestic(t)
 	ctx := context.Background()
 	if v, err := CheckRestic(ctx, ""); err != nil || older(v, MinVersion) {
 		t.Fatalf("restic: %s %v", v, err)
@@ -117,7 +71,7 @@ func TestRepositories(t *testing.T) {
 			}
 			data := filepath.Join(dir, "srv", "gitea")
 			makeTree(t, data)
-			want := treeHash(t, data)
+			want := testenv.TreeHash(t, data)
 			var seen []Progress
 			sum, err := r.Backup(ctx, []string{data}, []string{"app:gitea"}, func(p Progress) { seen = append(seen, p) })
 			if err != nil {
@@ -142,7 +96,7 @@ func TestRepositories(t *testing.T) {
 			if err := r.Restore(ctx, sum.SnapshotID, target); err != nil {
 				t.Fatal(err)
 			}
-			if got := treeHash(t, filepath.Join(target, data)); got != want {
+			if got := testenv.TreeHash(t, filepath.Join(target, data)); got != want {
 				t.Error("the restored tree differs from the one backed up")
 			}
 			if err := r.Verify(ctx, "5%"); err != nil {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,14 +13,13 @@ import (
 	"moat/internal/api"
 	"moat/internal/backup"
 	"moat/internal/config"
+	"moat/internal/testenv"
 )
 
 // TestScheduledBackup: an app with a backup schedule is backed up by the
 // daemon on its own, and the metrics say when it last succeeded.
 func TestScheduledBackup(t *testing.T) {
-	if _, err := exec.LookPath("restic"); err != nil {
-		t.Fatal("restic is missing (Debian package restic; make test's scripts/test-deps.sh installs it)")
-	}
+	testenv.NeedRestic(t)
 	e := startEnv(t)
 	ctx := context.Background()
 	if _, err := backup.NewPassword(api.PasswordPath(e.dir)); err != nil {
@@ -50,14 +48,24 @@ func TestScheduledBackup(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + e.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The snapshot is there before the run ends (the retention policy,
+	// then the metrics): wait for the metrics.
+	var metrics string
+	for {
+		resp, err := http.Get("http://" + e.admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+		if strings.Contains(metrics, `moat_backup_last_success_timestamp_seconds{app="wiki"}`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{`moat_backup_last_success_timestamp_seconds{app="wiki"}`, `moat_backup_added_bytes{app="wiki"}`} {
-		if !strings.Contains(string(b), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
