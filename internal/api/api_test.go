@@ -64,11 +64,7 @@ func (r *holdFirstApply) appliedSoFar() [][]string {
 // the newer state, not the one that happened to finish last.
 func TestOlderChangeIsNotAppliedLast(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, t.TempDir())
 	rt := &holdFirstApply{entered: make(chan struct{}), release: make(chan struct{})}
 	srv := &Server{Store: st, Runtime: rt, Log: slog.New(slog.DiscardHandler)}
 	c := Local(srv.Handler(), store.Actor{Who: "test", From: "test"})
@@ -111,11 +107,7 @@ func TestOlderChangeIsNotAppliedLast(t *testing.T) {
 // result as moat.yaml next to the firewall's ruleset.
 func TestPatchAppLimitAndCache(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, t.TempDir())
 	c := Local((&Server{Store: st, Log: slog.New(slog.DiscardHandler)}).Handler(), store.Actor{Who: "test", From: "test"})
 	a := config.App{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000"}
 	if err := c.Do(ctx, "POST", "/v1/apps", a, nil); err != nil {
@@ -165,4 +157,15 @@ func TestPatchAppLimitAndCache(t *testing.T) {
 	if !strings.Contains(eff.SSHD, "does not manage sshd") {
 		t.Errorf("sshd without a daemon: %q", eff.SSHD)
 	}
+}
+
+// openStore is a store in dir, closed when the test ends.
+func openStore(t *testing.T, dir string) *store.SQLite {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "moat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -7,7 +7,6 @@ import (
 	"moat/internal/notify"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -53,11 +52,7 @@ func TestFirewallThroughTheAPI(t *testing.T) {
 		host.Accepting(t, "tcp4", "0.0.0.0:"+port)
 	}
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, t.TempDir())
 	// The SSH sessions open to port 22, as /proc/net/tcp would list them
 	// (the host's own are none of this test's business).
 	var sessions []netip.Addr

@@ -25,11 +25,7 @@ func TestRemoveWithGrace(t *testing.T) {
 	testenv.NeedRestic(t)
 	ctx := context.Background()
 	dataDir := t.TempDir()
-	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, dataDir)
 	if _, err := backup.NewPassword(PasswordPath(dataDir)); err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +129,7 @@ func TestBackupFailureAlerts(t *testing.T) {
 	testenv.NeedRestic(t)
 	ctx := context.Background()
 	dataDir := t.TempDir()
-	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, dataDir)
 	backup.NewPassword(PasswordPath(dataDir))
 	data := t.TempDir()
 	st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {

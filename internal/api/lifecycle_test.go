@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,11 +52,7 @@ func statusOf(err error) int {
 // is protected, a reboot is refused and the reboot hook never runs.
 func TestTerminationProtection(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, t.TempDir())
 	proc := exec.Command("sleep", "300")
 	if err := proc.Start(); err != nil {
 		t.Fatal(err)

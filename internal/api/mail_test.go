@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +17,7 @@ import (
 // would arrive anyway.
 func TestMailDrop(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "moat.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, t.TempDir())
 	c := Local((&Server{Store: st, Log: slog.New(slog.DiscardHandler)}).Handler(), store.Actor{Who: "test", From: "test"})
 	now := time.Now().UTC()
 	for _, m := range []mail.Message{
