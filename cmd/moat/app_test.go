@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,8 +129,12 @@ apps:
 	if again := c.ok("backup", "init"); strings.Contains(again, "password:") {
 		t.Errorf("the password is shown a second time:\n%s", again)
 	}
-	if out := c.ok("backup", "run", "gitea"); !strings.Contains(out, "local: snapshot ") {
-		t.Errorf("run gitea:\n%s", out)
+	out = c.ok("backup", "run", "gitea")
+	if !strings.Contains(out, "local: snapshot ") || !regexp.MustCompile(`local: +\d+%  .* of .*  \d+ of 1 files`).MatchString(out) {
+		t.Errorf("run gitea, with its progress:\n%s", out)
+	}
+	if out := c.ok("backup", "forget", "gitea"); !strings.Contains(out, "local: kept 1 snapshots, removed 0") {
+		t.Errorf("forget gitea:\n%s", out)
 	}
 	if out := c.ok("backup", "run"); !strings.Contains(out, "local: snapshot ") {
 		t.Errorf("run moat:\n%s", out)

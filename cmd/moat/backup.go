@@ -1,13 +1,19 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"moat/internal/api"
+	"moat/internal/backup"
 )
 
 func newBackup(g *globals) *cobra.Command {
@@ -21,7 +27,7 @@ moat makes at init and keeps in <data>/keys/restic.password.`,
   moat backup run gitea
   moat backup list gitea`,
 	}
-	cmd.AddCommand(newBackupInit(g), newBackupRun(g), newBackupList(g), newBackupRestore(g), newBackupVerify(g))
+	cmd.AddCommand(newBackupInit(g), newBackupRun(g), newBackupList(g), newBackupRestore(g), newBackupVerify(g), newBackupForget(g))
 	return cmd
 }
 
@@ -59,23 +65,107 @@ func newBackupRun(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				req.App = args[0]
 			}
-			var out []api.BackupRun
-			if err := g.call(cmd, "POST", "/v1/backup/run", req, &out); err != nil {
+			out, err := streamBackup(cmd, g, req)
+			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			for _, r := range out {
-				if r.Error != "" {
-					fmt.Fprintf(w, "%s: FAILED: %s\n", r.Repository, r.Error)
-					continue
-				}
-				s := r.Summary
-				fmt.Fprintf(w, "%s: snapshot %s: %d files (%d new, %d changed), %d bytes added, in %s\n", r.Repository, s.SnapshotID,
-					s.TotalFilesProcessed, s.FilesNew, s.FilesChanged, s.DataAdded, time.Duration(s.TotalDuration*float64(time.Second)).Round(time.Millisecond))
-			}
+			printRuns(cmd.OutOrStdout(), out)
 			return nil
 		},
 	}
+}
+
+// printRuns tells each repository's outcome of a backup.
+func printRuns(w io.Writer, out []api.BackupRun) {
+	for _, r := range out {
+		if r.Error != "" {
+			fmt.Fprintf(w, "%s: FAILED: %s\n", r.Repository, r.Error)
+			continue
+		}
+		s := r.Summary
+		fmt.Fprintf(w, "%s: snapshot %s: %d files (%d new, %d changed), %s added, in %s\n", r.Repository, s.SnapshotID,
+			s.TotalFilesProcessed, s.FilesNew, s.FilesChanged, size(s.DataAdded), time.Duration(s.TotalDuration*float64(time.Second)).Round(time.Millisecond))
+	}
+}
+
+// streamBackup runs a backup through the API, showing restic's
+// progress on standard error as it goes: on one line rewritten in place
+// on a terminal, a line every few seconds elsewhere (a log).
+func streamBackup(cmd *cobra.Command, g *globals, req api.BackupRequest) ([]api.BackupRun, error) {
+	c, done, err := g.client(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	errw := cmd.ErrOrStderr()
+	f, isFile := errw.(*os.File)
+	tty := isFile && term.IsTerminal(int(f.Fd()))
+	every := 5 * time.Second
+	if tty {
+		every = 0
+	}
+	var (
+		last     time.Time
+		out      []api.BackupRun
+		problem  *api.Problem
+		inPlace  bool
+		finished bool
+	)
+	err = c.Stream(cmd.Context(), "POST", "/v1/backup/run", req, func(line []byte) error {
+		var ev api.BackupEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("moat daemon: decode answer: %w", err)
+		}
+		switch {
+		case ev.Done:
+			out, problem, finished = ev.Runs, ev.Error, true
+		case ev.Progress != nil && time.Since(last) >= every:
+			last = time.Now()
+			if tty {
+				fmt.Fprintf(errw, "\r\033[K%s", progressLine(ev.Repository, *ev.Progress))
+				inPlace = true
+			} else {
+				fmt.Fprintln(errw, progressLine(ev.Repository, *ev.Progress))
+			}
+		}
+		return nil
+	})
+	if inPlace {
+		fmt.Fprintln(errw)
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case !finished:
+		return nil, errors.New("moat daemon: the backup's answer ended before its outcome: see moat activity for how it went")
+	case problem != nil:
+		printRuns(cmd.OutOrStdout(), out)
+		return nil, &api.APIError{Status: 500, Body: api.Error{Error: *problem}}
+	}
+	return out, nil
+}
+
+// progressLine is a running backup's progress in words.
+func progressLine(repo string, p backup.Progress) string {
+	s := fmt.Sprintf("%s: %3.0f%%  %s of %s  %d of %d files", repo, 100*p.PercentDone, size(p.BytesDone), size(p.TotalBytes), p.FilesDone, p.TotalFiles)
+	if p.SecondsRemaining > 0 {
+		s += fmt.Sprintf("  ETA %s", (time.Duration(p.SecondsRemaining) * time.Second).String())
+	}
+	return s
+}
+
+// size is a byte count as people read it.
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func newBackupList(g *globals) *cobra.Command {
@@ -155,6 +245,42 @@ func newBackupVerify(g *globals) *cobra.Command {
 			}
 			if bad > 0 {
 				return fmt.Errorf("%d of %d repositories failed their check", bad, len(out))
+			}
+			return nil
+		},
+	}
+}
+
+func newBackupForget(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "forget [APP]",
+		Short: "Apply the retention policy now: remove the snapshots it does not keep",
+		Long: `forget removes an app's snapshots (or moat's) beyond what the retention policy
+keeps (the app's backup.keep, else backup.keep: 7 daily, 4 weekly and 6
+monthly by default) and prunes the data no snapshot needs. Every backup run
+does this after itself.`,
+		Example: "  moat backup forget gitea",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req api.BackupRequest
+			if len(args) == 1 {
+				req.App = args[0]
+			}
+			var out []api.ForgetResult
+			if err := g.call(cmd, "POST", "/v1/backup/forget", req, &out); err != nil {
+				return err
+			}
+			bad := 0
+			for _, f := range out {
+				if f.Error != "" {
+					bad++
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: FAILED: %s\n", f.Repository, f.Error)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: kept %d snapshots, removed %d\n", f.Repository, len(f.Kept), len(f.Removed))
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d of %d repositories failed", bad, len(out))
 			}
 			return nil
 		},

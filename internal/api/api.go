@@ -197,6 +197,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // fail writes err with the status it deserves: input errors are 400 and
 // list their fields.
 func (s *Server) fail(w http.ResponseWriter, err error) {
+	code, body := s.problem(err)
+	writeJSON(w, code, body)
+}
+
+// problem is the status and body a failure deserves.
+func (s *Server) problem(err error) (int, Error) {
 	var body Error
 	body.Error.Message = err.Error()
 	code := http.StatusInternalServerError
@@ -224,7 +230,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.Log.Error("api", "err", err)
 		body.Error.Message = "moat could not do this: " + err.Error()
 	}
-	writeJSON(w, code, body)
+	return code, body
 }
 
 type notFound string

@@ -36,7 +36,9 @@ type BackupRun struct {
 	Repository string         `json:"repository"`
 	Summary    backup.Summary `json:"summary"`
 	Duration   string         `json:"duration"`
-	Error      string         `json:"error,omitempty"`
+	// Forgotten are the snapshots the retention policy removed after it.
+	Forgotten []string `json:"forgotten,omitempty"`
+	Error     string   `json:"error,omitempty"`
 }
 
 // RepositorySnapshots are one repository's snapshots.
@@ -52,6 +54,63 @@ func (s *Server) backupRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/backup/snapshots", s.backupSnapshots)
 	mux.HandleFunc("POST /v1/backup/restore", s.backupRestore)
 	mux.HandleFunc("POST /v1/backup/verify", s.backupVerify)
+	mux.HandleFunc("POST /v1/backup/forget", s.backupForget)
+}
+
+// ForgetResult is one repository's retention run.
+type ForgetResult struct {
+	Repository string   `json:"repository"`
+	Kept       []string `json:"kept"`
+	Removed    []string `json:"removed"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// backupForget applies the retention policy now, to an app's snapshots
+// (or moat's), in every repository; a backup run does it after itself.
+func (s *Server) backupForget(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req BackupRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	repos, st, err := s.repos(ctx)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	tag, keep := backup.MoatTag, st.Backup.Policy()
+	if req.App != "" {
+		a, ok := st.App(req.App)
+		if !ok {
+			s.fail(w, noApp(req.App))
+			return
+		}
+		tag = "app:" + a.Name
+		if a.Backup.Keep != (config.Keep{}) {
+			keep = a.Backup.Keep
+		}
+	}
+	out := []ForgetResult{}
+	for _, rp := range repos {
+		f, err := s.repo(rp).Forget(ctx, backup.Keep(keep), tag)
+		res := ForgetResult{Repository: rp.Name, Kept: f.Kept, Removed: f.Removed}
+		action, detail := "backup.forget", fmt.Sprintf("in %s: kept %d, removed %d (%s)", rp.Name, len(f.Kept), len(f.Removed), strings.Join(f.Removed, ", "))
+		if err != nil {
+			res.Error, action, detail = err.Error(), "backup.forget_failed", "in "+rp.Name+": "+err.Error()
+		}
+		s.record(ctx, action, orMoatName(req.App), detail)
+		out = append(out, res)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// orMoatName is what the activity log names a backup's subject by.
+func orMoatName(app string) string {
+	if app == "" {
+		return backup.MoatTag
+	}
+	return app
 }
 
 // RestoreRequest is the body of POST /v1/backup/restore: a snapshot of
@@ -217,10 +276,38 @@ func (s *Server) backupInit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// BackupEvent is one line of a streamed backup (Accept:
+// application/x-ndjson): a repository's progress while it runs, then the
+// outcome, with the runs or the refusal.
+type BackupEvent struct {
+	Repository string           `json:"repository,omitempty"`
+	Progress   *backup.Progress `json:"progress,omitempty"`
+	Done       bool             `json:"done,omitempty"`
+	Runs       []BackupRun      `json:"runs,omitempty"`
+	Error      *Problem         `json:"error,omitempty"`
+}
+
 func (s *Server) backupRun(w http.ResponseWriter, r *http.Request) {
 	var req BackupRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, err)
+		return
+	}
+	if wantsStream(r) {
+		out := &stream{w: w, tick: 250 * time.Millisecond}
+		runs, err := s.runBackup(r.Context(), req.App, func(repo string, p backup.Progress) {
+			out.progress(BackupEvent{Repository: repo, Progress: &p})
+		})
+		if err != nil && !out.started {
+			s.fail(w, err)
+			return
+		}
+		ev := BackupEvent{Done: true, Runs: runs}
+		if err != nil {
+			_, body := s.problem(err)
+			ev.Error = &body.Error
+		}
+		out.send(ev)
 		return
 	}
 	out, err := s.RunBackup(r.Context(), req.App)
@@ -236,6 +323,12 @@ func (s *Server) backupRun(w http.ResponseWriter, r *http.Request) {
 // calls it too. A repository that fails is in the answer, in the
 // activity log and alerted; it is an error only when all fail.
 func (s *Server) RunBackup(ctx context.Context, app string) ([]BackupRun, error) {
+	return s.runBackup(ctx, app, nil)
+}
+
+// runBackup is RunBackup, telling progress (when not nil) of each
+// repository's run as restic reports it.
+func (s *Server) runBackup(ctx context.Context, app string, progress func(repository string, p backup.Progress)) ([]BackupRun, error) {
 	repos, st, err := s.repos(ctx)
 	if err != nil {
 		return nil, err
@@ -261,6 +354,10 @@ func (s *Server) RunBackup(ctx context.Context, app string) ([]BackupRun, error)
 		if a.Backup.Keep != (config.Keep{}) {
 			keep = a.Backup.Keep
 		}
+		if err := s.preBackup(ctx, *a); err != nil {
+			s.alert(ctx, "backup.failed", a.Name, "The backup of app "+a.Name+" was not made: "+err.Error())
+			return nil, err
+		}
 	} else if snap == nil {
 		return nil, errors.New("this store cannot be copied while it serves")
 	}
@@ -271,15 +368,20 @@ func (s *Server) RunBackup(ctx context.Context, app string) ([]BackupRun, error)
 		start := time.Now()
 		var sum backup.Summary
 		var err error
+		var tell func(backup.Progress)
+		if progress != nil {
+			tell = func(p backup.Progress) { progress(rp.Name, p) }
+		}
 		if app == "" {
-			sum, err = repo.BackupMoat(ctx, snap, s.DataDir, nil)
+			sum, err = repo.BackupMoat(ctx, snap, s.DataDir, tell)
 		} else {
-			sum, err = repo.Backup(ctx, paths, []string{tag}, nil)
+			sum, err = repo.Backup(ctx, paths, []string{tag}, tell)
 		}
+		var gone backup.Forgotten
 		if err == nil {
-			err = repo.Forget(ctx, backup.Keep(keep), tag)
+			gone, err = repo.Forget(ctx, backup.Keep(keep), tag)
 		}
-		run := BackupRun{Repository: rp.Name, Summary: sum, Duration: time.Since(start).Round(time.Millisecond).String()}
+		run := BackupRun{Repository: rp.Name, Summary: sum, Duration: time.Since(start).Round(time.Millisecond).String(), Forgotten: gone.Removed}
 		detail := fmt.Sprintf("to %s: snapshot %s, %d files, %d bytes added, in %s", rp.Name, sum.SnapshotID, sum.TotalFilesProcessed, sum.DataAdded, run.Duration)
 		action := "backup.run"
 		if err != nil {
@@ -297,6 +399,38 @@ func (s *Server) RunBackup(ctx context.Context, app string) ([]BackupRun, error)
 		return out, errors.New("the backup failed in every repository: " + out[0].Error)
 	}
 	return out, nil
+}
+
+// preBackup runs an app's pre-backup hook, when it has one: a hook that
+// fails stops the backup, since what it dumps would be stale or torn.
+func (s *Server) preBackup(ctx context.Context, a config.App) error {
+	if a.Backup.Before == "" {
+		return nil
+	}
+	res, err := s.lifecycle().Run(ctx, a, config.PreBackup)
+	if err != nil {
+		return err
+	}
+	s.record(ctx, "app."+config.PreBackup, a.Name, runDetail(res))
+	if !res.OK() {
+		how := fmt.Sprintf("exited with %d", res.ExitCode)
+		if res.TimedOut {
+			how = "was killed at the timeout (run.timeout)"
+		}
+		return inputError{&config.FieldError{Field: "backup.before", Value: res.Command, Problem: "the pre-backup hook of app " + a.Name + " " + how + ", so no backup was made: " + lastLine(res.Output),
+			Fix: "run the hook by hand and mend it, or remove it from the app"}}
+	}
+	return nil
+}
+
+// lastLine is the last line of a command's output, where it says why it
+// failed.
+func lastLine(out string) string {
+	out = strings.TrimSpace(out)
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[i+1:]
+	}
+	return out
 }
 
 func orMoat(app string) string {

@@ -55,6 +55,9 @@ func (s *Server) removeWithGrace(ctx context.Context, name string, noGrace bool,
 				return RemoveResponse{}, inputError{refuse(fmt.Errorf("data path %s: %w", p, err))}
 			}
 		}
+		if err := s.preBackup(ctx, app); err != nil {
+			return RemoveResponse{}, inputError{refuse(err)}
+		}
 		sum, err := s.repo(repos[0]).Backup(ctx, app.Data, []string{"app:" + name, "grace"}, nil)
 		if err != nil {
 			return RemoveResponse{}, refuse(err)

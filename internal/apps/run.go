@@ -48,7 +48,7 @@ type Runner struct {
 // Run runs the app's command for action, bounded by its timeout (and
 // ctx).
 func (rn Runner) Run(ctx context.Context, a config.App, action string) (Result, error) {
-	line := a.Run.Command(action)
+	line := a.Command(action)
 	res := Result{Action: action, Command: line}
 	if line == "" {
 		return res, fmt.Errorf("app %s: %s: %w", a.Name, action, ErrNoCommand)

@@ -294,10 +294,18 @@ func (r Repo) Restore(ctx context.Context, snapshot, target string) error {
 	return err
 }
 
+// Forgotten is what a retention run did: the snapshots it kept and the
+// ones it removed (short IDs).
+type Forgotten struct {
+	Kept    []string `json:"kept"`
+	Removed []string `json:"removed"`
+}
+
 // Forget removes snapshots with all of tags beyond what keep keeps, and
 // prunes the data no snapshot needs any more.
-func (r Repo) Forget(ctx context.Context, keep Keep, tags ...string) error {
-	args := []string{"forget", "--prune", "--group-by", "host,tags"}
+func (r Repo) Forget(ctx context.Context, keep Keep, tags ...string) (Forgotten, error) {
+	var out Forgotten
+	args := []string{"forget", "--json", "--prune", "--group-by", "host,tags"}
 	if len(tags) > 0 {
 		args = append(args, "--tag", strings.Join(tags, ","))
 	}
@@ -307,10 +315,29 @@ func (r Repo) Forget(ctx context.Context, keep Keep, tags ...string) error {
 		}
 	}
 	if keep == (Keep{}) {
-		return errors.New("backup: a retention policy that keeps nothing would forget every snapshot: keep at least one daily")
+		return out, errors.New("backup: a retention policy that keeps nothing would forget every snapshot: keep at least one daily")
 	}
-	_, err := r.run(ctx, args...)
-	return err
+	stdout, err := r.run(ctx, args...)
+	if err != nil {
+		return out, err
+	}
+	// The groups come first, as JSON; prune's report follows as text.
+	var groups []struct {
+		Keep   []Snapshot `json:"keep"`
+		Remove []Snapshot `json:"remove"`
+	}
+	if err := json.NewDecoder(bytes.NewReader(stdout)).Decode(&groups); err != nil {
+		return out, fmt.Errorf("restic forget: its answer: %w", err)
+	}
+	for _, g := range groups {
+		for _, s := range g.Keep {
+			out.Kept = append(out.Kept, s.Short)
+		}
+		for _, s := range g.Remove {
+			out.Removed = append(out.Removed, s.Short)
+		}
+	}
+	return out, nil
 }
 
 // Drop removes snapshots by ID and prunes their data.

@@ -102,8 +102,8 @@ func TestRepositories(t *testing.T) {
 			if err := r.Verify(ctx, "5%"); err != nil {
 				t.Errorf("verify: %v", err)
 			}
-			if err := r.Forget(ctx, Keep{Daily: 1}, "app:gitea"); err != nil {
-				t.Fatal(err)
+			if f, err := r.Forget(ctx, Keep{Daily: 1}, "app:gitea"); err != nil || len(f.Kept) != 1 || len(f.Removed) != 1 {
+				t.Fatalf("forget: %+v %v", f, err)
 			}
 			if left, _ := r.Snapshots(ctx, "app:gitea"); len(left) != 1 || !strings.HasPrefix(left[0].ID, second.SnapshotID) {
 				t.Errorf("after keeping one daily: %+v", left)

@@ -190,7 +190,24 @@ func TestSchedule(t *testing.T) {
 			t.Errorf("%q was taken", bad)
 		}
 	}
-	s := State{Server: Server{Domain: "example.com"}, Apps: []App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Backup: AppBackup{Schedule: "daily 3am"}, Data: []string{"/srv/gitea"}}}}
-	s.Normalize()
-	wantOneFieldError(t, s.Validate(), "apps[0].backup.schedule", "daily 3am")
+	for _, tc := range []struct {
+		name         string
+		b            AppBackup
+		data         []string
+		field, value string
+	}{
+		{"a schedule and a hook", AppBackup{Schedule: "daily 03:00", Before: "pg_dump -f /srv/gitea/dump.sql gitea"}, []string{"/srv/gitea"}, "", ""},
+		{"an unknown schedule", AppBackup{Schedule: "daily 3am"}, []string{"/srv/gitea"}, "apps[0].backup.schedule", "daily 3am"},
+		{"a schedule with no data", AppBackup{Schedule: "hourly"}, nil, "apps[0].backup.schedule", "hourly"},
+		{"a hook with no data", AppBackup{Before: "pg_dump"}, nil, "apps[0].backup.before", "pg_dump"},
+		{"a hook with a NUL", AppBackup{Before: "pg_dump\x00"}, []string{"/srv/gitea"}, "apps[0].backup.before", "pg_dump\x00"},
+	} {
+		s := State{Server: Server{Domain: "example.com"}, Apps: []App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Backup: tc.b, Data: tc.data}}}
+		s.Normalize()
+		t.Run(tc.name, func(t *testing.T) { wantOneFieldError(t, s.Validate(), tc.field, tc.value) })
+	}
+	a := App{Run: Run{Stop: "kill 1"}, Backup: AppBackup{Before: "pg_dump"}}
+	if a.Command(PreBackup) != "pg_dump" || a.Command("stop") != "kill 1" {
+		t.Error("App.Command")
+	}
 }

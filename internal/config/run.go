@@ -59,6 +59,16 @@ func (r Run) TimeoutDuration() time.Duration {
 	return DefaultRunTimeout
 }
 
+// checkCommand refuses a shell command moat cannot run as written.
+func checkCommand(field, c string, add func(field, value, problem, fix string)) {
+	switch {
+	case strings.ContainsRune(c, 0):
+		add(field, c, "contains a NUL byte", "write the command as you would type it in a shell")
+	case len(c) > 4096:
+		add(field, c[:40]+"…", "is longer than 4096 bytes", "put a long script in a file and run the file")
+	}
+}
+
 var unitName = regexp.MustCompile(`^[A-Za-z0-9@._:\\-]{1,200}\.(service|target|scope)$`)
 
 // validateRun checks an app's lifecycle commands and data paths.
@@ -69,12 +79,7 @@ func validateRun(at string, a App, add func(field, value, problem, fix string)) 
 	}
 	for _, action := range Actions {
 		c := map[string]string{"start": r.Start, "stop": r.Stop, "restart": r.Restart, "upgrade": r.Upgrade, "remove": r.Remove, "status": r.Status}[action]
-		switch {
-		case strings.ContainsRune(c, 0):
-			add(at+".run."+action, c, "contains a NUL byte", "write the command as you would type it in a shell")
-		case len(c) > 4096:
-			add(at+".run."+action, c[:40]+"…", "is longer than 4096 bytes", "put a long script in a file and run the file")
-		}
+		checkCommand(at+".run."+action, c, add)
 	}
 	if t := r.Timeout; t != "" {
 		if d, err := time.ParseDuration(t); err != nil || d < time.Second || d > time.Hour {

@@ -15,6 +15,23 @@ type AppBackup struct {
 	Schedule string `yaml:"schedule,omitempty" json:"schedule,omitempty"`
 	// Keep replaces backup.keep for the app.
 	Keep Keep `yaml:"keep,omitempty" json:"keep,omitempty"`
+	// Before is the pre-backup hook: a shell command run before each
+	// backup of the app, like a pg_dump into one of its data
+	// directories, so a database is saved consistently. When it fails,
+	// no backup is made (and a removal does not go ahead).
+	Before string `yaml:"before,omitempty" json:"before,omitempty"`
+}
+
+// PreBackup is the action name of the pre-backup hook.
+const PreBackup = "pre-backup"
+
+// Command is the shell command of an action, or of the pre-backup hook;
+// empty when there is none.
+func (a App) Command(action string) string {
+	if action == PreBackup {
+		return a.Backup.Before
+	}
+	return a.Run.Command(action)
 }
 
 // Schedule is a parsed backup schedule.
@@ -77,6 +94,12 @@ func validateAppBackup(at string, a App, add func(field, value, problem, fix str
 		}
 		if len(a.Data) == 0 {
 			add(at+".backup.schedule", b.Schedule, "has nothing to back up", "list the app's data directories in data")
+		}
+	}
+	if b.Before != "" {
+		checkCommand(at+".backup.before", b.Before, add)
+		if len(a.Data) == 0 {
+			add(at+".backup.before", b.Before, "runs before a backup of nothing", "list the app's data directories in data, with the hook's output in one of them")
 		}
 	}
 	for name, n := range map[string]int{"daily": b.Keep.Daily, "weekly": b.Keep.Weekly, "monthly": b.Keep.Monthly} {
