@@ -2,13 +2,15 @@ package daemon
 
 import (
 	"context"
-	"strings"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"moat/internal/api"
 	"moat/internal/config"
+	"moat/internal/notify"
+	"moat/internal/store"
 )
 
 // DefaultBackupCheck is how often the schedule of the apps' backups is
@@ -61,7 +63,8 @@ func (m *backupMetrics) observe(app string, runs []api.BackupRun) {
 
 // scheduleBackups runs each app's scheduled backups until ctx ends. A
 // run that fails is alerted by the API (RunBackup); a run missed while
-// moat was down is not made up for.
+// moat was down (or while the app had no schedule) is alerted and made
+// up for at once.
 func (d *Daemon) scheduleBackups(ctx context.Context, srv *api.Server) {
 	every := d.opts.BackupCheck
 	if every <= 0 {
@@ -81,19 +84,21 @@ func (d *Daemon) scheduleBackups(ctx context.Context, srv *api.Server) {
 			continue
 		}
 		now := time.Now()
+		live := map[string]bool{}
 		for _, a := range st.Apps {
 			sched, err := config.ParseSchedule(a.Backup.Schedule)
 			if err != nil {
-				delete(next, a.Name)
 				continue
 			}
 			key := a.Name + "\x00" + a.Backup.Schedule
+			live[key] = true
 			due, seen := next[key]
 			if !seen {
 				next[key] = sched.Next(now)
-				continue
-			}
-			if now.Before(due) {
+				if !d.missedBackup(ctx, a, sched, now) {
+					continue
+				}
+			} else if now.Before(due) {
 				continue
 			}
 			next[key] = sched.Next(now)
@@ -102,10 +107,32 @@ func (d *Daemon) scheduleBackups(ctx context.Context, srv *api.Server) {
 			}
 		}
 		for key := range next {
-			name, _, _ := strings.Cut(key, "\x00")
-			if _, ok := st.App(name); !ok {
-				delete(next, key)
+			if !live[key] {
+				delete(next, key) // the app, or its schedule, is gone
 			}
 		}
 	}
+}
+
+// missedBackup reports whether an app's scheduled backup did not run: a
+// run was due after its last successful backup, and went by. It alerts
+// the owner, saying when; the caller makes the backup up.
+func (d *Daemon) missedBackup(ctx context.Context, a config.App, sched config.Schedule, now time.Time) bool {
+	last, err := d.store.Activity(ctx, store.Query{Target: a.Name, Action: "backup.run", Limit: 1})
+	if err != nil || len(last) == 0 {
+		return false // never backed up: nothing was missed yet
+	}
+	due := sched.Next(last[0].At)
+	if !due.Before(now.Add(-time.Minute)) {
+		return false
+	}
+	msg := fmt.Sprintf("The scheduled backup of app %s (%s) was due at %s and did not run: moat was not running then, or the app had no schedule. The last backup was at %s; moat backs it up now.",
+		a.Name, a.Backup.Schedule, due.UTC().Format(time.RFC3339), last[0].At.UTC().Format(time.RFC3339))
+	if err := d.store.Record(ctx, store.Entry{At: now, Who: "moat", From: "the backup schedule", Action: "backup.missed", Target: a.Name, Detail: msg}); err != nil {
+		d.log.Error("activity log", "err", err)
+	}
+	if err := d.Notify(ctx, notify.Alert{At: now.UTC(), Kind: "backup.missed", Subject: a.Name, Message: msg}); err != nil {
+		d.log.Warn("alert not delivered", "err", err)
+	}
+	return true
 }
