@@ -40,6 +40,8 @@ type site struct {
 	// named is the site's URL by a name, for passkeys.
 	named string
 	store store.Store
+	// dir is the data directory, where the backups' password is.
+	dir   string
 	mu    sync.Mutex
 	mails []string
 }
@@ -57,7 +59,7 @@ func newSite(t testing.TB) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &site{store: st}
+	s := &site{store: st, dir: dir}
 	s.auth, err = auth.New(auth.Options{Store: st, Sealer: sealer, Params: secret.Params{Memory: 64, Time: 1, Threads: 1},
 		// Passkeys need a name, not an address: the test browser maps
 		// every .test name to loopback.
@@ -73,7 +75,7 @@ func newSite(t testing.TB) *site {
 	}
 	log := slog.New(slog.DiscardHandler)
 	d := &Dashboard{Auth: s.auth, Log: log}
-	rm := &api.Remote{API: &api.Server{Store: st, Log: log, Auth: s.auth}, Auth: s.auth, Pages: d.Handler()}
+	rm := &api.Remote{API: &api.Server{Store: st, Log: log, Auth: s.auth, DataDir: dir}, Auth: s.auth, Pages: d.Handler()}
 	d.API = rm.Handler()
 	s.srv = httptest.NewTLSServer(d.API)
 	s.named = "https://moat.test:" + s.srv.URL[strings.LastIndexByte(s.srv.URL, ':')+1:]

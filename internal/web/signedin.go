@@ -19,6 +19,8 @@ var notices = map[string]string{
 	"trial":     "The new rules are on trial: confirm them below, or they roll back by themselves.",
 	"confirmed": "Confirmed: the new rules stay.",
 	"unbanned":  "The ban is lifted.",
+	"removed":   "The app is removed. Its backup is kept for the grace period: restore it below to bring it back.",
+	"restored":  "The app is back: its data, its settings and its routes.",
 	"ignored":   "Your address is on the guard's ignore list: it is never banned.",
 	"password":  "Your password is changed; your other sessions are signed out.",
 	"mfa-off":   "The second step is off: signing in takes only your password now.",
@@ -52,6 +54,7 @@ func (d *Dashboard) signedInRoutes(mux *http.ServeMux, draw render) {
 		p.Title, p.Data = "Overview", d.overview(r)
 		draw(w, http.StatusOK, "overview", p)
 	}))
+	d.appsRoutes(mux, draw)
 	d.securityRoutes(mux, draw)
 	d.guardRoutes(mux, draw)
 	d.accountRoutes(mux, draw)
