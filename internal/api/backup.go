@@ -363,7 +363,7 @@ func (s *Server) runBackup(ctx context.Context, app string, progress func(reposi
 	}
 	var out []BackupRun
 	failed := 0
-	for _, rp := range repos {
+	for i, rp := range repos {
 		repo := s.repo(rp)
 		start := time.Now()
 		var sum backup.Summary
@@ -385,6 +385,7 @@ func (s *Server) runBackup(ctx context.Context, app string, progress func(reposi
 		detail := fmt.Sprintf("to %s: snapshot %s, %d files, %d bytes added, in %s", rp.Name, sum.SnapshotID, sum.TotalFilesProcessed, sum.DataAdded, run.Duration)
 		action := "backup.run"
 		if err != nil {
+			err = fmt.Errorf("backup.repositories[%d] (%s): %w", i, rp.Name, err)
 			run.Error, action, detail = err.Error(), "backup.failed", "to "+rp.Name+": "+err.Error()
 			failed++
 			s.alert(ctx, "backup.failed", strings.TrimPrefix(tag, "app:"), "The backup of "+orMoat(app)+" "+detail)

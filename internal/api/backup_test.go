@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -138,5 +139,79 @@ func TestBackupProgressHookForget(t *testing.T) {
 		if !seen[want] {
 			t.Errorf("no %s in the activity log: %v", want, seen)
 		}
+	}
+}
+
+// TestBackupFullDisk: a repository on a full disk (a 2 MiB tmpfs, mounted
+// in a mount namespace of the test's own, so the machine's mounts never
+// change) fails the backup with the repository's field, its address and
+// the fix, and the app stays.
+func TestBackupFullDisk(t *testing.T) {
+	testenv.NeedRestic(t)
+	dir := os.Getenv("MOAT_TEST_FULL_DISK")
+	if dir == "" {
+		if os.Getuid() != 0 {
+			t.Skipf("a full disk is a tmpfs mounted in a mount namespace, which needs root; running as uid %d", os.Getuid())
+		}
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Fatal("unshare is missing (Debian package util-linux)")
+		}
+		cmd := exec.Command(unshare, "--mount", "--propagation", "private", os.Args[0], "-test.run=^TestBackupFullDisk$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "MOAT_TEST_FULL_DISK="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestBackupFullDisk") {
+			t.Fatalf("in its own mount namespace: %v\n%s", err, out)
+		}
+		return
+	}
+	// In the mount namespace.
+	ctx := context.Background()
+	repoURL := filepath.Join(dir, "restic")
+	os.MkdirAll(repoURL, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", repoURL).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs: %v: %s", err, out)
+	}
+	dataDir := filepath.Join(dir, "moat")
+	st := openStore(t, dataDir)
+	if _, err := backup.NewPassword(PasswordPath(dataDir)); err != nil {
+		t.Fatal(err)
+	}
+	repo := backup.Repo{URL: repoURL, PasswordFile: PasswordPath(dataDir)}
+	if err := repo.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "srv", "gitea")
+	os.MkdirAll(data, 0o755)
+	b := make([]byte, 8<<20)
+	rand.Read(b)
+	os.WriteFile(filepath.Join(data, "blob"), b, 0o644)
+	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
+		s.Server = config.Server{Domain: "example.com"}
+		s.Backup = config.Backup{Repositories: []config.Repository{{Name: "usb", URL: repoURL}}}
+		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
+	runs, err := srv.RunBackup(ctx, "gitea")
+	if err == nil || len(runs) != 1 {
+		t.Fatalf("a backup to a full disk: %+v %v", runs, err)
+	}
+	for _, want := range []string{"backup.repositories[0]", repoURL, "disk is full", "free space there, or move the repository"} {
+		if !strings.Contains(runs[0].Error, want) {
+			t.Errorf("the failure %q lacks %q", runs[0].Error, want)
+		}
+	}
+	c := Local(srv.Handler(), store.Actor{Who: "owner@example.com", From: "local"})
+	if err := c.Do(ctx, "DELETE", "/v1/apps/gitea?confirm=gitea", nil, nil); err == nil || !strings.Contains(err.Error(), "disk is full") {
+		t.Errorf("removing an app whose grace backup does not fit: %v", err)
+	}
+	if s, _, _ := st.State(ctx); len(s.Apps) != 1 {
+		t.Error("a failed backup removed the app")
+	}
+	if _, err := os.Stat(filepath.Join(data, "blob")); err != nil {
+		t.Errorf("the app's data: %v", err)
 	}
 }
