@@ -46,8 +46,17 @@ func newBackupInit(g *globals) *cobra.Command {
 			if out.Password != "" {
 				fmt.Fprintf(w, "The repositories' password:\n\n    %s\n\n%s\n\n", out.Password, out.Warning)
 			}
+			if out.SSHKey != "" {
+				fmt.Fprintf(w, "moat's SSH key for backups:\n\n    %s\n\n%s\n\n", out.SSHKey, out.SSHHint)
+			}
 			for _, r := range out.Repositories {
 				fmt.Fprintf(w, "Repository %s is ready.\n", r)
+			}
+			for _, f := range out.Failed {
+				fmt.Fprintf(w, "Repository %s: FAILED: %s\n", f.Repository, f.Error)
+			}
+			if len(out.Failed) > 0 {
+				return fmt.Errorf("%d of %d repositories are not ready", len(out.Failed), len(out.Failed)+len(out.Repositories))
 			}
 			return nil
 		},

@@ -23,6 +23,12 @@ type BackupInit struct {
 	Warning  string `json:"warning,omitempty"`
 	// Repositories are the names of the repositories made or found.
 	Repositories []string `json:"repositories"`
+	// Failed are the repositories that could not be made, and why.
+	Failed []RepositoryError `json:"failed,omitempty"`
+	// SSHKey is moat's public key for SFTP repositories, with SSHHint
+	// saying where it goes.
+	SSHKey  string `json:"ssh_key,omitempty"`
+	SSHHint string `json:"ssh_hint,omitempty"`
 }
 
 // BackupRequest is the body of POST /v1/backup/run.
@@ -247,8 +253,15 @@ func (s *Server) repos(ctx context.Context) ([]config.Repository, config.State, 
 }
 
 func (s *Server) repo(r config.Repository) backup.Repo {
-	return backup.Repo{URL: r.URL, PasswordFile: PasswordPath(s.DataDir)}
+	repo := backup.Repo{URL: r.URL, PasswordFile: PasswordPath(s.DataDir)}
+	if t, ok := config.SFTPTarget(r.URL); ok {
+		repo.SSH = &backup.SSH{Key: SSHKeyPath(s.DataDir), KnownHosts: filepath.Join(s.DataDir, "keys", "backup_known_hosts"), User: t.User, Host: t.Host, Port: t.Port}
+	}
+	return repo
 }
+
+// SSHKeyPath is moat's own SSH key for sftp: repositories.
+func SSHKeyPath(dataDir string) string { return filepath.Join(dataDir, "keys", "backup_ssh_ed25519") }
 
 func (s *Server) backupInit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -265,15 +278,47 @@ func (s *Server) backupInit(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Warning = "Keep this password somewhere safe, away from this server: without it the backups cannot be read, not even by moat. It is in " + PasswordPath(s.DataDir) + " (0600) and is not shown again."
 	}
+	// From here the answer is 200 whatever happens, so that a new
+	// password is never lost with a repository that failed.
+	var sftp []string
+	for _, rp := range repos {
+		if t, ok := config.SFTPTarget(rp.URL); ok {
+			sftp = append(sftp, orUser(t.User)+"@"+t.Host)
+		}
+	}
+	if len(sftp) > 0 {
+		host, _ := os.Hostname()
+		if out.SSHKey, err = backup.SSHKey(SSHKeyPath(s.DataDir), "moat-backup@"+host); err != nil {
+			out.Failed = append(out.Failed, RepositoryError{Repository: "sftp", Error: err.Error()})
+		}
+		out.SSHHint = "moat reaches SFTP repositories with this key of its own: add it to ~/.ssh/authorized_keys of " + strings.Join(sftp, ", ") + ", then run moat backup init again."
+	}
 	for _, rp := range repos {
 		if err := s.repo(rp).Init(ctx); err != nil {
-			s.fail(w, fmt.Errorf("repository %s: %w", rp.Name, err))
-			return
+			out.Failed = append(out.Failed, RepositoryError{Repository: rp.Name, Error: err.Error()})
+			continue
 		}
 		out.Repositories = append(out.Repositories, rp.Name)
 	}
-	s.record(ctx, "backup.init", "backup", "repositories: "+strings.Join(out.Repositories, ", "))
+	detail := "repositories ready: " + strings.Join(out.Repositories, ", ")
+	for _, f := range out.Failed {
+		detail += "; " + f.Repository + " failed: " + f.Error
+	}
+	s.record(ctx, "backup.init", "backup", detail)
 	writeJSON(w, http.StatusOK, out)
+}
+
+// RepositoryError is a repository that failed, and why.
+type RepositoryError struct {
+	Repository string `json:"repository"`
+	Error      string `json:"error"`
+}
+
+func orUser(u string) string {
+	if u == "" {
+		return "root"
+	}
+	return u
 }
 
 // BackupEvent is one line of a streamed backup (Accept:

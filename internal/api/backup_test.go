@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 
 	"moat/internal/backup"
 	"moat/internal/config"
@@ -213,5 +216,93 @@ func TestBackupFullDisk(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "blob")); err != nil {
 		t.Errorf("the app's data: %v", err)
+	}
+}
+
+// TestSFTPRepository: an sftp: repository on a real sshd (the test's
+// own, on loopback) is reached with moat's own SSH key, which moat
+// backup init makes and shows; before the key is let in, init says so
+// and still shows the new password; after, backups and restores work,
+// and the server's host key is kept and checked.
+func TestSFTPRepository(t *testing.T) {
+	testenv.NeedRestic(t)
+	keysDir := t.TempDir()
+	authorized := filepath.Join(keysDir, "authorized_keys")
+	sshd := testenv.StartSSHD(t, testenv.SSHDOptions{Config: []string{
+		"AuthorizedKeysFile " + authorized,
+		"Subsystem sftp internal-sftp",
+		"PermitRootLogin prohibit-password",
+		"PasswordAuthentication no",
+		// The keys file is under /tmp, which everyone may write.
+		"StrictModes no",
+	}})
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	st := openStore(t, dataDir)
+	remote := filepath.Join(t.TempDir(), "restic")
+	url := fmt.Sprintf("sftp://root@127.0.0.1:%d/%s", sshd.Port, remote)
+	data := filepath.Join(t.TempDir(), "srv", "gitea")
+	os.MkdirAll(data, 0o755)
+	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o600)
+	want := testenv.TreeHash(t, data)
+	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
+		s.Server = config.Server{Domain: "example.com"}
+		s.Backup = config.Backup{Repositories: []config.Repository{{Name: "offsite", URL: url}}}
+		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
+	c := Local(srv.Handler(), store.Actor{Who: "owner@example.com", From: "local"})
+
+	var first BackupInit
+	if err := c.Do(ctx, "POST", "/v1/backup/init", struct{}{}, &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.Password == "" || !strings.HasPrefix(first.SSHKey, "ssh-ed25519 ") || !strings.Contains(first.SSHHint, "root@127.0.0.1") {
+		t.Errorf("the first init: %+v", first)
+	}
+	if len(first.Failed) != 1 || !strings.Contains(first.Failed[0].Error, "moat's SSH key") {
+		t.Errorf("the first init, before the key is let in: %+v", first.Failed)
+	}
+	if fi, err := os.Stat(SSHKeyPath(dataDir)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("moat's SSH key: %v %v", fi, err)
+	}
+	if err := os.WriteFile(authorized, []byte(first.SSHKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var again BackupInit
+	if err := c.Do(ctx, "POST", "/v1/backup/init", struct{}{}, &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.Password != "" || again.SSHKey != first.SSHKey || len(again.Failed) != 0 || len(again.Repositories) != 1 {
+		t.Errorf("init with the key let in: %+v", again)
+	}
+	if _, err := os.Stat(filepath.Join(remote, "config")); err != nil {
+		t.Errorf("no repository on the SFTP server: %v", err)
+	}
+	runs, err := srv.RunBackup(ctx, "gitea")
+	if err != nil || runs[0].Error != "" {
+		t.Fatalf("a backup over SFTP: %+v %v", runs, err)
+	}
+	to := filepath.Join(t.TempDir(), "restored")
+	if err := c.Do(ctx, "POST", "/v1/backup/restore", RestoreRequest{App: "gitea", Target: to}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := testenv.TreeHash(t, filepath.Join(to, data)); got != want {
+		t.Error("the tree restored over SFTP differs")
+	}
+	known, err := os.ReadFile(filepath.Join(dataDir, "keys", "backup_known_hosts"))
+	if err != nil || !strings.Contains(string(known), "ssh-ed25519") {
+		t.Errorf("the server's host key is not kept: %q %v", known, err)
+	}
+	// Another server at the same address: its host key is refused.
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	otherKey, _ := ssh.NewPublicKey(other)
+	host, _, _ := strings.Cut(string(known), " ")
+	os.WriteFile(filepath.Join(dataDir, "keys", "backup_known_hosts"), append([]byte(host+" "), ssh.MarshalAuthorizedKey(otherKey)...), 0o600)
+	if _, err := srv.RunBackup(ctx, "gitea"); err == nil || !strings.Contains(err.Error(), "host key is not the one moat saw") {
+		t.Errorf("a changed host key: %v", err)
 	}
 }

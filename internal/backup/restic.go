@@ -32,6 +32,8 @@ var (
 	ErrPassword = errors.New("the repository's password is wrong: restic cannot open its keys with the password in the password file; put the password printed at setup back in that file")
 	ErrNoRepo   = errors.New("there is no restic repository at that address yet: moat backup init makes one")
 	ErrFull     = errors.New("the backup target's disk is full: free space there, or move the repository")
+	ErrSSHKey   = errors.New("ssh could not log in to the SFTP server with moat's SSH key: add the key moat backup init prints to the account's ~/.ssh/authorized_keys there (and check that the server answers SSH at that address)")
+	ErrHostKey  = errors.New("host key mismatch")
 )
 
 // Repo is one restic repository.
@@ -45,6 +47,9 @@ type Repo struct {
 	Restic string
 	// Env is added to restic's environment (an S3 bucket's keys).
 	Env []string
+	// SSH, for an sftp: repository, is the key and host keys restic's
+	// ssh uses; ssh's own settings (root's ~/.ssh) when nil.
+	SSH *SSH
 }
 
 // Progress is a running backup's state, from restic's status lines.
@@ -153,23 +158,34 @@ func NewPassword(path string) (string, error) {
 }
 
 // command is restic with the repository's settings.
-func (r Repo) command(ctx context.Context, args ...string) *exec.Cmd {
+func (r Repo) command(ctx context.Context, args ...string) (*exec.Cmd, error) {
 	bin := r.Restic
 	if bin == "" {
 		bin = "restic"
 	}
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--repo", r.URL, "--password-file", r.PasswordFile, "--no-cache"}, args...)...)
+	opts := []string{"--repo", r.URL, "--password-file", r.PasswordFile, "--no-cache"}
+	if r.SSH != nil {
+		line, err := r.SSH.command()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, "-o", "sftp.command="+line)
+	}
+	cmd := exec.CommandContext(ctx, bin, append(opts, args...)...)
 	// restic's own environment only: no RESTIC_* of moat's leaks in.
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + os.TempDir()}
 	cmd.Env = append(env, r.Env...)
 	cmd.WaitDelay = 5 * time.Second
-	return cmd
+	return cmd, nil
 }
 
 // run runs restic and returns its standard output; a failure is read
 // from its standard error.
 func (r Repo) run(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := r.command(ctx, args...)
+	cmd, err := r.command(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -192,6 +208,14 @@ func (r Repo) failure(what string, err error, stderr string) error {
 		return fmt.Errorf("restic %s at %s: %w", what, r.URL, ErrNoRepo)
 	case strings.Contains(msg, "no space left on device"):
 		return fmt.Errorf("restic %s at %s: %w", what, r.URL, ErrFull)
+	case strings.Contains(msg, "Host key verification failed"), strings.Contains(msg, "REMOTE HOST IDENTIFICATION HAS CHANGED"):
+		known := "moat's known hosts file"
+		if r.SSH != nil {
+			known = r.SSH.KnownHosts
+		}
+		return fmt.Errorf("restic %s at %s: the SFTP server's host key is not the one moat saw there first: if the server was reinstalled, remove its line from %s; if not, someone may be in the middle: %w", what, r.URL, known, ErrHostKey)
+	case strings.Contains(msg, "Permission denied (publickey"), strings.Contains(msg, "unable to start the sftp session"):
+		return fmt.Errorf("restic %s at %s: %w", what, r.URL, ErrSSHKey)
 	}
 	if len(msg) > 2000 {
 		msg = "…" + msg[len(msg)-2000:]
@@ -215,7 +239,10 @@ func (r Repo) Backup(ctx context.Context, paths, tags []string, progress func(Pr
 	for _, t := range tags {
 		args = append(args, "--tag", t)
 	}
-	cmd := r.command(ctx, append(append(args, "--"), paths...)...)
+	cmd, err := r.command(ctx, append(append(args, "--"), paths...)...)
+	if err != nil {
+		return Summary{}, err
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

@@ -151,6 +151,9 @@ func TestValidateBackup(t *testing.T) {
 		{"unclean directory", Backup{Repositories: []Repository{{"local", "/var/backups/"}}}, "backup.repositories[0].url", "/var/backups/"},
 		{"a REST server without a host", Backup{Repositories: []Repository{{"rest", "rest:https:///moat"}}}, "backup.repositories[0].url", "rest:https:///moat"},
 		{"an unknown kind", Backup{Repositories: []Repository{{"b2", "b2:bucket:path"}}}, "backup.repositories[0].url", "b2:bucket:path"},
+		{"sftp with a port", Backup{Repositories: []Repository{{"sftp", "sftp://backup@host.example.com:2222//srv/restic"}}}, "", ""},
+		{"sftp with no path", Backup{Repositories: []Repository{{"sftp", "sftp:host.example.com"}}}, "backup.repositories[0].url", "sftp:host.example.com"},
+		{"sftp with a bad port", Backup{Repositories: []Repository{{"sftp", "sftp://host.example.com:99999//srv"}}}, "backup.repositories[0].url", "sftp://host.example.com:99999//srv"},
 		{"a bad name", Backup{Repositories: []Repository{{"Off Site", "/var/backups/moat"}}}, "backup.repositories[0].name", "Off Site"},
 		{"a name twice", Backup{Repositories: []Repository{{"local", "/a"}, {"local", "/b"}}}, "backup.repositories[1].name", "local"},
 		{"negative keep", Backup{Keep: Keep{Weekly: -1}}, "backup.keep.weekly", "-1"},
@@ -160,6 +163,15 @@ func TestValidateBackup(t *testing.T) {
 			s.Normalize()
 			wantOneFieldError(t, s.Validate(), tc.field, tc.value)
 		})
+	}
+	for u, want := range map[string]SFTP{
+		"sftp:backup@host.example.com:/srv/restic":      {User: "backup", Host: "host.example.com", Path: "/srv/restic"},
+		"sftp:host.example.com:restic":                  {Host: "host.example.com", Path: "restic"},
+		"sftp://backup@host.example.com:2222//srv/moat": {User: "backup", Host: "host.example.com", Port: 2222, Path: "/srv/moat"},
+	} {
+		if got, ok := SFTPTarget(u); !ok || got != want {
+			t.Errorf("SFTPTarget(%q) = %+v %v, want %+v", u, got, ok, want)
+		}
 	}
 	if (Backup{}).Policy() != DefaultKeep || (Backup{Keep: Keep{Daily: 1}}).Policy() != (Keep{Daily: 1}) {
 		t.Error("policy")

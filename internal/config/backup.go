@@ -74,8 +74,38 @@ var (
 	repoName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 	restURL  = regexp.MustCompile(`^rest:https?://[^\s/]+(/\S*)?$`)
 	s3URL    = regexp.MustCompile(`^s3:(https?://)?[^\s/]+/\S+$`)
-	sftpURL  = regexp.MustCompile(`^sftp:([^@\s]+@)?[^:\s/]+:\S+$`)
+	sftpURL  = regexp.MustCompile(`^sftp:(?:([^@\s/]+)@)?([^:\s/]+):(\S+)$`)
+	sftpLong = regexp.MustCompile(`^sftp://(?:([^@\s/]+)@)?([^:\s/]+)(?::(\d{1,5}))?/(\S+)$`)
 )
+
+// SFTP is where an sftp: repository is: restic writes it
+// sftp:user@host:/path, or sftp://user@host:port//path with a port.
+type SFTP struct {
+	User, Host string
+	Port       int // 0 for ssh's own (22)
+	Path       string
+}
+
+// SFTPTarget reads an sftp: repository address.
+func SFTPTarget(u string) (SFTP, bool) {
+	if m := sftpLong.FindStringSubmatch(u); m != nil {
+		port := 0
+		if m[3] != "" {
+			port, _ = strconv.Atoi(m[3])
+			if port < 1 || port > 65535 {
+				return SFTP{}, false
+			}
+		}
+		return SFTP{User: m[1], Host: m[2], Port: port, Path: m[4]}, true
+	}
+	if strings.HasPrefix(u, "sftp://") {
+		return SFTP{}, false
+	}
+	if m := sftpURL.FindStringSubmatch(u); m != nil {
+		return SFTP{User: m[1], Host: m[2], Path: m[3]}, true
+	}
+	return SFTP{}, false
+}
 
 func (s *State) validateBackup(add func(field, value, problem, fix string)) {
 	names := map[string]bool{}
@@ -103,8 +133,8 @@ func (s *State) validateBackup(add func(field, value, problem, fix string)) {
 				add(at+".url", u, "is not an S3 bucket's address", "write it like s3:https://s3.example.com/bucket/moat")
 			}
 		case strings.HasPrefix(u, "sftp:"):
-			if !sftpURL.MatchString(u) {
-				add(at+".url", u, "is not an SFTP address", "write it like sftp:backup@host.example.com:/srv/restic/moat")
+			if _, ok := SFTPTarget(u); !ok {
+				add(at+".url", u, "is not an SFTP address", "write it like sftp:backup@host.example.com:/srv/restic/moat, or sftp://backup@host.example.com:2222//srv/restic/moat with a port")
 			}
 		default:
 			add(at+".url", u, "is not a repository address moat knows", "write a directory (/var/backups/moat), rest:https://…, s3:https://… or sftp:user@host:/path")
