@@ -45,6 +45,18 @@ if [[ ! -x $rest_server ]] || ! "$rest_server" --version 2>/dev/null | grep -q "
   rm -rf "$tmp"
 fi
 
+# An S3-compatible server for the backup tests: gofakes3, built from its
+# Go module (pinned; the version is in the file's name).
+s3_server=/var/cache/moat-test/bin/gofakes3-v1.2.0
+if [[ ! -x $s3_server ]]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && go mod init moat-test/gofakes3 >/dev/null 2>&1 &&
+    go get github.com/johannesboyne/gofakes3/cmd/gofakes3@v1.2.0 >/dev/null 2>&1 &&
+    mkdir -p "$(dirname "$s3_server")" &&
+    CGO_ENABLED=0 go build -o "$s3_server" github.com/johannesboyne/gofakes3/cmd/gofakes3)
+  rm -rf "$tmp"
+fi
+
 # A real sshd for the SSH and guard tests: Debian's openssh-server,
 # unpacked (not installed) so that no sshd service is set up or started on
 # this machine. Tests start it with their own config on a high port.

@@ -249,11 +249,24 @@ func (s *Server) repos(ctx context.Context) ([]config.Repository, config.State, 
 	if _, err := backup.CheckRestic(ctx, ""); err != nil {
 		return nil, st, inputError{err}
 	}
+	for i, rp := range st.Backup.Repositories {
+		if rp.Credentials == "" {
+			continue
+		}
+		if _, err := backup.ReadEnv(rp.Credentials, config.CredentialNames); err != nil {
+			return nil, st, &config.FieldError{Field: fmt.Sprintf("backup.repositories[%d].credentials", i), Value: rp.Credentials, Problem: "cannot be used: " + err.Error(),
+				Fix: "write the file as NAME=value lines (" + strings.Join(config.CredentialNames, ", ") + "), readable by root only"}
+		}
+	}
 	return st.Backup.Repositories, st, nil
 }
 
 func (s *Server) repo(r config.Repository) backup.Repo {
 	repo := backup.Repo{URL: r.URL, PasswordFile: PasswordPath(s.DataDir)}
+	if r.Credentials != "" {
+		// repos checked the file; one gone since fails in restic's words.
+		repo.Env, _ = backup.ReadEnv(r.Credentials, config.CredentialNames)
+	}
 	if t, ok := config.SFTPTarget(r.URL); ok {
 		repo.SSH = &backup.SSH{Key: SSHKeyPath(s.DataDir), KnownHosts: filepath.Join(s.DataDir, "keys", "backup_known_hosts"), User: t.User, Host: t.Host, Port: t.Port}
 	}

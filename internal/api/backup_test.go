@@ -306,3 +306,50 @@ func TestSFTPRepository(t *testing.T) {
 		t.Errorf("a changed host key: %v", err)
 	}
 }
+
+// TestS3Repository: an s3: repository on an S3-compatible server (run by
+// the test on loopback) takes its keys from a credentials file, backs up
+// and restores; a credentials file others may read is refused by field.
+func TestS3Repository(t *testing.T) {
+	testenv.NeedRestic(t)
+	s3 := testenv.StartS3(t)
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	st := openStore(t, dataDir)
+	creds := filepath.Join(t.TempDir(), "s3.env")
+	os.WriteFile(creds, []byte("# the bucket's keys\nAWS_ACCESS_KEY_ID="+s3.AccessKey+"\nAWS_SECRET_ACCESS_KEY="+s3.SecretKey+"\n"), 0o600)
+	data := filepath.Join(t.TempDir(), "srv", "gitea")
+	os.MkdirAll(filepath.Join(data, "repos"), 0o755)
+	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o600)
+	os.WriteFile(filepath.Join(data, "repos", "HEAD"), []byte(strings.Repeat("ref ", 5000)), 0o644)
+	want := testenv.TreeHash(t, data)
+	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
+		s.Server = config.Server{Domain: "example.com"}
+		s.Backup = config.Backup{Repositories: []config.Repository{{Name: "bucket", URL: s3.URL, Credentials: creds}}}
+		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
+	c := Local(srv.Handler(), store.Actor{Who: "owner@example.com", From: "local"})
+	var init BackupInit
+	if err := c.Do(ctx, "POST", "/v1/backup/init", struct{}{}, &init); err != nil || len(init.Failed) != 0 || init.Password == "" {
+		t.Fatalf("init: %+v %v", init, err)
+	}
+	if runs, err := srv.RunBackup(ctx, "gitea"); err != nil || runs[0].Error != "" {
+		t.Fatalf("a backup to S3: %+v %v", runs, err)
+	}
+	to := filepath.Join(t.TempDir(), "restored")
+	if err := c.Do(ctx, "POST", "/v1/backup/restore", RestoreRequest{App: "gitea", Target: to}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := testenv.TreeHash(t, filepath.Join(to, data)); got != want {
+		t.Error("the tree restored from S3 differs")
+	}
+	os.Chmod(creds, 0o644)
+	_, err := srv.RunBackup(ctx, "gitea")
+	if !strings.Contains(err.Error(), "backup.repositories[0].credentials") || !strings.Contains(err.Error(), "chmod 600") || strings.Contains(err.Error(), s3.SecretKey) {
+		t.Errorf("a credentials file others may read: %v", err)
+	}
+}

@@ -146,16 +146,18 @@ func TestValidateBackup(t *testing.T) {
 		value string
 	}{
 		{"none", Backup{}, "", ""},
-		{"every kind", Backup{Repositories: []Repository{{"local", "/var/backups/moat"}, {"rest", "rest:https://backup.example.com:8000/moat"}, {"s3", "s3:https://s3.example.com/bucket/moat"}, {"sftp", "sftp:backup@host.example.com:/srv/restic"}}, Keep: Keep{Daily: 3}}, "", ""},
-		{"relative directory", Backup{Repositories: []Repository{{"local", "backups"}}}, "backup.repositories[0].url", "backups"},
-		{"unclean directory", Backup{Repositories: []Repository{{"local", "/var/backups/"}}}, "backup.repositories[0].url", "/var/backups/"},
-		{"a REST server without a host", Backup{Repositories: []Repository{{"rest", "rest:https:///moat"}}}, "backup.repositories[0].url", "rest:https:///moat"},
-		{"an unknown kind", Backup{Repositories: []Repository{{"b2", "b2:bucket:path"}}}, "backup.repositories[0].url", "b2:bucket:path"},
-		{"sftp with a port", Backup{Repositories: []Repository{{"sftp", "sftp://backup@host.example.com:2222//srv/restic"}}}, "", ""},
-		{"sftp with no path", Backup{Repositories: []Repository{{"sftp", "sftp:host.example.com"}}}, "backup.repositories[0].url", "sftp:host.example.com"},
-		{"sftp with a bad port", Backup{Repositories: []Repository{{"sftp", "sftp://host.example.com:99999//srv"}}}, "backup.repositories[0].url", "sftp://host.example.com:99999//srv"},
-		{"a bad name", Backup{Repositories: []Repository{{"Off Site", "/var/backups/moat"}}}, "backup.repositories[0].name", "Off Site"},
-		{"a name twice", Backup{Repositories: []Repository{{"local", "/a"}, {"local", "/b"}}}, "backup.repositories[1].name", "local"},
+		{"every kind", Backup{Repositories: []Repository{{Name: "local", URL: "/var/backups/moat"}, {Name: "rest", URL: "rest:https://backup.example.com:8000/moat"}, {Name: "s3", URL: "s3:https://s3.example.com/bucket/moat"}, {Name: "sftp", URL: "sftp:backup@host.example.com:/srv/restic"}}, Keep: Keep{Daily: 3}}, "", ""},
+		{"relative directory", Backup{Repositories: []Repository{{Name: "local", URL: "backups"}}}, "backup.repositories[0].url", "backups"},
+		{"unclean directory", Backup{Repositories: []Repository{{Name: "local", URL: "/var/backups/"}}}, "backup.repositories[0].url", "/var/backups/"},
+		{"a REST server without a host", Backup{Repositories: []Repository{{Name: "rest", URL: "rest:https:///moat"}}}, "backup.repositories[0].url", "rest:https:///moat"},
+		{"an unknown kind", Backup{Repositories: []Repository{{Name: "b2", URL: "b2:bucket:path"}}}, "backup.repositories[0].url", "b2:bucket:path"},
+		{"sftp with a port", Backup{Repositories: []Repository{{Name: "sftp", URL: "sftp://backup@host.example.com:2222//srv/restic"}}}, "", ""},
+		{"sftp with no path", Backup{Repositories: []Repository{{Name: "sftp", URL: "sftp:host.example.com"}}}, "backup.repositories[0].url", "sftp:host.example.com"},
+		{"sftp with a bad port", Backup{Repositories: []Repository{{Name: "sftp", URL: "sftp://host.example.com:99999//srv"}}}, "backup.repositories[0].url", "sftp://host.example.com:99999//srv"},
+		{"s3 with credentials", Backup{Repositories: []Repository{{Name: "s3", URL: "s3:https://s3.example.com/bucket/moat", Credentials: "/etc/moat/s3.env"}}}, "", ""},
+		{"relative credentials", Backup{Repositories: []Repository{{Name: "s3", URL: "s3:https://s3.example.com/bucket/moat", Credentials: "s3.env"}}}, "backup.repositories[0].credentials", "s3.env"},
+		{"a bad name", Backup{Repositories: []Repository{{Name: "Off Site", URL: "/var/backups/moat"}}}, "backup.repositories[0].name", "Off Site"},
+		{"a name twice", Backup{Repositories: []Repository{{Name: "local", URL: "/a"}, {Name: "local", URL: "/b"}}}, "backup.repositories[1].name", "local"},
 		{"negative keep", Backup{Keep: Keep{Weekly: -1}}, "backup.keep.weekly", "-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -50,7 +50,15 @@ type Repository struct {
 	// (rest:https://backup.example.com:8000/moat), S3 (s3:https://host/bucket)
 	// or SFTP (sftp:user@host:/srv/restic), as restic writes it.
 	URL string `yaml:"url" json:"url"`
+	// Credentials is a file (0600, root's) of the repository's secrets
+	// as restic reads them from its environment, a NAME=value a line:
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3. They stay out
+	// of moat.yaml and the store.
+	Credentials string `yaml:"credentials,omitempty" json:"credentials,omitempty"`
 }
+
+// CredentialNames are the variables a credentials file may set.
+var CredentialNames = []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"}
 
 // Keep is how many daily, weekly and monthly snapshots stay.
 type Keep struct {
@@ -118,6 +126,9 @@ func (s *State) validateBackup(add func(field, value, problem, fix string)) {
 			add(at+".name", r.Name, "names two repositories", "give each repository its own name")
 		}
 		names[r.Name] = true
+		if c := r.Credentials; c != "" && (!filepath.IsAbs(c) || filepath.Clean(c) != c) {
+			add(at+".credentials", c, "is not a clean absolute path", "name the file from the root, like /etc/moat/s3.env")
+		}
 		u := r.URL
 		switch {
 		case strings.HasPrefix(u, "/"):
