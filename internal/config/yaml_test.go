@@ -13,6 +13,8 @@ const (
 	knownApp    = "remove it or correct its spelling; known keys here: access, allow, backup, cache, data, domains, guard_statuses, headers, name, ports, protect, rate_limit, run, upstream"
 	knownListen = "remove it or correct its spelling; known keys here: admin, http, https"
 	knownNotify = "remove it or correct its spelling; known keys here: email, webhook"
+	knownRun    = "remove it or correct its spelling; known keys here: remove, restart, start, status, stop, systemd, timeout, upgrade"
+	knownBackup = "remove it or correct its spelling; known keys here: before, keep, schedule"
 )
 
 func TestParseUnknownKeys(t *testing.T) {
@@ -33,6 +35,10 @@ func TestParseUnknownKeys(t *testing.T) {
 			[]wantErr{{"server.notify.slack", "slack", "is not a known key (line 3)", knownNotify}}},
 		{"apps[0]", "apps:\n  - name: web\n    domains: [web.example.com]\n    upstrem: http://127.0.0.1:3000\n",
 			[]wantErr{{"apps[0].upstrem", "upstrem", "is not a known key (line 4)", knownApp}}},
+		{"apps[0].run", "apps:\n  - name: web\n    domains: [web.example.com]\n    upstream: http://127.0.0.1:3000\n    run: {strt: ./start.sh}\n",
+			[]wantErr{{"apps[0].run.strt", "strt", "is not a known key (line 5)", knownRun}}},
+		{"apps[0].backup", "apps:\n  - name: web\n    domains: [web.example.com]\n    upstream: http://127.0.0.1:3000\n    backup: {befor: pg_dump}\n",
+			[]wantErr{{"apps[0].backup.befor", "befor", "is not a known key (line 5)", knownBackup}}},
 		{"Go field name instead of key", "server:\n  PublicIPs: [203.0.113.7]\n",
 			[]wantErr{{"server.PublicIPs", "PublicIPs", "is not a known key", knownServer}}},
 		{"every unknown key at once", `

@@ -23,6 +23,7 @@ type backupMetrics struct {
 	last     *prometheus.GaugeVec
 	duration *prometheus.GaugeVec
 	added    *prometheus.GaugeVec
+	size     *prometheus.GaugeVec
 	failures *prometheus.CounterVec
 }
 
@@ -31,9 +32,10 @@ func newBackupMetrics(reg prometheus.Registerer) *backupMetrics {
 		last:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_backup_last_success_timestamp_seconds", Help: "When the app's last backup succeeded, in one repository at least."}, []string{"app"}),
 		duration: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_backup_duration_seconds", Help: "How long the app's last backup took, in its slowest repository."}, []string{"app"}),
 		added:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_backup_added_bytes", Help: "What the app's last backup added to its repositories."}, []string{"app"}),
+		size:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_backup_size_bytes", Help: "How much the app's last backup holds: the size of its data."}, []string{"app"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_backup_failures_total", Help: "Backups that failed, per app and repository."}, []string{"app", "repository"}),
 	}
-	reg.MustRegister(m.last, m.duration, m.added, m.failures)
+	reg.MustRegister(m.last, m.duration, m.added, m.size, m.failures)
 	return m
 }
 
@@ -42,7 +44,7 @@ func (m *backupMetrics) observe(app string, runs []api.BackupRun) {
 	if app == "" {
 		app = "moat"
 	}
-	ok, slowest, added := false, 0.0, int64(0)
+	ok, slowest, added, size := false, 0.0, int64(0), int64(0)
 	for _, r := range runs {
 		if r.Error != "" {
 			m.failures.WithLabelValues(app, r.Repository).Inc()
@@ -53,11 +55,13 @@ func (m *backupMetrics) observe(app string, runs []api.BackupRun) {
 			slowest = max(slowest, d.Seconds())
 		}
 		added += r.Summary.DataAdded
+		size = max(size, r.Summary.TotalBytesProcessed)
 	}
 	if ok {
 		m.last.WithLabelValues(app).SetToCurrentTime()
 		m.duration.WithLabelValues(app).Set(slowest)
 		m.added.WithLabelValues(app).Set(float64(added))
+		m.size.WithLabelValues(app).Set(float64(size))
 	}
 }
 

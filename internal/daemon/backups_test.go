@@ -68,7 +68,7 @@ func TestScheduledBackup(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, want := range []string{`moat_backup_last_success_timestamp_seconds{app="wiki"}`, `moat_backup_added_bytes{app="wiki"}`} {
+	for _, want := range []string{`moat_backup_last_success_timestamp_seconds{app="wiki"}`, `moat_backup_added_bytes{app="wiki"}`, `moat_backup_size_bytes{app="wiki"} 7`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
