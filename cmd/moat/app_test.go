@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"moat/internal/audit"
 	"moat/internal/testenv"
 )
 
@@ -157,4 +160,27 @@ apps:
 	if out := c.ok("activity", "--limit", "10"); !strings.Contains(out, "backup.run") {
 		t.Errorf("activity:\n%s", out)
 	}
+}
+
+// TestAuditCommand: moat audit prints the score and each finding with
+// its fix, --json the report, and fix refuses what moat does not fix.
+func TestAuditCommand(t *testing.T) {
+	c := newCLI(t)
+	c.ok("init", "--domain", "moat.example.com", "--email", "admin@example.com")
+	// A listener on every address: with no daemon, no firewall holds it.
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	out := c.ok("audit")
+	if !strings.HasPrefix(out, "Score: ") || !strings.Contains(out, "0.0.0.0:"+port+" (tcp) and the internet can reach it") || !strings.Contains(out, "Fix: ") {
+		t.Errorf("moat audit:\n%s", out)
+	}
+	var rep audit.Report
+	if err := json.Unmarshal([]byte(c.ok("audit", "--json")), &rep); err != nil || rep.Score < 0 || rep.Score > 100 || len(rep.Findings) == 0 {
+		t.Errorf("moat audit --json: %+v %v", rep, err)
+	}
+	c.refused([]string{"audit", "fix", "ssh.passwordauthentication"}, "is not a finding moat fixes itself")
 }

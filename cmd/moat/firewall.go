@@ -254,10 +254,15 @@ func newFirewallPut(g *globals, path string, cmd *cobra.Command) *cobra.Command 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return firewallPost(g, cmd, path, req, sshdConfig)
 	}
+	applyFlags(cmd, &req, &sshdConfig)
+	return cmd
+}
+
+// applyFlags are the flags of a command that puts the rules in force.
+func applyFlags(cmd *cobra.Command, req *api.ApplyRequest, sshdConfig *string) {
 	cmd.Flags().StringVar(&req.ConfirmWithin, "confirm-within", "", "roll back by itself unless moat firewall confirm comes within this time, like 60s")
 	cmd.Flags().BoolVar(&req.Force, "force", false, "apply even if the rules would cut your own SSH connection (needs --confirm-within)")
-	cmd.Flags().StringVar(&sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration: every SSH session open to its ports must survive the rules")
-	return cmd
+	cmd.Flags().StringVar(sshdConfig, "sshd-config", "/etc/ssh/sshd_config", "sshd's configuration: every SSH session open to its ports must survive the rules")
 }
 
 // firewallPost sends an apply-like request with the caller's SSH

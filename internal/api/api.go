@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"moat/internal/audit"
 	"moat/internal/auth"
 	"moat/internal/certs"
 	"moat/internal/config"
@@ -71,6 +72,9 @@ type Server struct {
 	// port (the SSH sessions open when sshd is hardened);
 	// firewall.EstablishedConns when nil.
 	Conns func(port uint16) []netip.AddrPort
+	// Proc is where the audit reads the listening sockets; /proc, for
+	// moat's own network namespace, when zero.
+	Proc audit.Proc
 	// DataDir is moat's data dir, where the backups' password and
 	// staging live; backups are refused without it.
 	DataDir string
@@ -119,6 +123,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PATCH /v1/server", s.patchServer)
 	mux.HandleFunc("GET /v1/apps", s.listApps)
 	mux.HandleFunc("GET /v1/removed-apps", s.listRemoved)
+	s.auditRoutes(mux)
 	mux.HandleFunc("POST /v1/apps", s.addApp)
 	mux.HandleFunc("GET /v1/apps/{name}", s.getApp)
 	mux.HandleFunc("PATCH /v1/apps/{name}", s.patchApp)

@@ -31,6 +31,8 @@ type Firewall interface {
 	// when it rolls back.
 	Pending() (deadline time.Time, pending bool)
 	InForce() ([]firewall.Rule, bool)
+	// Drift is how the kernel's table differs from what was applied.
+	Drift(ctx context.Context) ([]string, bool, error)
 }
 
 // FirewallStatus is the firewall as GET /v1/firewall reports it.

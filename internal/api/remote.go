@@ -216,6 +216,10 @@ func AreaOf(method, path string) auth.Area {
 		return auth.AreaAccounts
 	case "host", "backup":
 		return auth.AreaAll
+	case "audit":
+		if method != http.MethodGet {
+			return auth.AreaFirewall // the fixes moat makes itself are the firewall's
+		}
 	case "state":
 		if method == http.MethodPut {
 			return auth.AreaAll

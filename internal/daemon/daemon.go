@@ -33,6 +33,7 @@ import (
 
 	"moat/internal/api"
 	"moat/internal/apps"
+	"moat/internal/audit"
 	"moat/internal/auth"
 	"moat/internal/certs"
 	"moat/internal/config"
@@ -86,6 +87,12 @@ type Options struct {
 	// AuthParams are the argon2id costs of new password hashes;
 	// secret.Default when zero.
 	AuthParams secret.Params
+	// Proc is where the audit reads the listening sockets; moat's own
+	// when zero.
+	Proc audit.Proc
+	// AuditEvery is how often the daemon audits the host; hourly when
+	// zero, never when negative.
+	AuditEvery time.Duration
 	// BackupCheck is how often the backup schedule is looked at;
 	// DefaultBackupCheck when zero.
 	BackupCheck time.Duration
@@ -227,7 +234,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts, DataDir: opts.DataDir, OnBackup: newBackupMetrics(reg).observe}
+	apiSrv := &api.Server{Store: st, Runtime: d, Log: opts.Logger, Auth: accounts, DataDir: opts.DataDir, Proc: opts.Proc, OnBackup: newBackupMetrics(reg).observe}
 	d.mu.Lock()
 	d.remote = d.remoteAPI(apiSrv)
 	d.mu.Unlock()
@@ -261,20 +268,9 @@ func Run(ctx context.Context, opts Options) error {
 	expired := make(chan struct{})
 	go func() { defer close(expired); d.expireBans(expiring) }()
 	defer func() { stopExpiring(); <-expired }()
-	purging, stopPurging := context.WithCancel(d.life)
-	purged := make(chan struct{})
-	go func() {
-		defer close(purged)
-		d.purgeRemoved(api.WithActor(purging, store.Actor{Who: "moat", From: "the hourly sweep"}), apiSrv)
-	}()
-	defer func() { stopPurging(); <-purged }()
-	scheduling, stopScheduling := context.WithCancel(d.life)
-	scheduled := make(chan struct{})
-	go func() {
-		defer close(scheduled)
-		d.scheduleBackups(api.WithActor(scheduling, store.Actor{Who: "moat", From: "the backup schedule"}), apiSrv)
-	}()
-	defer func() { stopScheduling(); <-scheduled }()
+	defer d.background("the hourly sweep", func(ctx context.Context) { d.purgeRemoved(ctx, apiSrv) })()
+	defer d.background("the backup schedule", func(ctx context.Context) { d.scheduleBackups(ctx, apiSrv) })()
+	defer d.background("the hourly audit", func(ctx context.Context) { d.audits(ctx, apiSrv) })()
 
 	ctl, err := api.ListenControl(opts.Socket, opts.Logger)
 	if err != nil {
@@ -398,6 +394,42 @@ func (d *Daemon) purgeRemoved(ctx context.Context, srv *api.Server) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// background runs f, as moat from who, until the daemon stops or the
+// returned func is called, which waits for f to return.
+func (d *Daemon) background(who string, f func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(d.life)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(api.WithActor(ctx, store.Actor{Who: "moat", From: who}))
+	}()
+	return func() { cancel(); <-done }
+}
+
+// audits audits the host every Options.AuditEvery (hourly by default),
+// which keeps the history and alerts what got worse, until ctx ends.
+func (d *Daemon) audits(ctx context.Context, srv *api.Server) {
+	every := d.opts.AuditEvery
+	if every < 0 {
+		return
+	}
+	if every == 0 {
+		every = time.Hour
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := srv.Audit(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("audit", "err", err)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"moat/internal/api"
+	"moat/internal/audit"
 	"moat/internal/certs"
 	"moat/internal/config"
 	"moat/internal/firewall"
@@ -53,6 +54,8 @@ type env struct {
 	sessions   func(port uint16) []netip.Addr // SSH sessions as the daemon sees them; none by default
 	mxPort     int                            // where direct mail goes; none by default
 	mailListen func(network, addr string) (net.Listener, error)
+	auditEvery time.Duration // never, unless a test asks
+	proc       audit.Proc
 }
 
 type envOption func(*env)
@@ -71,6 +74,8 @@ func withRenewCheck(d time.Duration) envOption   { return func(e *env) { e.renew
 func withFirewall(m *firewall.Manager) envOption { return func(e *env) { e.firewall = m } }
 func withSSH(m *sshd.Manager) envOption          { return func(e *env) { e.ssh = m } }
 func withMXPort(p int) envOption                 { return func(e *env) { e.mxPort = p } }
+func withAuditEvery(d time.Duration) envOption   { return func(e *env) { e.auditEvery = d } }
+func withProc(p audit.Proc) envOption            { return func(e *env) { e.proc = p } }
 
 // withMailListenIn makes the relay listen inside a network namespace.
 func withMailListenIn(ns *testenv.Netns) envOption {
@@ -97,7 +102,7 @@ func loopbackOnly(ctx context.Context, network, addr string) (net.Conn, error) {
 
 func startEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), zone: fmt.Sprintf("e%d.test", envCount.Add(1)), renewCheck: time.Second}
+	e := &env{t: t, dir: t.TempDir(), zone: fmt.Sprintf("e%d.test", envCount.Add(1)), renewCheck: time.Second, auditEvery: -1}
 	for _, o := range opts {
 		o(e)
 	}
@@ -180,6 +185,8 @@ func (e *env) start() {
 			MailMXPort:  e.mxPort,
 			MailListen:  e.mailListen,
 			BackupCheck: 100 * time.Millisecond,
+			AuditEvery:  e.auditEvery,
+			Proc:        e.proc,
 			Ready: func(info Info) {
 				e.admin = info.Admin.String()
 				close(ready)

@@ -410,3 +410,40 @@ func TestConfirmWindowEdges(t *testing.T) {
 	}
 	l.expect(t, "rolled back to no rules", map[string]bool{"c1 " + hostC1 + ":22": true})
 }
+
+// TestDrift: a rule added to moat's table by hand is drift, bans coming
+// and going are not, and applying again puts moat's rules back.
+func TestDrift(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	if _, known, _ := l.m.Drift(ctx); known {
+		t.Error("drift is known before anything was applied")
+	}
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if d, known, err := l.m.Drift(ctx); err != nil || !known || len(d) != 0 {
+		t.Fatalf("drift right after the apply: %v %v %v", d, known, err)
+	}
+	if err := l.m.Ban(ctx, netip.MustParsePrefix("192.0.2.7/32"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, _ := l.m.Drift(ctx); len(d) != 0 {
+		t.Errorf("a ban is drift: %v", d)
+	}
+	l.host.Run(t, "nft", "insert", "rule", "inet", Table, "input", "tcp", "dport", "6666", "accept")
+	d, known, err := l.m.Drift(ctx)
+	if err != nil || !known || len(d) != 1 || d[0] != "added: tcp dport 6666 accept" {
+		t.Errorf("drift after a rule added by hand: %v %v %v", d, known, err)
+	}
+	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, _ := l.m.Drift(ctx); len(d) != 0 {
+		t.Errorf("drift after applying again: %v", d)
+	}
+	l.host.Run(t, "nft", "delete", "table", "inet", Table)
+	if d, _, _ := l.m.Drift(ctx); len(d) != 1 || !strings.Contains(d[0], "gone") {
+		t.Errorf("drift with the table deleted: %v", d)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ type Manager struct {
 	pending *pending // an apply waiting for its confirmation
 	inForce []Rule   // what this Manager last put in force
 	known   bool     // inForce is known: this Manager applied or removed the table
+	applied []string // the table as the kernel listed it after that apply, bans left out
 }
 
 // pending is an applied ruleset that rolls back unless confirmed.
@@ -105,7 +107,82 @@ func (m *Manager) apply(ctx context.Context, rules []Rule) error {
 		return fmt.Errorf("firewall: applying the ruleset: %w", err)
 	}
 	m.inForce, m.known = append([]Rule(nil), rules...), true
+	// What the kernel made of it, to tell drift by later; without it
+	// there is only no drift to tell.
+	m.applied = nil
+	if out, err := m.nft.run(ctx, "", "list", "table", "inet", Table); err == nil {
+		m.applied = tableLines(out)
+	}
 	return nil
+}
+
+// Drift compares moat's table in the kernel with what this Manager last
+// applied, bans left out: the lines added (by hand, or another tool) and
+// removed since, as nft lists them. known is false when there is nothing
+// to compare with: the Manager applied nothing, or removed the table.
+func (m *Manager) Drift(ctx context.Context) (drift []string, known bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.applied == nil {
+		return nil, false, nil
+	}
+	out, err := m.nft.run(ctx, "", "list", "table", "inet", Table)
+	if err != nil {
+		if strings.Contains(err.Error(), "No such file or directory") {
+			return []string{"moat's table is gone from the kernel"}, true, nil
+		}
+		return nil, false, fmt.Errorf("firewall: reading the table back: %w", err)
+	}
+	return lineDiff(m.applied, tableLines(out)), true, nil
+}
+
+var counters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+
+// tableLines are nft's listing of a table, a line each, trimmed, with
+// the sets' elements (the bans, which come and go) and the counters'
+// values left out.
+func tableLines(out string) []string {
+	var lines []string
+	inElements := false
+	for line := range strings.Lines(out) {
+		l := strings.TrimSpace(line)
+		switch {
+		case inElements:
+			inElements = !strings.HasSuffix(l, "}")
+			continue
+		case strings.HasPrefix(l, "elements = {"):
+			inElements = !strings.HasSuffix(l, "}")
+			continue
+		case l == "":
+			continue
+		}
+		lines = append(lines, counters.ReplaceAllString(l, "counter"))
+	}
+	return lines
+}
+
+// lineDiff is what now has that was did not (added: …) and the other way
+// (removed: …), each line counted as often as it comes.
+func lineDiff(was, now []string) []string {
+	count := map[string]int{}
+	for _, l := range was {
+		count[l]++
+	}
+	var out []string
+	for _, l := range now {
+		if count[l] > 0 {
+			count[l]--
+			continue
+		}
+		out = append(out, "added: "+l)
+	}
+	for _, l := range was {
+		if count[l] > 0 {
+			count[l]--
+			out = append(out, "removed: "+l)
+		}
+	}
+	return out
 }
 
 // InForce returns the rules this Manager last put in force; nil with
@@ -122,7 +199,7 @@ func (m *Manager) remove(ctx context.Context) error {
 	if _, err := m.nft.run(ctx, fmt.Sprintf("table inet %s {}\ndelete table inet %s\n", Table, Table), "-f", "-"); err != nil {
 		return fmt.Errorf("firewall: removing the table: %w", err)
 	}
-	m.inForce, m.known = nil, true
+	m.inForce, m.known, m.applied = nil, true, nil
 	return nil
 }
 

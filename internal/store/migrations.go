@@ -319,4 +319,13 @@ CREATE TABLE removed_apps (
 	expires    TEXT NOT NULL
 ) STRICT;
 `,
+	// 14: the audits' history: each report, with its score.
+	`
+CREATE TABLE audits (
+	id     INTEGER PRIMARY KEY,
+	at     TEXT NOT NULL,
+	score  INTEGER NOT NULL,
+	report TEXT NOT NULL CHECK (json_valid(report))
+) STRICT;
+`,
 }

@@ -731,6 +731,42 @@ func queryStrings(ctx context.Context, q querier, query string) ([]string, error
 
 var _ Store = (*SQLite)(nil)
 
+// AddAudit keeps an audit; see Store.
+func (s *SQLite) AddAudit(ctx context.Context, a Audit) error {
+	_, err := s.write(ctx, "INSERT INTO audits (at, score, report) VALUES (?, ?, ?)", a.At.UTC().Format(time.RFC3339Nano), a.Score, string(a.Report))
+	if err == nil {
+		_, err = s.write(ctx, "DELETE FROM audits WHERE id <= (SELECT max(id) FROM audits) - ?", KeepAudits)
+	}
+	if err != nil {
+		return s.errorf("audit", err)
+	}
+	return nil
+}
+
+// Audits returns the newest audits; see Store.
+func (s *SQLite) Audits(ctx context.Context, limit int) ([]Audit, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT at, score, report FROM audits ORDER BY id DESC LIMIT ?", limit)
+	if err != nil {
+		return nil, s.errorf("audits", err)
+	}
+	defer rows.Close()
+	var out []Audit
+	for rows.Next() {
+		var (
+			a      Audit
+			at     string
+			report string
+		)
+		if err := rows.Scan(&at, &a.Score, &report); err != nil {
+			return nil, s.errorf("audits", err)
+		}
+		a.At, _ = time.Parse(time.RFC3339Nano, at)
+		a.Report = json.RawMessage(report)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
 // AddRemoved keeps an app removed within its grace; see Store.
 func (s *SQLite) AddRemoved(ctx context.Context, r Removed) error {
 	spec, err := json.Marshal(r.App)

@@ -90,6 +90,16 @@ type Removed struct {
 	Expires    time.Time  `json:"expires"`
 }
 
+// Audit is one audit of the host, as kept.
+type Audit struct {
+	At     time.Time       `json:"at"`
+	Score  int             `json:"score"`
+	Report json.RawMessage `json:"report"`
+}
+
+// KeepAudits is how many audits the history keeps.
+const KeepAudits = 500
+
 // ErrNoRemoved is TakeRemoved's answer for a name with no removal kept.
 var ErrNoRemoved = errors.New("no removed app by that name is kept")
 
@@ -145,6 +155,10 @@ type Store interface {
 	// name; TakeRemoved deletes one and returns it (ErrNoRemoved when
 	// there is none).
 	AddRemoved(ctx context.Context, r Removed) error
+	// AddAudit keeps an audit's report (JSON) with its score, the
+	// newest KeepAudits only; Audits returns the newest, newest first.
+	AddAudit(ctx context.Context, a Audit) error
+	Audits(ctx context.Context, limit int) ([]Audit, error)
 	Removed(ctx context.Context) ([]Removed, error)
 	TakeRemoved(ctx context.Context, name string) (Removed, error)
 

@@ -923,3 +923,27 @@ func TestActivityFilters(t *testing.T) {
 		t.Errorf("the page before %d: %+v", page[len(page)-1].ID, older)
 	}
 }
+
+// TestAudits: the audits' history returns the newest first and keeps
+// KeepAudits.
+func TestAudits(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	for i := range KeepAudits + 3 {
+		if err := s.AddAudit(ctx, Audit{At: at.Add(time.Duration(i) * time.Hour), Score: i % 101, Report: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Audits(ctx, 2)
+	if err != nil || len(got) != 2 || string(got[0].Report) != fmt.Sprintf(`{"n":%d}`, KeepAudits+2) || !got[0].At.Equal(at.Add(time.Duration(KeepAudits+2)*time.Hour)) {
+		t.Fatalf("the newest two: %+v %v", got, err)
+	}
+	all, _ := s.Audits(ctx, 10*KeepAudits)
+	if len(all) != KeepAudits || string(all[len(all)-1].Report) != `{"n":3}` {
+		t.Errorf("kept %d, the oldest %s", len(all), all[len(all)-1].Report)
+	}
+	if err := s.AddAudit(ctx, Audit{At: at, Report: json.RawMessage(`not json`)}); err == nil {
+		t.Error("a report that is not JSON was kept")
+	}
+}

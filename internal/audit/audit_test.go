@@ -1,0 +1,111 @@
+package audit
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"moat/internal/firewall"
+	"moat/internal/sshd"
+)
+
+var testNow = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+
+func listener(addr, proto, process string) Listener {
+	ap := netip.MustParseAddrPort(addr)
+	return Listener{Proto: proto, Addr: ap, Scope: ScopeOf(ap.Addr()), Process: process}
+}
+
+var hardened = &[]sshd.Finding{}
+
+func loose(keyword, have, want, who string) *[]sshd.Finding {
+	return &[]sshd.Finding{{Keyword: keyword, For: who, Have: have, Want: want, Why: "because", Fix: "moat ssh harden"}}
+}
+
+var inForce = &firewall.Rule{Proto: "tcp", From: 443, To: 443}
+
+func active(rules ...firewall.Rule) *Firewall {
+	return &Firewall{Active: true, Rules: append([]firewall.Rule{*inForce, {Proto: "tcp", From: 22, To: 22}}, rules...)}
+}
+
+// TestChecks: each check passes on a host that is set safely and fails,
+// with its finding and fix, on one that is not.
+func TestChecks(t *testing.T) {
+	own := map[string]string{"443/tcp": "moat's edge", "22/tcp": "sshd"}
+	for _, tc := range []struct {
+		name  string
+		host  Host
+		check string // the check that fails; empty: all pass
+		has   []string
+	}{
+		{"a safe host", Host{Own: own, SSH: hardened, Firewall: active(),
+			Listeners: []Listener{listener("0.0.0.0:443", "tcp", "moat"), listener("0.0.0.0:22", "tcp", "sshd"), listener("127.0.0.1:5432", "tcp", "postgres")}}, "", nil},
+		{"postgres on every address, the firewall blocking it", Host{Own: own, SSH: hardened, Firewall: active(),
+			Listeners: []Listener{listener("0.0.0.0:5432", "tcp", "postgres")}}, "listen.wildcard",
+			[]string{"postgres listens on 0.0.0.0:5432", "the firewall blocks it today", "listen_addresses"}},
+		{"redis open to the internet by a rule", Host{Own: own, SSH: hardened, Firewall: active(firewall.Rule{Proto: "tcp", From: 6379, To: 6379}),
+			Listeners: []Listener{listener("[::]:6379", "tcp", "redis-server")}}, "listen.exposed",
+			[]string{"redis-server listens on [::]:6379", "a firewall rule lets everyone reach it", "redis.conf"}},
+		{"a rule for some sources only", Host{Own: own, SSH: hardened, Firewall: active(firewall.Rule{Proto: "tcp", From: 6379, To: 6379, Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}),
+			Listeners: []Listener{listener("0.0.0.0:6379", "tcp", "redis-server")}}, "listen.wildcard", []string{"redis.conf"}},
+		{"the firewall off", Host{Own: own, SSH: hardened, Firewall: &Firewall{Off: true}}, "firewall.off", []string{"moat firewall on"}},
+		{"the firewall not in the kernel", Host{Own: own, SSH: hardened, Firewall: &Firewall{}}, "firewall.off", []string{"moat audit fix firewall.off"}},
+		{"the firewall on trial", Host{Own: own, SSH: hardened, Firewall: func() *Firewall { f := active(); f.Pending = true; return f }()}, "firewall.trial", []string{"moat firewall confirm"}},
+		{"a rule added by hand", Host{Own: own, SSH: hardened, Firewall: func() *Firewall { f := active(); f.Drift = []string{"added: tcp dport 6666 accept"}; return f }()},
+			"firewall.drift", []string{"tcp dport 6666 accept", "moat audit fix firewall.drift"}},
+		{"passwords", Host{Own: own, SSH: loose("PasswordAuthentication", "yes", "no", "")}, "ssh.passwordauthentication", []string{"PasswordAuthentication yes, not no", "moat ssh harden"}},
+		{"passwords for one user", Host{Own: own, SSH: loose("PasswordAuthentication", "yes", "no", "alice")}, "ssh.passwordauthentication", []string{"PasswordAuthentication yes for alice (a Match block)"}},
+		{"root by password", Host{Own: own, SSH: loose("PermitRootLogin", "yes", "prohibit-password", "")}, "ssh.permitrootlogin", []string{"PermitRootLogin yes"}},
+		{"six tries", Host{Own: own, SSH: loose("MaxAuthTries", "6", "3", "")}, "ssh.maxauthtries", []string{"MaxAuthTries 6"}},
+		{"X11", Host{Own: own, SSH: loose("X11Forwarding", "yes", "no", "")}, "ssh.x11forwarding", []string{"X11Forwarding yes"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Run(tc.host, testNow)
+			if tc.check == "" {
+				if len(r.Findings) != 0 || r.Score != 100 {
+					t.Errorf("findings on a safe host (score %d): %+v", r.Score, r.Findings)
+				}
+				return
+			}
+			if len(r.Findings) != 1 || r.Findings[0].Check != tc.check {
+				t.Fatalf("findings: %+v, want one of %s", r.Findings, tc.check)
+			}
+			f := r.Findings[0]
+			text := f.Finding + " | " + f.Fix
+			for _, h := range tc.has {
+				if !strings.Contains(text, h) {
+					t.Errorf("%q lacks %q", text, h)
+				}
+			}
+			if f.Why == "" || f.Weight == 0 || r.Score != 100-f.Weight {
+				t.Errorf("finding %+v, score %d", f, r.Score)
+			}
+		})
+	}
+}
+
+func TestScoreAndRegressions(t *testing.T) {
+	fs := []Finding{{Check: "a", Weight: 20}, {Check: "b", Weight: 8}, {Check: "c", Subject: "x", Weight: 3}}
+	if got := Score(fs); got != 69 {
+		t.Errorf("score %d, want 69", got)
+	}
+	if got := Score(append(append(append(fs, fs...), fs...), fs...)); got != 0 {
+		t.Errorf("score %d, want 0 at the floor", got)
+	}
+	before := Report{Findings: fs[:2]}
+	now := Report{Findings: []Finding{fs[1], fs[2], {Check: "a", Subject: "y"}}}
+	got := Regressions(before, now)
+	if len(got) != 2 || got[0].Check != "c" || got[1].Subject != "y" {
+		t.Errorf("regressions: %+v", got)
+	}
+	for _, tc := range []struct {
+		addr  string
+		scope Scope
+	}{{"0.0.0.0", Wildcard}, {"::", Wildcard}, {"127.0.0.53", Loopback}, {"::1", Loopback}, {"192.168.1.2", Private}, {"100.100.0.1", Private},
+		{"fd7a::1", Private}, {"fe80::1", Private}, {"8.8.8.8", Public}, {"2a01:4f8::1", Public}, {"::ffff:127.0.0.1", Loopback}} {
+		if got := ScopeOf(netip.MustParseAddr(tc.addr)); got != tc.scope {
+			t.Errorf("ScopeOf(%s) = %s, want %s", tc.addr, got, tc.scope)
+		}
+	}
+}

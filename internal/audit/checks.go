@@ -1,0 +1,159 @@
+package audit
+
+import (
+	"fmt"
+	"strings"
+
+	"moat/internal/sshd"
+)
+
+// check is one thing the audit looks at.
+type check struct {
+	id       string
+	severity Severity
+	// applies says whether what the check needs was read.
+	applies func(Host) bool
+	run     func(Host) []Finding
+}
+
+var checks = buildChecks()
+
+func buildChecks() []check {
+	out := []check{
+		{id: "listen.exposed", severity: High, applies: hasListeners, run: exposedListeners},
+		{id: "listen.wildcard", severity: Low, applies: hasListeners, run: wildcardListeners},
+		{id: "firewall.off", severity: High, applies: hasFirewall, run: firewallOff},
+		{id: "firewall.trial", severity: Medium, applies: hasFirewall, run: firewallTrial},
+		{id: "firewall.drift", severity: High, applies: hasFirewall, run: firewallDrift},
+	}
+	for _, s := range sshd.Recommended {
+		out = append(out, sshCheck(s))
+	}
+	return out
+}
+
+func hasListeners(h Host) bool { return h.Listeners != nil }
+func hasFirewall(h Host) bool  { return h.Firewall != nil }
+
+// open is a listener reachable from beyond the machine: on every
+// address, or a public one.
+func open(l Listener) bool { return l.Scope == Wildcard || l.Scope == Public }
+
+// exposedListeners: a service that is not moat's and that the internet
+// reaches, through no firewall or a rule that lets everyone in.
+func exposedListeners(h Host) []Finding {
+	var out []Finding
+	for _, l := range h.Listeners {
+		if !open(l) || h.Own[l.Port()] != "" || !h.Firewall.Reaches(l.Addr.Port(), l.Proto) {
+			continue
+		}
+		how := "moat's firewall is not in force"
+		if h.Firewall != nil && h.Firewall.Active && !h.Firewall.Off {
+			how = "a firewall rule lets everyone reach it"
+		}
+		out = append(out, Finding{Subject: l.Addr.String() + "/" + l.Proto,
+			Finding: fmt.Sprintf("%s listens on %s (%s) and the internet can reach it: %s", l.Who(), l.Addr, l.Proto, how),
+			Why:     "every address on the internet is scanned within minutes; a database or admin port open to it is found and tried by bots",
+			Fix:     bindFix(l) + "; or, if it must be reached, limit it to your addresses: moat firewall allow " + l.Port() + " --from YOUR-ADDRESS"})
+	}
+	return out
+}
+
+// wildcardListeners: a service on every address that the firewall
+// blocks today, one mistake from being open.
+func wildcardListeners(h Host) []Finding {
+	var out []Finding
+	for _, l := range h.Listeners {
+		if !open(l) || h.Own[l.Port()] != "" || h.Firewall.Reaches(l.Addr.Port(), l.Proto) {
+			continue
+		}
+		out = append(out, Finding{Subject: l.Addr.String() + "/" + l.Proto,
+			Finding: fmt.Sprintf("%s listens on %s (%s): the firewall blocks it today", l.Who(), l.Addr, l.Proto),
+			Why:     "one firewall rule too many, or the firewall turned off, and it is open to the internet; bound to loopback it never is",
+			Fix:     bindFix(l)})
+	}
+	return out
+}
+
+// bindFix is how to make a service listen on loopback only, for the
+// services self-hosters run most.
+func bindFix(l Listener) string {
+	lo := "127.0.0.1"
+	if l.Addr.Addr().Is6() {
+		lo = "::1"
+	}
+	switch p := strings.ToLower(l.Process); {
+	case strings.HasPrefix(p, "postgres"):
+		return "bind it to " + lo + " in postgresql.conf (listen_addresses = 'localhost'), then restart PostgreSQL"
+	case strings.HasPrefix(p, "redis"):
+		return "bind it to " + lo + " in redis.conf (bind 127.0.0.1 ::1), then restart Redis"
+	case strings.HasPrefix(p, "mysqld"), strings.HasPrefix(p, "mariadbd"):
+		return "bind it to " + lo + " in the server's my.cnf section (bind-address = 127.0.0.1), then restart it"
+	case strings.HasPrefix(p, "mongod"):
+		return "bind it to " + lo + " in mongod.conf (net.bindIp: 127.0.0.1), then restart MongoDB"
+	case strings.HasPrefix(p, "memcached"):
+		return "start memcached with -l 127.0.0.1 (/etc/memcached.conf), then restart it"
+	case p == "docker-proxy":
+		return "publish the container's port on loopback only (127.0.0.1:" + fmt.Sprint(l.Addr.Port()) + ":PORT in compose.yaml)"
+	}
+	return "configure " + l.Who() + " to listen on " + lo + " only (the app behind moat needs no other address)"
+}
+
+func firewallOff(h Host) []Finding {
+	f := h.Firewall
+	switch {
+	case f.Off:
+		return []Finding{{Finding: "moat's firewall is off", Why: "every port a service opens is reachable from the internet", Fix: "moat firewall on"}}
+	case !f.Active:
+		return []Finding{{Finding: "moat's firewall is not in the kernel", Why: "every port a service opens is reachable from the internet", Fix: "moat audit fix firewall.off", Fixable: true}}
+	}
+	return nil
+}
+
+func firewallTrial(h Host) []Finding {
+	if !h.Firewall.Pending {
+		return nil
+	}
+	return []Finding{{Finding: "the firewall's new rules are on trial: they roll back by themselves unless confirmed",
+		Why: "the rules you meant to keep go away at the deadline", Fix: "moat firewall confirm (from a new SSH session, to be sure it still lets you in)"}}
+}
+
+func firewallDrift(h Host) []Finding {
+	f := h.Firewall
+	if len(f.Drift) == 0 || f.Off || !f.Active {
+		return nil
+	}
+	return []Finding{{Finding: "moat's table in the kernel is not what moat applied: " + strings.Join(f.Drift, "; "),
+		Why: "a rule added by hand (or by another tool) may open what moat closed, and goes away at moat's next apply anyway",
+		Fix: "moat audit fix firewall.drift (puts moat's rules back; add what you need as a moat rule)", Fixable: true}}
+}
+
+// sshCheck is one of moat ssh harden's settings, judged by what sshd's
+// own audit found (sshd -T, for root and for each user a Match block
+// sets otherwise).
+func sshCheck(s sshd.Setting) check {
+	key := strings.ToLower(s.Keyword)
+	sev := Low
+	switch key {
+	case "passwordauthentication", "kbdinteractiveauthentication", "permitrootlogin":
+		sev = High
+	case "pubkeyauthentication":
+		sev = Medium
+	}
+	return check{id: "ssh." + key, severity: sev,
+		applies: func(h Host) bool { return h.SSH != nil },
+		run: func(h Host) []Finding {
+			var out []Finding
+			for _, f := range *h.SSH {
+				if !strings.EqualFold(f.Keyword, s.Keyword) {
+					continue
+				}
+				who := ""
+				if f.For != "" {
+					who = " for " + f.For + " (a Match block)"
+				}
+				out = append(out, Finding{Subject: f.For, Finding: fmt.Sprintf("sshd has %s %s%s, not %s", s.Keyword, f.Have, who, f.Want), Why: f.Why, Fix: f.Fix})
+			}
+			return out
+		}}
+}
