@@ -29,6 +29,7 @@ import (
 	"moat/internal/config"
 	"moat/internal/notify"
 	"moat/internal/store"
+	"moat/internal/updates"
 )
 
 // Runtime is the running daemon as the API sees it: it can check a state
@@ -72,6 +73,9 @@ type Server struct {
 	// port (the SSH sessions open when sshd is hardened);
 	// firewall.EstablishedConns when nil.
 	Conns func(port uint16) []netip.AddrPort
+	// Updates is the machine whose unattended updates moat sets up;
+	// this one when zero.
+	Updates updates.Host
 	// Proc is where the audit reads the listening sockets; /proc, for
 	// moat's own network namespace, when zero.
 	Proc audit.Proc
@@ -124,6 +128,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/apps", s.listApps)
 	mux.HandleFunc("GET /v1/removed-apps", s.listRemoved)
 	s.auditRoutes(mux)
+	s.updatesRoutes(mux)
 	mux.HandleFunc("POST /v1/apps", s.addApp)
 	mux.HandleFunc("GET /v1/apps/{name}", s.getApp)
 	mux.HandleFunc("PATCH /v1/apps/{name}", s.patchApp)
@@ -447,6 +452,12 @@ func (s *Server) patchServer(w http.ResponseWriter, r *http.Request) {
 	}, func(ctx context.Context) {
 		if off {
 			s.unprotected(ctx, "the server", "host")
+		}
+		if p.Protect != nil {
+			// Updates never reboot a protected server.
+			if err := s.Updates.Refresh(updates.Options{NoReboot: *p.Protect}); err != nil {
+				s.Log.Error("updates: the reboot setting", "err", err)
+			}
 		}
 	})
 }

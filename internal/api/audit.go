@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"moat/internal/audit"
+	"moat/internal/certs"
 	"moat/internal/config"
 	"moat/internal/store"
 )
@@ -119,6 +120,24 @@ func (s *Server) observe(ctx context.Context) (audit.Host, error) {
 	}
 	for _, p := range sshPorts {
 		h.Own[p+"/tcp"] = "sshd"
+	}
+	if s.Runtime != nil {
+		h.Certificates = s.Runtime.Certificates()
+		if h.Certificates == nil {
+			h.Certificates = []certs.Status{}
+		}
+		g := &audit.Guard{Off: st.Guard.Off}
+		for _, j := range st.Guard.Jails {
+			if j.Off && (j.Name == config.JailSSHD || j.Name == config.JailMoat || j.Name == config.JailMail) {
+				g.JailsOff = append(g.JailsOff, j.Name)
+			}
+		}
+		h.Guard = g
+	}
+	if u, err := s.Updates.Read(ctx); err != nil {
+		h.Problems = append(h.Problems, "the updates: "+err.Error())
+	} else {
+		h.Updates = &u
 	}
 	if fw := s.firewall(); fw != nil {
 		f := &audit.Firewall{Off: st.Firewall.Off}

@@ -216,6 +216,10 @@ func AreaOf(method, path string) auth.Area {
 		return auth.AreaAccounts
 	case "host", "backup":
 		return auth.AreaAll
+	case "updates":
+		if method != http.MethodGet {
+			return auth.AreaAll // they may reboot the server
+		}
 	case "audit":
 		if method != http.MethodGet {
 			return auth.AreaFirewall // the fixes moat makes itself are the firewall's

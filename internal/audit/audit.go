@@ -8,8 +8,10 @@ import (
 	"slices"
 	"time"
 
+	"moat/internal/certs"
 	"moat/internal/firewall"
 	"moat/internal/sshd"
+	"moat/internal/updates"
 )
 
 // Severity is how much a finding matters.
@@ -54,8 +56,26 @@ type Host struct {
 	SSH *[]sshd.Finding
 	// Firewall is moat's firewall as the kernel has it.
 	Firewall *Firewall
+	// Certificates are the domains' certificates; nil when no daemon
+	// runs.
+	Certificates []certs.Status
+	// Guard is the brute-force guard; nil when no daemon runs.
+	Guard *Guard
+	// Updates is how unattended updates are set up; nil when apt could
+	// not be read.
+	Updates *updates.Status
 	// Problems say what could not be read, and why.
 	Problems []string
+	// At is when the audit runs (Run sets it).
+	At time.Time
+}
+
+// Guard is the state of the brute-force guard.
+type Guard struct {
+	// Off says the owner turned the guard off; JailsOff names the
+	// built-in jails turned off (sshd, moat, mail).
+	Off      bool
+	JailsOff []string
 }
 
 // Firewall is the state of moat's firewall.
@@ -99,6 +119,7 @@ type Report struct {
 
 // Run judges h with every check.
 func Run(h Host, at time.Time) Report {
+	h.At = at
 	r := Report{At: at, Findings: []Finding{}, Passed: []string{}, Problems: h.Problems}
 	for _, c := range checks {
 		if !c.applies(h) {

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/certs"
 	"moat/internal/firewall"
 	"moat/internal/sshd"
+	"moat/internal/updates"
 )
 
 var testNow = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
@@ -58,6 +60,20 @@ func TestChecks(t *testing.T) {
 		{"passwords for one user", Host{Own: own, SSH: loose("PasswordAuthentication", "yes", "no", "alice")}, "ssh.passwordauthentication", []string{"PasswordAuthentication yes for alice (a Match block)"}},
 		{"root by password", Host{Own: own, SSH: loose("PermitRootLogin", "yes", "prohibit-password", "")}, "ssh.permitrootlogin", []string{"PermitRootLogin yes"}},
 		{"six tries", Host{Own: own, SSH: loose("MaxAuthTries", "6", "3", "")}, "ssh.maxauthtries", []string{"MaxAuthTries 6"}},
+		{"a failing renewal", Host{Certificates: []certs.Status{{Domain: "git.example.com", State: certs.RenewalFailed, Message: "connection refused", NotAfter: testNow.Add(20 * 24 * time.Hour)}}},
+			"cert.failing", []string{"git.example.com cannot renew", "connection refused"}},
+		{"a certificate ending in 10 days", Host{Certificates: []certs.Status{{Domain: "git.example.com", State: certs.Valid, NotAfter: testNow.Add(10 * 24 * time.Hour)}}},
+			"cert.expiring", []string{"ends on 17 Dec 2026", "in 10 days"}},
+		{"certificates valid for weeks", Host{Certificates: []certs.Status{{Domain: "git.example.com", State: certs.Valid, NotAfter: testNow.Add(60 * 24 * time.Hour)}, {Domain: "new.example.com", State: certs.WaitingDNS}}}, "", nil},
+		{"the guard off", Host{Guard: &Guard{Off: true}}, "guard.off", []string{"the brute-force guard is off", "guard.off"}},
+		{"the sshd jail off", Host{Guard: &Guard{JailsOff: []string{"sshd"}}}, "guard.off", []string{"the guard's sshd jail is off"}},
+		{"the guard on", Host{Guard: &Guard{}}, "", nil},
+		{"no unattended-upgrades", Host{Updates: &updates.Status{}}, "updates.off", []string{"not installed", "moat updates enable --install"}},
+		{"unattended-upgrades not run", Host{Updates: &updates.Status{Installed: true}}, "updates.off", []string{"apt does not run it", "moat updates enable"}},
+		{"no security origin", Host{Updates: &updates.Status{Installed: true, Periodic: true}}, "updates.off", []string{"no security archive"}},
+		{"a reboot pending", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true, RebootRequired: true, RebootPackages: []string{"linux-image-6.1.0-28-amd64"}}},
+			"reboot.required", []string{"linux-image-6.1.0-28-amd64 asked for it", "moat host reboot"}},
+		{"updates set up", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true}}, "", nil},
 		{"X11", Host{Own: own, SSH: loose("X11Forwarding", "yes", "no", "")}, "ssh.x11forwarding", []string{"X11Forwarding yes"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,7 +3,9 @@ package audit
 import (
 	"fmt"
 	"strings"
+	"time"
 
+	"moat/internal/certs"
 	"moat/internal/sshd"
 )
 
@@ -25,6 +27,11 @@ func buildChecks() []check {
 		{id: "firewall.off", severity: High, applies: hasFirewall, run: firewallOff},
 		{id: "firewall.trial", severity: Medium, applies: hasFirewall, run: firewallTrial},
 		{id: "firewall.drift", severity: High, applies: hasFirewall, run: firewallDrift},
+		{id: "cert.failing", severity: High, applies: hasCerts, run: certsFailing},
+		{id: "cert.expiring", severity: Medium, applies: hasCerts, run: certsExpiring},
+		{id: "guard.off", severity: Medium, applies: hasGuard, run: guardOff},
+		{id: "updates.off", severity: Medium, applies: hasUpdates, run: updatesOff},
+		{id: "reboot.required", severity: Medium, applies: hasUpdates, run: rebootRequired},
 	}
 	for _, s := range sshd.Recommended {
 		out = append(out, sshCheck(s))
@@ -34,6 +41,94 @@ func buildChecks() []check {
 
 func hasListeners(h Host) bool { return h.Listeners != nil }
 func hasFirewall(h Host) bool  { return h.Firewall != nil }
+func hasCerts(h Host) bool     { return h.Certificates != nil }
+func hasGuard(h Host) bool     { return h.Guard != nil }
+func hasUpdates(h Host) bool   { return h.Updates != nil }
+
+func updatesOff(h Host) []Finding {
+	u := h.Updates
+	why := "security fixes reach the server only when someone installs them; bots try the known holes within days of a fix"
+	switch {
+	case !u.Installed:
+		return []Finding{{Finding: "unattended-upgrades is not installed: security updates wait for you", Why: why, Fix: "moat updates enable --install"}}
+	case !u.Periodic:
+		return []Finding{{Finding: "unattended-upgrades is installed but apt does not run it (APT::Periodic::Unattended-Upgrade is not 1)", Why: why, Fix: "moat updates enable"}}
+	case !u.Security:
+		return []Finding{{Finding: "unattended-upgrades runs, but no security archive is among its origins", Why: why, Fix: "moat updates enable (it adds Debian's and Ubuntu's security archives)"}}
+	}
+	return nil
+}
+
+func rebootRequired(h Host) []Finding {
+	u := h.Updates
+	if !u.RebootRequired {
+		return nil
+	}
+	what := "an update"
+	if len(u.RebootPackages) > 0 {
+		what = strings.Join(u.RebootPackages, ", ")
+	}
+	fix := "reboot in a quiet hour: moat host reboot (moat updates enable --reboot-window 02:00 does it by night)"
+	if u.Reboot {
+		fix = "nothing: unattended-upgrades reboots at " + u.RebootTime + "; to do it now, moat host reboot"
+	}
+	return []Finding{{Finding: "a reboot is pending: " + what + " asked for it, and the fix is not in force until then",
+		Why: "a patched kernel or library does not protect a running server until it restarts", Fix: fix}}
+}
+
+// ExpiryWarning is how long before its end a certificate is a finding.
+const ExpiryWarning = 14 * 24 * time.Hour
+
+func certsFailing(h Host) []Finding {
+	var out []Finding
+	for _, c := range h.Certificates {
+		if c.State != certs.Failed && c.State != certs.RenewalFailed {
+			continue
+		}
+		what := "has no certificate: issuing it failed"
+		if c.State == certs.RenewalFailed {
+			what = "cannot renew its certificate (valid until " + c.NotAfter.UTC().Format("2 Jan 2006") + ")"
+		}
+		out = append(out, Finding{Subject: c.Domain, Finding: c.Domain + " " + what + ": " + c.Message,
+			Why: "without a valid certificate browsers refuse the site, and apps and their users are told it may be an impostor",
+			Fix: "mend what the message names (DNS, port 80 or 443 reachable from the internet); moat retries by itself, and moat status shows the next try"})
+	}
+	return out
+}
+
+func certsExpiring(h Host) []Finding {
+	var out []Finding
+	for _, c := range h.Certificates {
+		if c.State != certs.Valid || c.NotAfter.IsZero() || c.NotAfter.Sub(h.At) > ExpiryWarning {
+			continue
+		}
+		out = append(out, Finding{Subject: c.Domain, Finding: fmt.Sprintf("%s's certificate ends on %s, in %s", c.Domain, c.NotAfter.UTC().Format("2 Jan 2006 15:04 UTC"), days(c.NotAfter.Sub(h.At))),
+			Why: "a certificate that is not renewed in time takes the site down for every visitor",
+			Fix: "moat renews certificates by itself well before the end: check moat status and the activity log for a renewal that fails, and that port 80 or 443 is reachable"})
+	}
+	return out
+}
+
+func days(d time.Duration) string {
+	if n := int(d.Hours() / 24); n >= 1 {
+		return fmt.Sprintf("%d days", n)
+	}
+	return "less than a day"
+}
+
+func guardOff(h Host) []Finding {
+	g := h.Guard
+	if g.Off {
+		return []Finding{{Finding: "the brute-force guard is off: failed logins are not counted, nobody is banned",
+			Why: "bots try passwords against sshd and the apps' login pages all day; the guard bans them after a few tries", Fix: "remove guard.off from moat.yaml, then moat apply -f moat.yaml"}}
+	}
+	var out []Finding
+	for _, j := range g.JailsOff {
+		out = append(out, Finding{Subject: j, Severity: Low, Finding: "the guard's " + j + " jail is off",
+			Why: "the failed logins it watches are not counted", Fix: "remove off: true from the " + j + " jail in moat.yaml (guard.jails), then moat apply -f moat.yaml"})
+	}
+	return out
+}
 
 // open is a listener reachable from beyond the machine: on every
 // address, or a public one.
