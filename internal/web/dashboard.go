@@ -40,7 +40,7 @@ var factorNames = map[auth.Factor]string{
 }
 
 // pageNames are the pages, each a template under pages/.
-var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown", "forgot", "reset", "private", "apps", "ran"}
+var pageNames = []string{"signin", "second", "overview", "security", "plan", "bans", "activity", "account", "totp", "shown", "forgot", "reset", "private", "apps", "ran", "audit"}
 
 // pages are the templates, each page with the layout.
 func pages() map[string]*template.Template {
@@ -99,7 +99,7 @@ type page struct {
 
 // tabs are the navigation's, in order.
 var tabs = []struct{ Path, Name string }{
-	{"/", "Overview"}, {"/apps", "Apps"}, {"/security", "Security"}, {"/bans", "Bans"}, {"/activity", "Activity"}, {"/account", "Account"},
+	{"/", "Overview"}, {"/apps", "Apps"}, {"/security", "Security"}, {"/bans", "Bans"}, {"/audit", "Audit"}, {"/activity", "Activity"}, {"/account", "Account"},
 }
 
 // nextOf is the page a sign-in goes on to (the form's or the query's

@@ -20,6 +20,7 @@ import (
 	"moat/internal/secret"
 	"moat/internal/store"
 	"moat/internal/testenv"
+	"moat/internal/updates"
 )
 
 var browser testenv.SharedBrowser
@@ -41,7 +42,9 @@ type site struct {
 	named string
 	store store.Store
 	// dir is the data directory, where the backups' password is.
-	dir   string
+	dir string
+	// api is the API behind the pages, for a test to point its audit.
+	api   *api.Server
 	mu    sync.Mutex
 	mails []string
 }
@@ -75,7 +78,9 @@ func newSite(t testing.TB) *site {
 	}
 	log := slog.New(slog.DiscardHandler)
 	d := &Dashboard{Auth: s.auth, Log: log}
-	rm := &api.Remote{API: &api.Server{Store: st, Log: log, Auth: s.auth, DataDir: dir}, Auth: s.auth, Pages: d.Handler()}
+	// The updates the audit reads are a temp root's, not this machine's.
+	s.api = &api.Server{Store: st, Log: log, Auth: s.auth, DataDir: dir, Updates: updates.Host{Root: t.TempDir()}}
+	rm := &api.Remote{API: s.api, Auth: s.auth, Pages: d.Handler()}
 	d.API = rm.Handler()
 	s.srv = httptest.NewTLSServer(d.API)
 	s.named = "https://moat.test:" + s.srv.URL[strings.LastIndexByte(s.srv.URL, ':')+1:]

@@ -55,6 +55,7 @@ func (d *Dashboard) signedInRoutes(mux *http.ServeMux, draw render) {
 		draw(w, http.StatusOK, "overview", p)
 	}))
 	d.appsRoutes(mux, draw)
+	d.auditRoutes(mux, draw)
 	d.securityRoutes(mux, draw)
 	d.guardRoutes(mux, draw)
 	d.accountRoutes(mux, draw)

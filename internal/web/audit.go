@@ -1,0 +1,50 @@
+package web
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"moat/internal/api"
+	"moat/internal/audit"
+)
+
+// auditData is the Audit page: the report, and the scores before it.
+type auditData struct {
+	Report  audit.Report
+	History []api.AuditScore
+	// ConfirmSeconds is how long a fix from the page waits for its
+	// confirmation before it rolls back.
+	ConfirmSeconds int
+}
+
+func (d *Dashboard) auditRoutes(mux *http.ServeMux, draw render) {
+	mux.HandleFunc("GET /audit", d.signedIn("Audit", func(w http.ResponseWriter, r *http.Request, p page) {
+		p.Title = "Audit"
+		data := auditData{ConfirmSeconds: defaultConfirm}
+		err := d.call(r, http.MethodGet, "/v1/audit", nil, &data.Report)
+		if err == nil {
+			err = d.call(r, http.MethodGet, "/v1/audit/history", nil, &data.History)
+		}
+		if err != nil {
+			p.Error = errText(err)
+		}
+		if len(data.History) > 0 {
+			data.History = data.History[1:] // the first is this very audit
+		}
+		p.Data = data
+		draw(w, http.StatusOK, "audit", p)
+	}))
+	mux.HandleFunc("POST /audit/fix", d.signedIn("Audit", func(w http.ResponseWriter, r *http.Request, p page) {
+		check := r.PostFormValue("check")
+		// The firewall's fixes, like the firewall's apply, roll back
+		// unless confirmed from the page the new rules let load.
+		req := api.ApplyRequest{ConfirmWithin: fmt.Sprintf("%ds", defaultConfirm)}
+		if err := d.call(r, http.MethodPost, "/v1/audit/fix/"+url.PathEscape(check), req, nil); err != nil {
+			d.refused(w, r, p, draw, "/audit", errText(err))
+			return
+		}
+		w.Header().Set("Connection", "close")
+		done(w, r, "/security#firewall", "trial")
+	}))
+}
