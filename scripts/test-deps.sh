@@ -57,6 +57,25 @@ if [[ ! -x $s3_server ]]; then
   rm -rf "$tmp"
 fi
 
+# A real dockerd for the audit's Docker tests: Debian's docker.io,
+# containerd and runc, unpacked (not installed) so that no docker service is
+# set up or started on this machine; tests start dockerd in a network and
+# mount namespace of their own. busybox-static is the one image's content.
+docker_dir=/var/cache/moat-test/docker
+if [[ ! -x $docker_dir/usr/sbin/dockerd || ! -x $docker_dir/usr/sbin/runc || ! -x $docker_dir/usr/bin/containerd ]]; then
+  for pkg in libdevmapper1.02.1 libseccomp2 busybox-static iptables; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || {
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg"
+    }
+  done
+  tmp=$(mktemp -d)
+  (cd "$tmp" && chown _apt "$tmp" 2>/dev/null; apt-get download -qq docker.io containerd runc || { apt-get update -qq && apt-get download -qq docker.io containerd runc; })
+  mkdir -p "$docker_dir"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$docker_dir"; done
+  rm -rf "$tmp"
+fi
+
 # A real sshd for the SSH and guard tests: Debian's openssh-server,
 # unpacked (not installed) so that no sshd service is set up or started on
 # this machine. Tests start it with their own config on a high port.

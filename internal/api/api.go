@@ -76,6 +76,9 @@ type Server struct {
 	// Updates is the machine whose unattended updates moat sets up;
 	// this one when zero.
 	Updates updates.Host
+	// DockerSocket is the Docker Engine API the audit asks about
+	// containers; /var/run/docker.sock when empty.
+	DockerSocket string
 	// Proc is where the audit reads the listening sockets; /proc, for
 	// moat's own network namespace, when zero.
 	Proc audit.Proc

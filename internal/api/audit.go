@@ -134,6 +134,9 @@ func (s *Server) observe(ctx context.Context) (audit.Host, error) {
 		}
 		h.Guard = g
 	}
+	if h.Docker, err = audit.Containers(ctx, s.DockerSocket); err != nil {
+		h.Problems = append(h.Problems, "Docker: "+err.Error())
+	}
 	if u, err := s.Updates.Read(ctx); err != nil {
 		h.Problems = append(h.Problems, "the updates: "+err.Error())
 	} else {

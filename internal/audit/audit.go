@@ -61,6 +61,8 @@ type Host struct {
 	Certificates []certs.Status
 	// Guard is the brute-force guard; nil when no daemon runs.
 	Guard *Guard
+	// Docker are the Docker Engine's containers; nil when no Docker runs.
+	Docker []Container
 	// Updates is how unattended updates are set up; nil when apt could
 	// not be read.
 	Updates *updates.Status

@@ -24,6 +24,11 @@ func buildChecks() []check {
 	out := []check{
 		{id: "listen.exposed", severity: High, applies: hasListeners, run: exposedListeners},
 		{id: "listen.wildcard", severity: Low, applies: hasListeners, run: wildcardListeners},
+		{id: "docker.published", severity: High, applies: hasDocker, run: dockerPublished},
+		{id: "docker.privileged", severity: High, applies: hasDocker, run: dockerFlag("privileged")},
+		{id: "docker.socket", severity: High, applies: hasDocker, run: dockerFlag("socket")},
+		{id: "docker.host-network", severity: Medium, applies: hasDocker, run: dockerFlag("host-network")},
+		{id: "docker.root", severity: Low, applies: hasDocker, run: dockerFlag("root")},
 		{id: "firewall.off", severity: High, applies: hasFirewall, run: firewallOff},
 		{id: "firewall.trial", severity: Medium, applies: hasFirewall, run: firewallTrial},
 		{id: "firewall.drift", severity: High, applies: hasFirewall, run: firewallDrift},
@@ -44,6 +49,64 @@ func hasFirewall(h Host) bool  { return h.Firewall != nil }
 func hasCerts(h Host) bool     { return h.Certificates != nil }
 func hasGuard(h Host) bool     { return h.Guard != nil }
 func hasUpdates(h Host) bool   { return h.Updates != nil }
+func hasDocker(h Host) bool    { return h.Docker != nil }
+
+// dockerPublished: a container's port published on every address (or a
+// public one), which the internet reaches unless moat's firewall holds
+// it back; with Docker's userland proxy off no socket listens for it, so
+// only Docker tells.
+func dockerPublished(h Host) []Finding {
+	var out []Finding
+	for _, c := range h.Docker {
+		for _, p := range c.Published {
+			if p.Scope != Wildcard && p.Scope != Public {
+				continue
+			}
+			port := fmt.Sprintf("%d/%s", p.Host.Port(), p.Proto)
+			fix := fmt.Sprintf("publish it on loopback only (ports: [\"127.0.0.1:%d:%d\"] in compose.yaml), or, for the app behind moat, limit it: moat app set APP --port %s=internal", p.Host.Port(), p.ContainerPort, port)
+			f := Finding{Subject: c.Name + " " + p.Host.String() + "/" + p.Proto, Fix: fix}
+			if h.Firewall.Reaches(p.Host.Port(), p.Proto) {
+				f.Finding = fmt.Sprintf("port %s is published by container %s on %s and reachable from the internet", port, c.Name, p.Host.Addr())
+				f.Why = "Docker publishes around other firewalls; every address on the internet is scanned within minutes"
+			} else {
+				f.Severity = Low
+				f.Finding = fmt.Sprintf("port %s is published by container %s on every address: moat's firewall blocks it today", port, c.Name)
+				f.Why = "one firewall rule too many and it is open; published on loopback it never is"
+			}
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// dockerFlag is one of the ways a container holds the host.
+func dockerFlag(what string) func(Host) []Finding {
+	return func(h Host) []Finding {
+		var out []Finding
+		for _, c := range h.Docker {
+			var f Finding
+			switch {
+			case what == "privileged" && c.Privileged:
+				f = Finding{Finding: "container " + c.Name + " runs --privileged", Why: "a privileged container has every device and capability of the host: whoever gets into it owns the server",
+					Fix: "remove privileged: true (--privileged) and grant only the capability it needs (cap_add)"}
+			case what == "socket" && c.DockerSocket:
+				f = Finding{Finding: "container " + c.Name + " has the Docker socket mounted", Why: "with Docker's socket a container starts containers as it likes, a privileged one with the host's disk in it too: root on the server",
+					Fix: "remove the /var/run/docker.sock volume, or give it a socket proxy that allows only what it needs"}
+			case what == "host-network" && c.HostNetwork:
+				f = Finding{Finding: "container " + c.Name + " uses the host's network (network_mode: host)", Why: "every port it opens is the host's, on every address, and it sees the host's traffic",
+					Fix: "use a bridge network and publish only the ports it needs, on 127.0.0.1"}
+			case what == "root" && c.Root && c.State == "running":
+				f = Finding{Finding: "container " + c.Name + " runs as root", Why: "a hole in the app is root in the container, one kernel bug away from root on the host",
+					Fix: "run it as a user (user: \"1000:1000\" in compose.yaml), if its image allows"}
+			default:
+				continue
+			}
+			f.Subject = c.Name
+			out = append(out, f)
+		}
+		return out
+	}
+}
 
 func updatesOff(h Host) []Finding {
 	u := h.Updates
@@ -139,7 +202,7 @@ func open(l Listener) bool { return l.Scope == Wildcard || l.Scope == Public }
 func exposedListeners(h Host) []Finding {
 	var out []Finding
 	for _, l := range h.Listeners {
-		if !open(l) || h.Own[l.Port()] != "" || !h.Firewall.Reaches(l.Addr.Port(), l.Proto) {
+		if !open(l) || h.Own[l.Port()] != "" || byDocker(h, l) || !h.Firewall.Reaches(l.Addr.Port(), l.Proto) {
 			continue
 		}
 		how := "moat's firewall is not in force"
@@ -159,7 +222,7 @@ func exposedListeners(h Host) []Finding {
 func wildcardListeners(h Host) []Finding {
 	var out []Finding
 	for _, l := range h.Listeners {
-		if !open(l) || h.Own[l.Port()] != "" || h.Firewall.Reaches(l.Addr.Port(), l.Proto) {
+		if !open(l) || h.Own[l.Port()] != "" || byDocker(h, l) || h.Firewall.Reaches(l.Addr.Port(), l.Proto) {
 			continue
 		}
 		out = append(out, Finding{Subject: l.Addr.String() + "/" + l.Proto,
@@ -168,6 +231,14 @@ func wildcardListeners(h Host) []Finding {
 			Fix:     bindFix(l)})
 	}
 	return out
+}
+
+// byDocker: the listener is Docker's (its userland proxy's, or the one
+// dockerd holds to reserve a port it publishes through nat rules alone),
+// and Docker answers, so the docker check judges the port with its
+// container's name.
+func byDocker(h Host, l Listener) bool {
+	return h.Docker != nil && (l.Process == "docker-proxy" || l.Process == "dockerd")
 }
 
 // bindFix is how to make a service listen on loopback only, for the
