@@ -262,6 +262,9 @@ func bindFix(l Listener) string {
 	case p == "docker-proxy":
 		return "publish the container's port on loopback only (127.0.0.1:" + fmt.Sprint(l.Addr.Port()) + ":PORT in compose.yaml)"
 	}
+	if l.Process == "" {
+		return fmt.Sprintf("find what holds it (ss -lnp 'sport = :%d'), then configure it to listen on %s only", l.Addr.Port(), lo)
+	}
 	return "configure " + l.Who() + " to listen on " + lo + " only (the app behind moat needs no other address)"
 }
 

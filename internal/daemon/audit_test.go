@@ -111,6 +111,18 @@ func TestAudit(t *testing.T) {
 	if after := run(); find(after, "firewall.drift") != nil || after.Score != first.Score {
 		t.Errorf("after moat audit fix: %+v", after)
 	}
+	// The table deleted by hand: not in the kernel, and fixed by moat.
+	host.Run(t, "nft", "delete", "table", "inet", firewall.Table)
+	gone := run()
+	if f := find(gone, "firewall.off"); f == nil || !f.Fixable || !strings.Contains(f.Fix, "moat audit fix firewall.off") || find(gone, "firewall.drift") != nil {
+		t.Errorf("with the table deleted by hand: %+v", gone.Findings)
+	}
+	if err := e.client.Do(ctx, "POST", "/v1/audit/fix/firewall.off", api.ApplyRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if back := run(); find(back, "firewall.off") != nil || back.Score != first.Score {
+		t.Errorf("after moat audit fix firewall.off: %+v", back.Findings)
+	}
 	if err := e.client.Do(ctx, "POST", "/v1/audit/fix/ssh.passwordauthentication", api.ApplyRequest{}, nil); err == nil || !strings.Contains(err.Error(), "is not a finding moat fixes itself") {
 		t.Errorf("a fix moat does not make: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,34 @@ func TestSSHHardenThroughMoat(t *testing.T) {
 	if err := e.client.Do(ctx, "GET", "/v1/ssh/audit", nil, &audit); err != nil || len(audit.Findings) == 0 {
 		t.Fatalf("audit before: %+v, %v", audit, err)
 	}
+	// The host's audit says the same, with the fix: moat ssh harden.
+	hostAudit := func() (failed, passed []string) {
+		t.Helper()
+		var rep struct {
+			Findings []struct{ Check, Fix string }
+			Passed   []string
+		}
+		if err := e.client.Do(ctx, "GET", "/v1/audit", nil, &rep); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range rep.Findings {
+			if strings.HasPrefix(f.Check, "ssh.") {
+				failed = append(failed, f.Check)
+				if !strings.Contains(f.Fix, "moat ssh harden") {
+					t.Errorf("%s's fix: %s", f.Check, f.Fix)
+				}
+			}
+		}
+		for _, c := range rep.Passed {
+			if strings.HasPrefix(c, "ssh.") {
+				passed = append(passed, c)
+			}
+		}
+		return failed, passed
+	}
+	if failed, _ := hostAudit(); !slices.Contains(failed, "ssh.passwordauthentication") {
+		t.Errorf("the host's audit before hardening: %v", failed)
+	}
 
 	// No confirmation: the previous settings come back.
 	if err := harden(); err != nil {
@@ -171,6 +200,9 @@ func TestSSHHardenThroughMoat(t *testing.T) {
 	}
 	if len(audit.Findings) != 0 || audit.Pending {
 		t.Errorf("audit after the confirmation: %+v", audit)
+	}
+	if failed, passed := hostAudit(); len(failed) != 0 || len(passed) != len(sshd.Recommended) {
+		t.Errorf("the host's audit after hardening: failed %v, passed %v", failed, passed)
 	}
 	// With passwords off, the last key is the last way in.
 	err = e.client.Do(ctx, "DELETE", "/v1/ssh/keys?confirm=true&key=laptop", nil, nil)
