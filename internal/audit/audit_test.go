@@ -76,6 +76,8 @@ func TestChecks(t *testing.T) {
 		{"no security origin", Host{Updates: &updates.Status{Installed: true, Periodic: true}}, "updates.off", []string{"no security archive"}},
 		{"a reboot pending", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true, RebootRequired: true, RebootPackages: []string{"linux-image-6.1.0-28-amd64"}}},
 			"reboot.required", []string{"linux-image-6.1.0-28-amd64 asked for it", "moat host reboot"}},
+		{"an old kernel running", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true, KernelRunning: "6.1.0-9-amd64", KernelInstalled: "6.1.0-28-amd64"}},
+			"reboot.kernel", []string{"kernel 6.1.0-9-amd64 runs, but 6.1.0-28-amd64 is installed"}},
 		{"updates set up", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true}}, "", nil},
 		{"X11", Host{Own: own, SSH: loose("X11Forwarding", "yes", "no", "")}, "ssh.x11forwarding", []string{"X11Forwarding yes"}},
 	} {

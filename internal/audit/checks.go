@@ -37,6 +37,7 @@ func buildChecks() []check {
 		{id: "guard.off", severity: Medium, applies: hasGuard, run: guardOff},
 		{id: "updates.off", severity: Medium, applies: hasUpdates, run: updatesOff},
 		{id: "reboot.required", severity: Medium, applies: hasUpdates, run: rebootRequired},
+		{id: "reboot.kernel", severity: Medium, applies: hasUpdates, run: kernelOld},
 	}
 	for _, s := range sshd.Recommended {
 		out = append(out, sshCheck(s))
@@ -137,6 +138,15 @@ func rebootRequired(h Host) []Finding {
 	}
 	return []Finding{{Finding: "a reboot is pending: " + what + " asked for it, and the fix is not in force until then",
 		Why: "a patched kernel or library does not protect a running server until it restarts", Fix: fix}}
+}
+
+func kernelOld(h Host) []Finding {
+	u := h.Updates
+	if u.KernelRunning == "" || u.KernelInstalled == "" || u.KernelRunning == u.KernelInstalled || u.RebootRequired {
+		return nil // nothing known, the newest runs, or reboot.required says it already
+	}
+	return []Finding{{Finding: "kernel " + u.KernelRunning + " runs, but " + u.KernelInstalled + " is installed",
+		Why: "the fixes of the newer kernel do not protect the server until it boots it", Fix: "reboot in a quiet hour: moat host reboot"}}
 }
 
 // ExpiryWarning is how long before its end a certificate is a finding.

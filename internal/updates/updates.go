@@ -221,6 +221,10 @@ type Status struct {
 	// LastInstalled what it installed then.
 	LastRun       time.Time `json:"last_run,omitzero"`
 	LastInstalled []string  `json:"last_installed,omitempty"`
+	// KernelRunning is the kernel that runs (uname -r), KernelInstalled
+	// the newest in /boot or /lib/modules; they differ until a reboot.
+	KernelRunning   string `json:"kernel_running,omitempty"`
+	KernelInstalled string `json:"kernel_installed,omitempty"`
 }
 
 // Read reads the status: apt's configuration through apt-config dump (the
@@ -249,7 +253,62 @@ func (h Host) Read(ctx context.Context) (Status, error) {
 		s.RebootPackages = strings.Fields(string(b))
 	}
 	s.LastRun, s.LastInstalled = lastRun(h.path("var/log/unattended-upgrades/unattended-upgrades.log"))
+	s.KernelRunning, s.KernelInstalled = h.kernels()
 	return s, nil
+}
+
+// kernels are the running kernel's release and the newest installed one
+// (empty when none is found: a container's host has them).
+func (h Host) kernels() (running, newest string) {
+	b, _ := os.ReadFile(h.path("proc/sys/kernel/osrelease"))
+	running = strings.TrimSpace(string(b))
+	var found []string
+	if vs, _ := filepath.Glob(h.path("boot/vmlinuz-*")); len(vs) > 0 {
+		for _, v := range vs {
+			found = append(found, strings.TrimPrefix(filepath.Base(v), "vmlinuz-"))
+		}
+	} else if ms, _ := os.ReadDir(h.path("lib/modules")); len(ms) > 0 {
+		for _, m := range ms {
+			found = append(found, m.Name())
+		}
+	}
+	slices.SortFunc(found, compareVersions)
+	if len(found) > 0 {
+		newest = found[len(found)-1]
+	}
+	return running, newest
+}
+
+// compareVersions orders kernel releases like 6.1.0-28-amd64: the runs
+// of digits as numbers, the rest as text.
+func compareVersions(a, b string) int {
+	for a != "" && b != "" {
+		da, ra := leadingDigits(a)
+		db, rb := leadingDigits(b)
+		if da != "" && db != "" {
+			if len(da) != len(db) {
+				return len(da) - len(db)
+			}
+			if c := strings.Compare(da, db); c != 0 {
+				return c
+			}
+			a, b = ra, rb
+			continue
+		}
+		if a[0] != b[0] {
+			return int(a[0]) - int(b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) - len(b)
+}
+
+func leadingDigits(s string) (digits, rest string) {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return strings.TrimLeft(s[:i], "0"), s[i:]
 }
 
 // dump runs apt-config dump under the root: APT_CONFIG names a file that

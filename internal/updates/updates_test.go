@@ -126,3 +126,17 @@ func TestEnableRefuses(t *testing.T) {
 		t.Errorf("a refused enable wrote files: %v", es)
 	}
 }
+
+func TestKernels(t *testing.T) {
+	h := root(t, true)
+	os.MkdirAll(filepath.Join(h.Root, "proc/sys/kernel"), 0o755)
+	os.WriteFile(filepath.Join(h.Root, "proc/sys/kernel/osrelease"), []byte("6.1.0-9-amd64\n"), 0o644)
+	os.MkdirAll(filepath.Join(h.Root, "boot"), 0o755)
+	for _, v := range []string{"6.1.0-9-amd64", "6.1.0-28-amd64", "6.1.0-10-amd64"} {
+		os.WriteFile(filepath.Join(h.Root, "boot", "vmlinuz-"+v), nil, 0o644)
+	}
+	s, err := h.Read(context.Background())
+	if err != nil || s.KernelRunning != "6.1.0-9-amd64" || s.KernelInstalled != "6.1.0-28-amd64" {
+		t.Errorf("kernels: %q, %q, %v", s.KernelRunning, s.KernelInstalled, err)
+	}
+}
