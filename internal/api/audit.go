@@ -114,8 +114,11 @@ func (s *Server) observe(ctx context.Context) (audit.Host, error) {
 		} else {
 			h.SSH = &found
 		}
-		if eff, err := sh.Effective(ctx, "root"); err == nil && len(eff.Values("port")) > 0 {
-			sshPorts = eff.Values("port")
+		if eff, err := sh.Effective(ctx, "root"); err == nil {
+			h.SSHD = eff
+			if len(eff.Values("port")) > 0 {
+				sshPorts = eff.Values("port")
+			}
 		}
 	}
 	for _, p := range sshPorts {

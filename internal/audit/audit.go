@@ -22,9 +22,12 @@ const (
 	High   Severity = "high"
 	Medium Severity = "medium"
 	Low    Severity = "low"
+	// Info is a hardening step that most guides, Lynis's among them,
+	// suggest, with little risk behind it.
+	Info Severity = "info"
 )
 
-var weights = map[Severity]int{High: 20, Medium: 8, Low: 3}
+var weights = map[Severity]int{High: 20, Medium: 8, Low: 3, Info: 1}
 
 // Finding is one thing wrong: which check found it, about what, in
 // plain words, why it matters, and the fix.
@@ -54,6 +57,9 @@ type Host struct {
 	// SSH is what sshd's audit found against moat ssh harden's settings
 	// (sshd.Manager.Audit); nil when moat does not manage sshd.
 	SSH *[]sshd.Finding
+	// SSHD is sshd's effective configuration for root (sshd -T),
+	// for the settings moat ssh harden leaves alone; nil when unknown.
+	SSHD map[string][]string
 	// Firewall is moat's firewall as the kernel has it.
 	Firewall *Firewall
 	// Certificates are the domains' certificates; nil when no daemon
@@ -141,7 +147,7 @@ func Run(h Host, at time.Time) Report {
 			r.Findings = append(r.Findings, f)
 		}
 	}
-	order := map[Severity]int{High: 0, Medium: 1, Low: 2}
+	order := map[Severity]int{High: 0, Medium: 1, Low: 2, Info: 3}
 	slices.SortStableFunc(r.Findings, func(a, b Finding) int { return order[a.Severity] - order[b.Severity] })
 	r.Score = Score(r.Findings)
 	return r

@@ -78,7 +78,12 @@ func TestChecks(t *testing.T) {
 			"reboot.required", []string{"linux-image-6.1.0-28-amd64 asked for it", "moat host reboot"}},
 		{"an old kernel running", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true, KernelRunning: "6.1.0-9-amd64", KernelInstalled: "6.1.0-28-amd64"}},
 			"reboot.kernel", []string{"kernel 6.1.0-9-amd64 runs, but 6.1.0-28-amd64 is installed"}},
+		{"security updates pending", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true, SecurityPending: []string{"libc6 2.36-9+deb12u7 → 2.36-9+deb12u8"}}},
+			"updates.pending", []string{"1 security updates are not installed: libc6", "apt-get upgrade"}},
 		{"updates set up", Host{Updates: &updates.Status{Installed: true, Periodic: true, Security: true}}, "", nil},
+		{"sshd's defaults beyond moat ssh harden", Host{SSHD: map[string][]string{"allowtcpforwarding": {"yes"}, "loglevel": {"VERBOSE"}, "maxsessions": {"2"}}},
+			"ssh.extra", []string{"sshd has AllowTcpForwarding yes; no is stricter", "10-local.conf"}},
+		{"sshd stricter than Lynis asks", Host{SSHD: map[string][]string{"allowtcpforwarding": {"no"}, "loglevel": {"VERBOSE"}, "maxsessions": {"1"}, "port": {"2222"}}}, "", nil},
 		{"X11", Host{Own: own, SSH: loose("X11Forwarding", "yes", "no", "")}, "ssh.x11forwarding", []string{"X11Forwarding yes"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

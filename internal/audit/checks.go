@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,9 +39,68 @@ func buildChecks() []check {
 		{id: "updates.off", severity: Medium, applies: hasUpdates, run: updatesOff},
 		{id: "reboot.required", severity: Medium, applies: hasUpdates, run: rebootRequired},
 		{id: "reboot.kernel", severity: Medium, applies: hasUpdates, run: kernelOld},
+		{id: "updates.pending", severity: High, applies: hasUpdates, run: securityPending},
 	}
 	for _, s := range sshd.Recommended {
 		out = append(out, sshCheck(s))
+	}
+	return append(out, check{id: "ssh.extra", severity: Info, applies: func(h Host) bool { return h.SSHD != nil }, run: sshExtra})
+}
+
+// sshStep is a hardening of sshd that moat ssh harden leaves to the
+// owner, since it can take away what a server is used for (a tunnel to
+// its database, agent forwarding to a git host): Lynis's SSH-7408 list.
+type sshStep struct {
+	keyword, want string
+	ok            func(have string) bool
+	why           string
+}
+
+func atMost(n int) func(string) bool {
+	return func(have string) bool {
+		v, err := strconv.Atoi(have)
+		return err == nil && v <= n
+	}
+}
+
+func is(want string) func(string) bool { return func(have string) bool { return have == want } }
+
+var sshSteps = []sshStep{
+	{"AllowTcpForwarding", "no", is("no"), "a login can tunnel to any port the server reaches, a database on loopback included; keep it if that is how you reach yours"},
+	{"AllowAgentForwarding", "no", is("no"), "root on the server can use a forwarded agent's keys while you are logged in"},
+	{"ClientAliveCountMax", "2", atMost(2), "a client that has gone keeps its session longer"},
+	{"Compression", "no", is("no"), "compression before authentication has had holes; links are fast"},
+	{"GatewayPorts", "no", is("no"), "a forwarded port would listen on every address, not loopback"},
+	{"IgnoreRhosts", "yes", is("yes"), ".rhosts files would let hosts in without keys"},
+	{"LogLevel", "VERBOSE", is("verbose"), "VERBOSE logs each login's key fingerprint: you can tell which key was used"},
+	{"MaxSessions", "2", atMost(2), "fewer sessions per connection for a stolen one to open"},
+	{"PermitTunnel", "no", is("no"), "tun devices let a login route whole networks through the server"},
+	{"PermitUserEnvironment", "no", is("no"), "a user's environment file can change what sshd runs for them"},
+	{"Port", "another port than 22", func(have string) bool { return have != "22" }, "the bots try port 22 all day; elsewhere the log is quieter (the guard bans them either way)"},
+	{"PrintLastLog", "yes", is("yes"), "the last login shown at each login is how you notice one that was not yours"},
+	{"StrictModes", "yes", is("yes"), "sshd then refuses key files that others may write"},
+	{"TCPKeepAlive", "no", is("no"), "its keepalives can be spoofed; ClientAliveInterval's go through the encrypted channel"},
+	{"UseDNS", "no", is("no"), "a reverse lookup per login slows it and logs names an attacker controls"},
+}
+
+// sshExtra: the steps of sshSteps that sshd's effective configuration
+// does not take.
+func sshExtra(h Host) []Finding {
+	var out []Finding
+	for _, st := range sshSteps {
+		key := strings.ToLower(st.keyword)
+		have := ""
+		if v := h.SSHD[key]; len(v) > 0 {
+			have = v[0]
+		}
+		if have == "" || st.ok(strings.ToLower(have)) {
+			continue
+		}
+		fix := fmt.Sprintf("put %s %s in a drop-in of your own (/etc/ssh/sshd_config.d/10-local.conf), then reload sshd (systemctl reload ssh)", st.keyword, st.want)
+		if st.keyword == "Port" {
+			fix = "moat ssh harden --port 2222 (the firewall opens the new port first, and the old one stays until you confirm)"
+		}
+		out = append(out, Finding{Subject: st.keyword, Finding: fmt.Sprintf("sshd has %s %s; %s is stricter", st.keyword, have, st.want), Why: st.why, Fix: fix})
 	}
 	return out
 }
@@ -138,6 +198,28 @@ func rebootRequired(h Host) []Finding {
 	}
 	return []Finding{{Finding: "a reboot is pending: " + what + " asked for it, and the fix is not in force until then",
 		Why: "a patched kernel or library does not protect a running server until it restarts", Fix: fix}}
+}
+
+func securityPending(h Host) []Finding {
+	p := h.Updates.SecurityPending
+	if len(p) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(p))
+	for _, x := range p {
+		name, _, _ := strings.Cut(x, " ")
+		names = append(names, name)
+	}
+	list := strings.Join(names, ", ")
+	if len(names) > 8 {
+		list = strings.Join(names[:8], ", ") + fmt.Sprintf(" and %d more", len(names)-8)
+	}
+	fix := "apt-get update && apt-get upgrade; then moat updates enable, so that they come by themselves"
+	if h.Updates.Periodic {
+		fix = "apt-get update && apt-get upgrade now; unattended-upgrades installs them at its next daily run"
+	}
+	return []Finding{{Finding: fmt.Sprintf("%d security updates are not installed: %s", len(names), list),
+		Why: "each is a hole that is public now, with the fix a command away", Fix: fix}}
 }
 
 func kernelOld(h Host) []Finding {

@@ -225,6 +225,9 @@ type Status struct {
 	// the newest in /boot or /lib/modules; they differ until a reboot.
 	KernelRunning   string `json:"kernel_running,omitempty"`
 	KernelInstalled string `json:"kernel_installed,omitempty"`
+	// SecurityPending are the security updates not installed yet, as
+	// "name installed → newer" (SecurityPending's).
+	SecurityPending []string `json:"security_pending,omitempty"`
 }
 
 // Read reads the status: apt's configuration through apt-config dump (the
@@ -254,6 +257,11 @@ func (h Host) Read(ctx context.Context) (Status, error) {
 	}
 	s.LastRun, s.LastInstalled = lastRun(h.path("var/log/unattended-upgrades/unattended-upgrades.log"))
 	s.KernelRunning, s.KernelInstalled = h.kernels()
+	if _, err := os.Stat(h.path("var/lib/dpkg/status")); err == nil {
+		if s.SecurityPending, err = h.SecurityPending(ctx); err != nil {
+			return s, err
+		}
+	}
 	return s, nil
 }
 
