@@ -7,7 +7,7 @@ need_apt=()
 # swaks is the mail tests' real SMTP client; it needs Net::SSLeay for STARTTLS.
 # chromium is the dashboard tests' headless browser (one per package run).
 # restic is what moat's backups drive.
-for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks" "chromium:chromium" "restic:restic"; do
+for pair in "curl:curl" "ca-certificates:/etc/ssl/certs/ca-certificates.crt" "iproute2:ip" "nftables:/usr/sbin/nft" "iptables:/usr/sbin/iptables-legacy" "swaks:swaks" "chromium:chromium" "restic:restic" "lynis:lynis"; do
   pkg=${pair%%:*} probe=${pair#*:}
   if [[ $probe == /* ]]; then [[ -e $probe ]] || need_apt+=("$pkg"); else command -v "$probe" >/dev/null || need_apt+=("$pkg"); fi
 done
