@@ -58,6 +58,13 @@ func printReport(w io.Writer, rep audit.Report) {
 	}
 }
 
+func orAnyone(from []string) string {
+	if len(from) == 0 {
+		return "anyone"
+	}
+	return strings.Join(from, ", ")
+}
+
 func newAuditFix(g *globals) *cobra.Command {
 	var req api.ApplyRequest
 	var sshdConfig string
@@ -71,6 +78,34 @@ as moat firewall apply: every SSH session open now must survive, and with
 		Example: "  moat audit fix firewall.drift\n  moat audit fix firewall.off --confirm-within 60s",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The plan first: what is wrong, and what the fix puts back.
+			var rep audit.Report
+			if err := g.call(cmd, "GET", "/v1/audit", nil, &rep); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			found := false
+			for _, f := range rep.Findings {
+				if f.Check == args[0] {
+					found = true
+					fmt.Fprintf(w, "Found: %s\n", f.Finding)
+				}
+			}
+			if !found {
+				fmt.Fprintf(w, "The audit finds nothing for %s now; the fix is made anyway.\n", args[0])
+			}
+			if strings.HasPrefix(args[0], "firewall.") {
+				var fw api.FirewallStatus
+				if err := g.call(cmd, "GET", "/v1/firewall", nil, &fw); err == nil {
+					fmt.Fprintln(w, "The fix puts moat's stored rules in force, and only them:")
+					for _, r := range fw.Rules {
+						fmt.Fprintf(w, "  allow %s from %s\n", r.Port, orAnyone(r.From))
+					}
+					for _, r := range fw.AppPorts {
+						fmt.Fprintf(w, "  allow %s (app %s)\n", r.Rule, r.App)
+					}
+				}
+			}
 			return firewallPost(g, cmd, "/v1/audit/fix/"+args[0], req, sshdConfig)
 		},
 	}

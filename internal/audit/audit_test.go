@@ -2,6 +2,7 @@ package audit
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,21 @@ func TestScoreAndRegressions(t *testing.T) {
 		{"fd7a::1", Private}, {"fe80::1", Private}, {"8.8.8.8", Public}, {"2a01:4f8::1", Public}, {"::ffff:127.0.0.1", Loopback}} {
 		if got := ScopeOf(netip.MustParseAddr(tc.addr)); got != tc.scope {
 			t.Errorf("ScopeOf(%s) = %s, want %s", tc.addr, got, tc.scope)
+		}
+	}
+}
+
+// TestSSHChecks: each of moat ssh harden's settings is a check of its
+// own, failing on what sshd's audit found and passing without it.
+func TestSSHChecks(t *testing.T) {
+	for _, s := range sshd.Recommended {
+		id := "ssh." + strings.ToLower(s.Keyword)
+		r := Run(Host{SSH: loose(s.Keyword, "loose", s.Value, "")}, testNow)
+		if len(r.Findings) != 1 || r.Findings[0].Check != id || !strings.Contains(r.Findings[0].Finding, s.Keyword+" loose") {
+			t.Errorf("%s: %+v", id, r.Findings)
+		}
+		if r := Run(Host{SSH: hardened}, testNow); !slices.Contains(r.Passed, id) {
+			t.Errorf("%s does not pass on a hardened sshd: %+v", id, r)
 		}
 	}
 }
