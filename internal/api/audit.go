@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -156,7 +157,13 @@ func (s *Server) observe(ctx context.Context) (audit.Host, error) {
 		} else if f.Rules, err = st.FirewallRules(); err != nil {
 			h.Problems = append(h.Problems, "the firewall's rules: "+err.Error())
 		}
-		if f.Drift, _, err = fw.Drift(ctx); err != nil {
+		var bans []netip.Prefix
+		if s.Runtime != nil && s.Runtime.Guard() != nil {
+			for _, b := range s.Runtime.Guard().List() {
+				bans = append(bans, b.Prefix)
+			}
+		}
+		if f.Drift, _, err = fw.Drift(ctx, bans); err != nil {
 			h.Problems = append(h.Problems, "the firewall's drift: "+err.Error())
 		}
 		h.Firewall = f

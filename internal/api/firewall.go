@@ -32,7 +32,7 @@ type Firewall interface {
 	Pending() (deadline time.Time, pending bool)
 	InForce() ([]firewall.Rule, bool)
 	// Drift is how the kernel's table differs from what was applied.
-	Drift(ctx context.Context) ([]string, bool, error)
+	Drift(ctx context.Context, bans []netip.Prefix) ([]string, bool, error)
 }
 
 // FirewallStatus is the firewall as GET /v1/firewall reports it.

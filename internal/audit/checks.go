@@ -386,7 +386,7 @@ func firewallDrift(h Host) []Finding {
 	}
 	return []Finding{{Finding: "moat's table in the kernel is not what moat applied: " + strings.Join(f.Drift, "; "),
 		Why: "a rule added by hand (or by another tool) may open what moat closed, and goes away at moat's next apply anyway",
-		Fix: "moat audit fix firewall.drift (puts moat's rules back; add what you need as a moat rule)", Fixable: true}}
+		Fix: "moat audit fix firewall.drift (puts moat's rules back; add what you need as a moat rule); an address in the ban set that is not the guard's goes with moat guard unban ADDRESS", Fixable: true}}
 }
 
 // sshCheck is one of moat ssh harden's settings, judged by what sshd's

@@ -416,34 +416,48 @@ func TestConfirmWindowEdges(t *testing.T) {
 func TestDrift(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
-	if _, known, _ := l.m.Drift(ctx); known {
+	known := []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")} // the guard's bans
+	if _, ok, _ := l.m.Drift(ctx, known); ok {
 		t.Error("drift is known before anything was applied")
 	}
 	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
 		t.Fatal(err)
 	}
-	if d, known, err := l.m.Drift(ctx); err != nil || !known || len(d) != 0 {
-		t.Fatalf("drift right after the apply: %v %v %v", d, known, err)
+	if d, ok, err := l.m.Drift(ctx, known); err != nil || !ok || len(d) != 0 {
+		t.Fatalf("drift right after the apply: %v %v %v", d, ok, err)
 	}
 	if err := l.m.Ban(ctx, netip.MustParsePrefix("192.0.2.7/32"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if d, _, _ := l.m.Drift(ctx); len(d) != 0 {
+	if d, _, _ := l.m.Drift(ctx, known); len(d) != 0 {
 		t.Errorf("a ban is drift: %v", d)
 	}
 	l.host.Run(t, "nft", "insert", "rule", "inet", Table, "input", "tcp", "dport", "6666", "accept")
-	d, known, err := l.m.Drift(ctx)
-	if err != nil || !known || len(d) != 1 || d[0] != "added: tcp dport 6666 accept" {
-		t.Errorf("drift after a rule added by hand: %v %v %v", d, known, err)
+	d, ok, err := l.m.Drift(ctx, known)
+	if err != nil || !ok || len(d) != 1 || d[0] != "added: tcp dport 6666 accept" {
+		t.Errorf("drift after a rule added by hand: %v %v %v", d, ok, err)
+	}
+	// An element added to a ban set by hand, not the guard's.
+	l.host.Run(t, "nft", "add", "element", "inet", Table, "ban4", "{", "198.51.100.99", "}")
+	if d, _, _ := l.m.Drift(ctx, known); len(d) != 2 || !strings.Contains(d[1], "198.51.100.99/32 in the ban set") {
+		t.Errorf("drift after a ban set element added by hand: %v", d)
 	}
 	if err := l.m.Apply(ctx, mustRules(t, "22/tcp")); err != nil {
 		t.Fatal(err)
 	}
-	if d, _, _ := l.m.Drift(ctx); len(d) != 0 {
+	// Applying again puts the rules back; bans stay, as they do at every
+	// apply, and unbanning takes the stray element out.
+	if d, _, _ := l.m.Drift(ctx, known); len(d) != 1 || !strings.Contains(d[0], "198.51.100.99/32") {
 		t.Errorf("drift after applying again: %v", d)
 	}
+	if err := l.m.Unban(ctx, netip.MustParsePrefix("198.51.100.99/32")); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, _ := l.m.Drift(ctx, known); len(d) != 0 {
+		t.Errorf("drift after the unban: %v", d)
+	}
 	l.host.Run(t, "nft", "delete", "table", "inet", Table)
-	if d, _, _ := l.m.Drift(ctx); len(d) != 1 || !strings.Contains(d[0], "gone") {
+	if d, _, _ := l.m.Drift(ctx, known); len(d) != 1 || !strings.Contains(d[0], "gone") {
 		t.Errorf("drift with the table deleted: %v", d)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -117,10 +118,12 @@ func (m *Manager) apply(ctx context.Context, rules []Rule) error {
 }
 
 // Drift compares moat's table in the kernel with what this Manager last
-// applied, bans left out: the lines added (by hand, or another tool) and
-// removed since, as nft lists them. known is false when there is nothing
-// to compare with: the Manager applied nothing, or removed the table.
-func (m *Manager) Drift(ctx context.Context) (drift []string, known bool, err error) {
+// applied: the lines added (by hand, or another tool) and removed since,
+// as nft lists them, and the elements of the ban sets that are none of
+// bans (the guard's, which come and go by themselves). known is false
+// when there is nothing to compare with: the Manager applied nothing, or
+// removed the table.
+func (m *Manager) Drift(ctx context.Context, bans []netip.Prefix) (drift []string, known bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.applied == nil {
@@ -133,7 +136,17 @@ func (m *Manager) Drift(ctx context.Context) (drift []string, known bool, err er
 		}
 		return nil, false, fmt.Errorf("firewall: reading the table back: %w", err)
 	}
-	return lineDiff(m.applied, tableLines(out)), true, nil
+	drift = lineDiff(m.applied, tableLines(out))
+	inKernel, err := m.bans(ctx)
+	if err != nil {
+		return drift, true, err
+	}
+	for _, b := range inKernel {
+		if !slices.Contains(bans, b.Prefix) {
+			drift = append(drift, "added: "+b.Prefix.String()+" in the ban set, not one of the guard's bans")
+		}
+	}
+	return drift, true, nil
 }
 
 var counters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
