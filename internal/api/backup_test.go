@@ -21,6 +21,37 @@ import (
 	"moat/internal/testenv"
 )
 
+// backupLab is a store in a data dir with the repositories' password,
+// and a local repository made with it.
+func backupLab(t *testing.T) (st *store.SQLite, dataDir string, repo backup.Repo) {
+	t.Helper()
+	dataDir = t.TempDir()
+	st = openStore(t, dataDir)
+	if _, err := backup.NewPassword(PasswordPath(dataDir)); err != nil {
+		t.Fatal(err)
+	}
+	repo = backup.Repo{URL: filepath.Join(t.TempDir(), "restic"), PasswordFile: PasswordPath(dataDir)}
+	if err := repo.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return st, dataDir, repo
+}
+
+// setGitea stores a server with the repository and app gitea with its
+// data.
+func setGitea(t *testing.T, st store.Store, repo config.Repository, gitea config.App) {
+	t.Helper()
+	gitea.Name, gitea.Domains, gitea.Upstream = "gitea", []string{"git.example.com"}, "http://127.0.0.1:3000"
+	if _, err := st.Update(context.Background(), store.Actor{Who: "test"}, false, func(s *config.State) error {
+		s.Server = config.Server{Domain: "example.com"}
+		s.Backup = config.Backup{Repositories: []config.Repository{repo}}
+		s.Apps = []config.App{gitea}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestBackupProgressHookForget: a backup streamed as NDJSON tells
 // restic's progress (bytes, files, time left) before its outcome; the
 // app's pre-backup hook runs first and what it writes is in the
@@ -30,16 +61,7 @@ import (
 func TestBackupProgressHookForget(t *testing.T) {
 	testenv.NeedRestic(t)
 	ctx := context.Background()
-	dataDir := t.TempDir()
-	st := openStore(t, dataDir)
-	if _, err := backup.NewPassword(PasswordPath(dataDir)); err != nil {
-		t.Fatal(err)
-	}
-	repoURL := filepath.Join(t.TempDir(), "restic")
-	repo := backup.Repo{URL: repoURL, PasswordFile: PasswordPath(dataDir)}
-	if err := repo.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, dataDir, repo := backupLab(t)
 	data := filepath.Join(t.TempDir(), "srv", "gitea")
 	os.MkdirAll(data, 0o755)
 	for i := range 40 {
@@ -50,15 +72,7 @@ func TestBackupProgressHookForget(t *testing.T) {
 	dump := filepath.Join(data, "dump.sql")
 	set := func(hook string) {
 		t.Helper()
-		if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
-			s.Server = config.Server{Domain: "example.com"}
-			s.Backup = config.Backup{Repositories: []config.Repository{{Name: "local", URL: repoURL}}}
-			s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data},
-				Backup: config.AppBackup{Before: hook, Keep: config.Keep{Daily: 1}}}}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		setGitea(t, st, config.Repository{Name: "local", URL: repo.URL}, config.App{Data: []string{data}, Backup: config.AppBackup{Before: hook, Keep: config.Keep{Daily: 1}}})
 	}
 	set("echo 'CREATE TABLE repo;' > " + dump)
 	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
@@ -189,14 +203,7 @@ func TestBackupFullDisk(t *testing.T) {
 	b := make([]byte, 8<<20)
 	rand.Read(b)
 	os.WriteFile(filepath.Join(data, "blob"), b, 0o644)
-	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
-		s.Server = config.Server{Domain: "example.com"}
-		s.Backup = config.Backup{Repositories: []config.Repository{{Name: "usb", URL: repoURL}}}
-		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	setGitea(t, st, config.Repository{Name: "usb", URL: repoURL}, config.App{Data: []string{data}})
 	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
 	runs, err := srv.RunBackup(ctx, "gitea")
 	if err == nil || len(runs) != 1 {
@@ -245,14 +252,7 @@ func TestSFTPRepository(t *testing.T) {
 	os.MkdirAll(data, 0o755)
 	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o600)
 	want := testenv.TreeHash(t, data)
-	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
-		s.Server = config.Server{Domain: "example.com"}
-		s.Backup = config.Backup{Repositories: []config.Repository{{Name: "offsite", URL: url}}}
-		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	setGitea(t, st, config.Repository{Name: "offsite", URL: url}, config.App{Data: []string{data}})
 	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
 	c := Local(srv.Handler(), store.Actor{Who: "owner@example.com", From: "local"})
 
@@ -323,14 +323,7 @@ func TestS3Repository(t *testing.T) {
 	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o600)
 	os.WriteFile(filepath.Join(data, "repos", "HEAD"), []byte(strings.Repeat("ref ", 5000)), 0o644)
 	want := testenv.TreeHash(t, data)
-	if _, err := st.Update(ctx, store.Actor{Who: "test"}, false, func(s *config.State) error {
-		s.Server = config.Server{Domain: "example.com"}
-		s.Backup = config.Backup{Repositories: []config.Repository{{Name: "bucket", URL: s3.URL, Credentials: creds}}}
-		s.Apps = []config.App{{Name: "gitea", Domains: []string{"git.example.com"}, Upstream: "http://127.0.0.1:3000", Data: []string{data}}}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	setGitea(t, st, config.Repository{Name: "bucket", URL: s3.URL, Credentials: creds}, config.App{Data: []string{data}})
 	srv := &Server{Store: st, Log: slog.New(slog.DiscardHandler), DataDir: dataDir}
 	c := Local(srv.Handler(), store.Actor{Who: "owner@example.com", From: "local"})
 	var init BackupInit

@@ -24,15 +24,8 @@ import (
 func TestRemoveWithGrace(t *testing.T) {
 	testenv.NeedRestic(t)
 	ctx := context.Background()
-	dataDir := t.TempDir()
-	st := openStore(t, dataDir)
-	if _, err := backup.NewPassword(PasswordPath(dataDir)); err != nil {
-		t.Fatal(err)
-	}
-	repoURL := filepath.Join(t.TempDir(), "restic")
-	if err := (backup.Repo{URL: repoURL, PasswordFile: PasswordPath(dataDir)}).Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, dataDir, repo := backupLab(t)
+	repoURL := repo.URL
 	data := filepath.Join(t.TempDir(), "srv", "gitea")
 	os.MkdirAll(filepath.Join(data, "repos"), 0o755)
 	os.WriteFile(filepath.Join(data, "app.ini"), []byte("[server]\n"), 0o600)
@@ -105,7 +98,6 @@ func TestRemoveWithGrace(t *testing.T) {
 	if err := c.Do(ctx, "DELETE", "/v1/apps/gitea?confirm=gitea", nil, &res); err != nil {
 		t.Fatal(err)
 	}
-	repo := backup.Repo{URL: repoURL, PasswordFile: PasswordPath(dataDir)}
 	if snaps, _ := repo.Snapshots(ctx, "app:gitea"); len(snaps) != 1 {
 		t.Fatalf("grace snapshots before the end: %+v", snaps)
 	}

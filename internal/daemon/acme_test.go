@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"encoding/json"
 	"io/fs"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -19,7 +17,6 @@ import (
 
 	"moat/internal/certs"
 	"moat/internal/config"
-	"moat/internal/notify"
 	"moat/internal/store"
 )
 
@@ -94,16 +91,8 @@ func TestUnlistedDomainGetsNothing(t *testing.T) {
 func TestRenewalAndRenewalFailure(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, withValidity(30*time.Second))
-	alerts := make(chan notify.Alert, 16)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var a notify.Alert
-		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
-			alerts <- a
-		}
-	}))
-	defer hook.Close()
+	alerts := e.webhookAlerts()
 	e.dns.Set(e.host("app"), loopback)
-	e.change(func(s *config.State) { s.Server.Notify.Webhook = hook.URL })
 	e.addApp("app", e.host("app"))
 	first := e.waitCert(e.host("app"), 30*time.Second, isValid)
 	c := e.httpsClient(e.pebble.Roots())

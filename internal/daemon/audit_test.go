@@ -2,9 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -16,7 +13,6 @@ import (
 	"moat/internal/audit"
 	"moat/internal/config"
 	"moat/internal/firewall"
-	"moat/internal/notify"
 	"moat/internal/testenv"
 )
 
@@ -29,27 +25,13 @@ func TestAudit(t *testing.T) {
 		t.Skip("daemon: this test needs nft (Debian package nftables); make test installs it")
 	}
 	host := testenv.NewNetns(t)
-	// A process in the namespace, whose /proc/PID/net is the namespace's.
-	sleeper := exec.Command("ip", "netns", "exec", host.Name, "sleep", "600")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	redis := host.Listen(t, "tcp4", "0.0.0.0:6379")
 	defer redis.Close()
 
 	nft := firewall.NFT{Netns: host.Name}
 	ctx := context.Background()
-	alerts := make(chan notify.Alert, 16)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var a notify.Alert
-		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
-			alerts <- a
-		}
-	}))
-	defer hook.Close()
-	e := startEnv(t, withFirewall(firewall.NewManager(nft)), withProc(audit.Proc{NetPID: strconv.Itoa(sleeper.Process.Pid)}), withAuditEvery(200*time.Millisecond))
-	e.change(func(s *config.State) { s.Server.Notify.Webhook = hook.URL })
+	e := startEnv(t, withFirewall(firewall.NewManager(nft)), withProc(audit.Proc{NetPID: strconv.Itoa(host.Process(t))}), withAuditEvery(200*time.Millisecond))
+	alerts := e.webhookAlerts()
 	for _, port := range []string{"22/tcp", "443/tcp"} {
 		if err := e.client.Do(ctx, "POST", "/v1/firewall/rules", config.FirewallRule{Port: port}, nil); err != nil {
 			t.Fatal(err)
@@ -90,19 +72,8 @@ func TestAudit(t *testing.T) {
 	if f == nil || !strings.Contains(f.Finding, "added: tcp dport 6379 accept") || !f.Fixable || drifted.Score >= first.Score {
 		t.Fatalf("after a rule added by hand: %+v (score %d, was %d)", f, drifted.Score, first.Score)
 	}
-	for deadline := time.After(10 * time.Second); ; {
-		select {
-		case a := <-alerts:
-			if a.Kind != "audit.regression" {
-				continue
-			}
-			if !strings.Contains(a.Message, "tcp dport 6379 accept") || !strings.Contains(a.Message, "moat audit fix firewall.drift") {
-				t.Errorf("the regression alert: %s", a.Message)
-			}
-		case <-deadline:
-			t.Fatal("no alert for the regression")
-		}
-		break
+	if a := waitAlert(t, alerts, "audit.regression", 10*time.Second); !strings.Contains(a.Message, "tcp dport 6379 accept") || !strings.Contains(a.Message, "moat audit fix firewall.drift") {
+		t.Errorf("the regression alert: %s", a.Message)
 	}
 
 	if err := e.client.Do(ctx, "POST", "/v1/audit/fix/firewall.drift", api.ApplyRequest{}, nil); err != nil {

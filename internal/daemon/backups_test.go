@@ -2,10 +2,8 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"moat/internal/api"
 	"moat/internal/backup"
 	"moat/internal/config"
-	"moat/internal/notify"
 	"moat/internal/store"
 	"moat/internal/testenv"
 )
@@ -90,14 +87,7 @@ func TestMissedBackup(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	ctx := context.Background()
-	alerts := make(chan notify.Alert, 16)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var a notify.Alert
-		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
-			alerts <- a
-		}
-	}))
-	defer hook.Close()
+	alerts := e.webhookAlerts()
 	if _, err := backup.NewPassword(api.PasswordPath(e.dir)); err != nil {
 		t.Fatal(err)
 	}
@@ -121,21 +111,12 @@ func TestMissedBackup(t *testing.T) {
 	}
 	slot := time.Now().UTC().Add(12 * time.Hour).Format("15:04") // far from now: only the missed run can happen
 	e.change(func(s *config.State) {
-		s.Server.Notify.Webhook = hook.URL
 		s.Backup.Repositories = []config.Repository{{Name: "local", URL: repo.URL}}
 		s.Apps = append(s.Apps, config.App{Name: "wiki", Domains: []string{e.host("wiki")}, Upstream: e.upstream, Data: []string{data},
 			Backup: config.AppBackup{Schedule: "daily " + slot}})
 	})
-	timeout := time.After(15 * time.Second)
-	for missed := false; !missed; {
-		select {
-		case a := <-alerts:
-			if missed = a.Kind == "backup.missed"; missed && (a.Subject != "wiki" || !strings.Contains(a.Message, "was due at")) {
-				t.Errorf("alert %+v: want the missed backup of wiki, with when it was due", a)
-			}
-		case <-timeout:
-			t.Fatal("no alert for the missed backup")
-		}
+	if a := waitAlert(t, alerts, "backup.missed", 15*time.Second); a.Subject != "wiki" || !strings.Contains(a.Message, "was due at") {
+		t.Errorf("alert %+v: want the missed backup of wiki, with when it was due", a)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"moat/internal/notify"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -222,6 +225,38 @@ func (e *env) shutdown() {
 		e.t.Error("daemon did not stop in 20s")
 	}
 	e.stop = nil
+}
+
+// webhookAlerts points the server's webhook at a receiver of the test's
+// and returns the alerts it gets.
+func (e *env) webhookAlerts() <-chan notify.Alert {
+	e.t.Helper()
+	alerts := make(chan notify.Alert, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a notify.Alert
+		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
+			alerts <- a
+		}
+	}))
+	e.t.Cleanup(hook.Close)
+	e.change(func(s *config.State) { s.Server.Notify.Webhook = hook.URL })
+	return alerts
+}
+
+// waitAlert waits for the first alert of kind, passing over the others.
+func waitAlert(t *testing.T, alerts <-chan notify.Alert, kind string, within time.Duration) notify.Alert {
+	t.Helper()
+	timeout := time.After(within)
+	for {
+		select {
+		case a := <-alerts:
+			if a.Kind == kind {
+				return a
+			}
+		case <-timeout:
+			t.Fatalf("no %s alert within %s", kind, within)
+		}
+	}
 }
 
 func (e *env) addApp(name string, domains ...string) {

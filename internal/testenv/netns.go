@@ -117,6 +117,18 @@ func exists(path string) bool {
 	return err == nil
 }
 
+// Process starts a process that stays in the namespace until the test
+// ends, and returns its pid: /proc/PID/net is the namespace's.
+func (n *Netns) Process(t testing.TB) int {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", n.Name, "sleep", "infinity")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("testenv: a process in %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid
+}
+
 // Run runs a command inside the namespace (ip netns exec) and returns its
 // combined output. It fails the test, showing the command and its output,
 // if the command fails.

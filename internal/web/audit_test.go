@@ -1,7 +1,6 @@
 package web
 
 import (
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,14 +17,9 @@ import (
 func TestAuditTab(t *testing.T) {
 	s := newSite(t)
 	ns := testenv.NewNetns(t)
-	sleeper := exec.Command("ip", "netns", "exec", ns.Name, "sleep", "600")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	ln := ns.Listen(t, "tcp4", "0.0.0.0:6379")
 	defer ln.Close()
-	s.api.Proc = audit.Proc{NetPID: strconv.Itoa(sleeper.Process.Pid)}
+	s.api.Proc = audit.Proc{NetPID: strconv.Itoa(ns.Process(t))}
 
 	b := browser.Get(t)
 	tab := s.signedIn(t, b, "owner@example.com")
