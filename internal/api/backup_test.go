@@ -302,7 +302,7 @@ func TestSFTPRepository(t *testing.T) {
 	otherKey, _ := ssh.NewPublicKey(other)
 	host, _, _ := strings.Cut(string(known), " ")
 	os.WriteFile(filepath.Join(dataDir, "keys", "backup_known_hosts"), append([]byte(host+" "), ssh.MarshalAuthorizedKey(otherKey)...), 0o600)
-	if _, err := srv.RunBackup(ctx, "gitea"); err == nil || !strings.Contains(err.Error(), "host key is not the one moat saw") {
+	if _, err := srv.RunBackup(ctx, "gitea"); err == nil || !strings.Contains(err.Error(), "the one moat saw there first") {
 		t.Errorf("a changed host key: %v", err)
 	}
 }

@@ -32,7 +32,7 @@ var (
 	ErrPassword = errors.New("the repository's password is wrong: restic cannot open its keys with the password in the password file; put the password printed at setup back in that file")
 	ErrNoRepo   = errors.New("there is no restic repository at that address yet: moat backup init makes one")
 	ErrFull     = errors.New("the backup target's disk is full: free space there, or move the repository")
-	ErrSSHKey   = errors.New("ssh could not log in to the SFTP server with moat's SSH key: add the key moat backup init prints to the account's ~/.ssh/authorized_keys there (and check that the server answers SSH at that address)")
+	ErrSSHKey   = errors.New("ssh could not log in to the SFTP server with moat's SSH key: add the key moat backup init prints to the account's ~/.ssh/authorized_keys there, check that the server answers SSH at that address, and that its host key is the one moat saw there first (moat's known hosts file)")
 	ErrHostKey  = errors.New("host key mismatch")
 )
 
