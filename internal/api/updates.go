@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -80,11 +81,7 @@ func (s *Server) updatesEnable(w http.ResponseWriter, r *http.Request) {
 	s.answerUpdates(w, r, files)
 }
 
-var errUnderRoot = errorString("moat installs unattended-upgrades only on the machine itself, not under another root")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errUnderRoot = errors.New("moat installs unattended-upgrades only on the machine itself, not under another root")
 
 func (s *Server) updatesDisable(w http.ResponseWriter, r *http.Request) {
 	files, err := s.Updates.Disable()

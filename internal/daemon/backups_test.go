@@ -23,13 +23,7 @@ func TestScheduledBackup(t *testing.T) {
 	testenv.NeedRestic(t)
 	e := startEnv(t)
 	ctx := context.Background()
-	if _, err := backup.NewPassword(api.PasswordPath(e.dir)); err != nil {
-		t.Fatal(err)
-	}
-	repo := backup.Repo{URL: filepath.Join(t.TempDir(), "restic"), PasswordFile: api.PasswordPath(e.dir)}
-	if err := repo.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	repo := e.backupRepo(t)
 	data := filepath.Join(t.TempDir(), "wiki")
 	os.MkdirAll(data, 0o755)
 	os.WriteFile(filepath.Join(data, "page.md"), []byte("# moat\n"), 0o644)
@@ -88,13 +82,7 @@ func TestMissedBackup(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
 	alerts := e.webhookAlerts()
-	if _, err := backup.NewPassword(api.PasswordPath(e.dir)); err != nil {
-		t.Fatal(err)
-	}
-	repo := backup.Repo{URL: filepath.Join(t.TempDir(), "restic"), PasswordFile: api.PasswordPath(e.dir)}
-	if err := repo.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	repo := e.backupRepo(t)
 	data := filepath.Join(t.TempDir(), "wiki")
 	os.MkdirAll(data, 0o755)
 	os.WriteFile(filepath.Join(data, "page.md"), []byte("# moat\n"), 0o644)
@@ -143,13 +131,7 @@ func TestRemoveAndRestoreServe(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	ctx := context.Background()
-	if _, err := backup.NewPassword(api.PasswordPath(e.dir)); err != nil {
-		t.Fatal(err)
-	}
-	repo := backup.Repo{URL: filepath.Join(t.TempDir(), "restic"), PasswordFile: api.PasswordPath(e.dir)}
-	if err := repo.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	repo := e.backupRepo(t)
 	data := filepath.Join(t.TempDir(), "srv", "wiki")
 	os.MkdirAll(filepath.Join(data, "pages"), 0o755)
 	os.WriteFile(filepath.Join(data, "pages", "index.md"), []byte(strings.Repeat("# moat\n", 500)), 0o644)
@@ -198,4 +180,18 @@ func TestRemoveAndRestoreServe(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// backupRepo makes the daemon's repositories' password and a local
+// repository with it.
+func (e *env) backupRepo(t *testing.T) backup.Repo {
+	t.Helper()
+	if _, err := backup.NewPassword(api.PasswordPath(e.dir)); err != nil {
+		t.Fatal(err)
+	}
+	repo := backup.Repo{URL: filepath.Join(t.TempDir(), "restic"), PasswordFile: api.PasswordPath(e.dir)}
+	if err := repo.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return repo
 }
