@@ -102,6 +102,43 @@ if ! getent passwd sshd >/dev/null; then
   useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
 fi
 
+# PostgreSQL and Redis for the audit's bind tests and the fleet's store:
+# Debian's postgresql and redis-server, unpacked (not installed) so that no
+# cluster or service is set up or started on this machine; tests run them
+# as their own processes, as nobody, with data in temp dirs. The shared
+# libraries they link are installed (libraries start nothing).
+unpack() { # unpack DIR PACKAGE...: the packages' files under DIR
+  local dir=$1 tmp
+  shift
+  tmp=$(mktemp -d)
+  (cd "$tmp" && chown _apt "$tmp" 2>/dev/null; apt-get download -qq "$@" || { apt-get update -qq && apt-get download -qq "$@"; })
+  mkdir -p "$dir"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+  rm -rf "$tmp"
+}
+need_libs() { # need_libs PACKAGE...: installs those not installed
+  local pkg missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+pg_dir=/var/cache/moat-test/postgresql
+if ! compgen -G "$pg_dir/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+  pg=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^  Depends: \(postgresql-[0-9][0-9]*\)$/\1/p' | head -1)
+  [[ -n $pg ]] || { apt-get update -qq; pg=$(apt-cache depends postgresql | sed -n 's/^  Depends: \(postgresql-[0-9][0-9]*\)$/\1/p' | head -1); }
+  need_libs libicu72 libxml2 libldap-2.5-0 libpq5 libxslt1.1 liblz4-1 libzstd1 || need_libs libxml2 libpq5 libxslt1.1 liblz4-1 libzstd1
+  unpack "$pg_dir" "$pg" "postgresql-client-${pg#postgresql-}"
+fi
+redis_dir=/var/cache/moat-test/redis
+if [[ ! -x $redis_dir/usr/bin/redis-server ]]; then
+  need_libs libjemalloc2 liblzf1 libatomic1
+  unpack "$redis_dir" redis-server redis-tools
+fi
+
 # systemd-journal-remote writes real journal files without journald, for
 # the guard's journal tests; pinned to the installed systemd so that
 # nothing else is upgraded. It enables and starts no service.
