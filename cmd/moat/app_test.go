@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
 	"moat/internal/audit"
+	"moat/internal/config"
+	"moat/internal/firewall"
 	"moat/internal/testenv"
 )
 
@@ -183,4 +186,49 @@ func TestAuditCommand(t *testing.T) {
 		t.Errorf("moat audit --json: %+v %v", rep, err)
 	}
 	c.refused([]string{"audit", "fix", "ssh.passwordauthentication"}, "is not a finding moat fixes itself")
+}
+
+// TestAuditFixCommand: moat audit fix, against a daemon whose firewall is
+// in a namespace, shows what it found and the rules it puts back before
+// it applies them, and the rule added by hand is gone after.
+func TestAuditFixCommand(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("SKIPPED: this test needs nft (Debian package nftables); make test installs it")
+	}
+	ns := testenv.NewNetns(t)
+	bin := testenv.MoatBinary(t)
+	c := newCLI(t)
+	c.sock = filepath.Join(c.dir, "moat.sock")
+	seedStore(t, c.dir, func(s *config.State) {
+		s.Server = config.Server{
+			Listen:   config.Listen{HTTP: "127.0.0.1:8080", HTTPS: "127.0.0.1:8443", Admin: "127.0.0.1:0"},
+			Resolver: "127.0.0.1:53",
+		}
+		s.Firewall.Rules = []config.FirewallRule{{Port: "22/tcp", Comment: "ssh"}, {Port: "5432/tcp", From: []string{"10.0.0.0/8"}}}
+		s.Guard.Jails = []config.Jail{{Name: config.JailSSHD, Off: true}}
+	})
+	startDaemonUnder(t, []string{"ip", "netns", "exec", ns.Name}, bin, c.dir, c.sock, "--firewall=true")
+	t.Setenv("SSH_CONNECTION", "")
+
+	ns.Run(t, "nft", "insert", "rule", "inet", firewall.Table, "input", "tcp", "dport", "6379", "accept")
+	out := c.ok("audit", "fix", "firewall.drift")
+	for _, want := range []string{
+		"Found: moat's table in the kernel is not what moat applied",
+		"tcp dport 6379 accept",
+		"The fix puts moat's stored rules in force, and only them:\n  allow 22/tcp from anyone\n  allow 5432/tcp from 10.0.0.0/8\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("moat audit fix firewall.drift lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "  allow 5432/tcp from 10.0.0.0/8\nIn force.\n") {
+		t.Errorf("the outcome does not follow the plan:\n%s", out)
+	}
+	if table := ns.Run(t, "nft", "list", "table", "inet", firewall.Table); strings.Contains(table, "6379") || !strings.Contains(table, "5432") {
+		t.Errorf("after the fix, moat's table:\n%s", table)
+	}
+	var rep audit.Report
+	if err := json.Unmarshal([]byte(c.ok("audit", "--json")), &rep); err != nil || !slices.Contains(rep.Passed, "firewall.drift") {
+		t.Errorf("after the fix, firewall.drift does not pass: %+v %v", rep, err)
+	}
 }

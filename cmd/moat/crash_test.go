@@ -42,12 +42,15 @@ func startDaemon(t *testing.T, bin, dataDir, socket string) *daemonProc {
 }
 
 // startDaemonUnder is startDaemon with the daemon run by a wrapper
-// command (wrap, then the daemon's command line).
-func startDaemonUnder(t *testing.T, wrap []string, bin, dataDir, socket string) *daemonProc {
+// command (wrap, then the daemon's command line), and extra flags after
+// the daemon's own (--firewall=true, given a wrapper that puts it in a
+// namespace of the test's).
+func startDaemonUnder(t *testing.T, wrap []string, bin, dataDir, socket string, extra ...string) *daemonProc {
 	t.Helper()
 	p := &daemonProc{done: make(chan struct{})}
 	// Never the host's firewall or sshd: no test may change them.
 	args := append(append([]string(nil), wrap...), bin, "serve", "--data-dir", dataDir, "--socket", socket, "--log-level", "warn", "--firewall=false", "--ssh=false")
+	args = append(args, extra...)
 	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
