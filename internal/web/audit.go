@@ -7,12 +7,15 @@ import (
 
 	"moat/internal/api"
 	"moat/internal/audit"
+	"moat/internal/updates"
 )
 
 // auditData is the Audit page: the report, and the scores before it.
 type auditData struct {
 	Report  audit.Report
 	History []api.AuditScore
+	// Updates is how unattended updates are set up.
+	Updates updates.Status
 	// ConfirmSeconds is how long a fix from the page waits for its
 	// confirmation before it rolls back.
 	ConfirmSeconds int
@@ -25,6 +28,9 @@ func (d *Dashboard) auditRoutes(mux *http.ServeMux, draw render) {
 		err := d.call(r, http.MethodGet, "/v1/audit", nil, &data.Report)
 		if err == nil {
 			err = d.call(r, http.MethodGet, "/v1/audit/history", nil, &data.History)
+		}
+		if err == nil {
+			err = d.call(r, http.MethodGet, "/v1/updates", nil, &data.Updates)
 		}
 		if err != nil {
 			p.Error = errText(err)
@@ -46,5 +52,17 @@ func (d *Dashboard) auditRoutes(mux *http.ServeMux, draw render) {
 		}
 		w.Header().Set("Connection", "close")
 		done(w, r, "/security#firewall", "trial")
+	}))
+	mux.HandleFunc("POST /audit/updates", d.signedIn("Audit", func(w http.ResponseWriter, r *http.Request, p page) {
+		path, req, code := "/v1/updates/disable", any(nil), "updates-off"
+		if r.PostFormValue("action") == "enable" {
+			path, code = "/v1/updates/enable", "updates-on"
+			req = api.UpdatesRequest{RebootWindow: r.PostFormValue("reboot_window"), Install: r.PostFormValue("install") == "on"}
+		}
+		if err := d.call(r, http.MethodPost, path, req, nil); err != nil {
+			d.refused(w, r, p, draw, "/audit#updates", errText(err))
+			return
+		}
+		done(w, r, "/audit#updates", code)
 	}))
 }

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"moat/internal/audit"
 	"moat/internal/testenv"
+	"moat/internal/updates"
 )
 
 // TestAuditTab: the Audit tab shows the API's report: the score, each
@@ -42,5 +45,49 @@ func TestAuditTab(t *testing.T) {
 	score := strings.Fields(text(t, tab, "score"))[0]
 	if n, err := strconv.Atoi(strings.TrimSuffix(score, "/100")); err != nil || n < 0 || n > 80 {
 		t.Errorf("the score %q", score)
+	}
+	if got := text(t, tab, "updates-state"); got != "Off: unattended-upgrades is not installed." {
+		t.Errorf("updates: %q", got)
+	}
+
+	// Installed, the page turns them on with a reboot window, refuses a
+	// time that is not one, and turns them off again.
+	root := s.api.Updates.Root
+	if err := os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/bin/unattended-upgrade"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dropIn := filepath.Join(root, "etc/apt/apt.conf.d", updates.UnattendedFile)
+	enable := func(window, then string) {
+		t.Helper()
+		if err := chromedp.Do(tab, chromedp.Navigate(s.srv.URL+"/audit"), chromedp.SetValue(chromedp.ID("reboot-window"), window),
+			chromedp.Click(chromedp.ID("updates-enable")), chromedp.WaitVisible(chromedp.ID(then))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enable("29:00", "error")
+	if got := text(t, tab, "error"); !strings.Contains(got, "reboot_window") || !strings.Contains(got, "29:00") || !strings.Contains(got, "HH:MM") {
+		t.Errorf("a window that is no time: %q", got)
+	}
+	if _, err := os.Stat(dropIn); !os.IsNotExist(err) {
+		t.Errorf("a refused enable wrote %s: %v", dropIn, err)
+	}
+	enable("03:30", "updates-disable")
+	if got := text(t, tab, "updates-state"); got != "On: security updates install daily, and a reboot one needs happens at 03:30." {
+		t.Errorf("after turning them on: %q", got)
+	}
+	if b, err := os.ReadFile(dropIn); err != nil || !strings.Contains(string(b), `Automatic-Reboot-Time "03:30"`) {
+		t.Errorf("%s: %s %v", dropIn, b, err)
+	}
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("updates-disable")), chromedp.WaitVisible(chromedp.ID("updates-enable"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := text(t, tab, "updates-state"); got != "Off: moat has not set them up." {
+		t.Errorf("after turning them off: %q", got)
+	}
+	if _, err := os.Stat(dropIn); !os.IsNotExist(err) {
+		t.Errorf("disable left %s: %v", dropIn, err)
 	}
 }

@@ -14,16 +14,18 @@ type render func(w http.ResponseWriter, status int, name string, p page)
 // notices are what a page says after a change, by the code in its
 // ?done= (a code, not text: a link cannot make the page say anything).
 var notices = map[string]string{
-	"saved":     "Done: the change is stored and applied.",
-	"applied":   "The firewall's rules are in force.",
-	"trial":     "The new rules are on trial: confirm them below, or they roll back by themselves.",
-	"confirmed": "Confirmed: the new rules stay.",
-	"unbanned":  "The ban is lifted.",
-	"removed":   "The app is removed. Its backup is kept for the grace period: restore it below to bring it back.",
-	"restored":  "The app is back: its data, its settings and its routes.",
-	"ignored":   "Your address is on the guard's ignore list: it is never banned.",
-	"password":  "Your password is changed; your other sessions are signed out.",
-	"mfa-off":   "The second step is off: signing in takes only your password now.",
+	"saved":       "Done: the change is stored and applied.",
+	"applied":     "The firewall's rules are in force.",
+	"trial":       "The new rules are on trial: confirm them below, or they roll back by themselves.",
+	"confirmed":   "Confirmed: the new rules stay.",
+	"unbanned":    "The ban is lifted.",
+	"removed":     "The app is removed. Its backup is kept for the grace period: restore it below to bring it back.",
+	"restored":    "The app is back: its data, its settings and its routes.",
+	"ignored":     "Your address is on the guard's ignore list: it is never banned.",
+	"password":    "Your password is changed; your other sessions are signed out.",
+	"mfa-off":     "The second step is off: signing in takes only your password now.",
+	"updates-on":  "Unattended security updates are on.",
+	"updates-off": "Unattended updates are off: moat's settings are removed.",
 
 	"passkey-added":        "The passkey is added: it signs you in without a password, or as the second step.",
 	"passkey-removed":      "The passkey is removed: it no longer signs in.",
