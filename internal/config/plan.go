@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -117,8 +118,11 @@ func mustJSON(v any) json.RawMessage {
 
 // flatten turns a value into "path: value" leaves, through its JSON form.
 func flatten(v any) map[string]string {
+	// Numbers stay as JSON writes them (1000000, not 1e+06).
 	var tree any
-	if err := json.Unmarshal(mustJSON(v), &tree); err != nil {
+	d := json.NewDecoder(bytes.NewReader(mustJSON(v)))
+	d.UseNumber()
+	if err := d.Decode(&tree); err != nil {
 		panic(fmt.Sprintf("config: flatten %T: %v", v, err))
 	}
 	out := map[string]string{}
@@ -132,7 +136,7 @@ func flatten(v any) map[string]string {
 		case []any:
 			parts := make([]string, len(t))
 			for i, v := range t {
-				parts[i] = fmt.Sprint(v)
+				parts[i] = leaf(v)
 			}
 			out[prefix] = strings.Join(parts, ", ")
 		case string:
@@ -143,11 +147,25 @@ func flatten(v any) map[string]string {
 			}
 			out[prefix] = t
 		default:
-			out[prefix] = fmt.Sprint(t)
+			out[prefix] = leaf(t)
 		}
 	}
 	walk("", tree)
 	return out
+}
+
+// leaf is one value as a user writes it: a number or string as it is,
+// anything nested as compact JSON.
+func leaf(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case json.Number:
+		return v.String()
+	case bool, nil:
+		return fmt.Sprint(v)
+	}
+	return string(mustJSON(v))
 }
 
 func diffFields(from, to map[string]string) []string {

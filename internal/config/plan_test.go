@@ -30,6 +30,15 @@ func TestDiff(t *testing.T) {
 		}}}},
 		{"server field unset", fullState(), func(s *State) { s.Server.Resolver = "" },
 			Plan{{Op: Change, Object: "server", Fields: []string{"resolver: 1.1.1.1:53 -> (unset)"}}}},
+		{"numbers as written", State{}, func(s *State) {
+			s.Server.RateLimit = RateLimit{Requests: 1000000, Per: "minute", Burst: 12345678}
+			s.Server.TrustedProxies = []string{"10.0.0.0/8"}
+		}, Plan{{Op: Change, Object: "server", Fields: []string{
+			"rate_limit.burst: 12345678",
+			"rate_limit.per: minute",
+			"rate_limit.requests: 1000000",
+			"trusted_proxies: 10.0.0.0/8",
+		}}}},
 		{"server field set", State{}, func(s *State) { s.Server.Domain = "moat.example.com" },
 			Plan{{Op: Change, Object: "server", Fields: []string{"domain: moat.example.com"}}}},
 		{"server list changed", fullState(), func(s *State) {
