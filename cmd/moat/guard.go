@@ -31,9 +31,10 @@ bans and change them by hand.`,
   moat guard ignore-me
   moat guard ban 203.0.113.7 --for 24h --reason "spam"
   moat guard unban 203.0.113.7
-  moat guard stats`,
+  moat guard stats
+  moat guard test /var/log/auth.log`,
 	}
-	cmd.AddCommand(newGuardList(g), newGuardBan(g), newGuardUnban(g), newGuardIgnore(g), newGuardIgnoreMe(g), newGuardUnignore(g), newGuardStats(g))
+	cmd.AddCommand(newGuardList(g), newGuardBan(g), newGuardUnban(g), newGuardIgnore(g), newGuardIgnoreMe(g), newGuardUnignore(g), newGuardStats(g), newGuardTest(g))
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"moat/internal/config"
 	"moat/internal/testenv"
@@ -98,5 +99,75 @@ func TestGuardCommands(t *testing.T) {
 		if !strings.Contains(act, want) {
 			t.Errorf("activity lacks %q:\n%s", want, act)
 		}
+	}
+}
+
+// TestGuardTestCommand reads small logs through the sshd jail and through
+// filters given on the command line: the lines matched, the failures per
+// address, the bans the settings make, the lines that read like failures
+// the filter missed; and a bad filter or jail is refused by name.
+func TestGuardTestCommand(t *testing.T) {
+	c := newCLI(t)
+	seedStore(t, c.dir, func(s *config.State) {
+		s.Guard.Jails = []config.Jail{{Name: "gitea", Log: "/var/log/gitea.log", Filter: `Failed authentication attempt for (?P<user>\S+) from (?P<addr>\S+)`, MaxRetry: 2, FindTime: "1m", BanTime: "1h"}}
+	})
+	var auth strings.Builder
+	for i := range 6 {
+		fmt.Fprintf(&auth, "Nov 21 07:00:%02d vps sshd[%d]: Failed password for root from 203.0.113.7 port %d ssh2\n", i*5, 100+i, 40000+i)
+	}
+	auth.WriteString("Nov 21 07:01:00 vps sshd[200]: Invalid user admin from 2001:db8::5 port 50000\n" +
+		"Nov 21 07:01:01 vps sshd[201]: Invalid user oracle from 2001:db8::5 port 50001\n" +
+		"Nov 21 07:01:02 vps sshd[202]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.9\n" +
+		"Nov 21 07:02:00 vps sshd[300]: Accepted publickey for owner from 192.0.2.1 port 51000 ssh2: ED25519 SHA256:abc\n" +
+		"Nov 21 07:03:00 vps CRON[400]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)\n")
+	log := c.file("auth.log", auth.String())
+
+	out := c.ok("guard", "test", log)
+	for _, want := range []string{
+		"Read 11 lines in ", "through jail sshd: 5 failures within 10m ban for 10m.",
+		"Matched 8 lines:", "Failures per address: 2 addresses, the most first:",
+		"\n  203.0.113.7                              6\n  2001:db8::5                              2\n",
+		"Would ban 1 address, in the order of their first ban:\n  203.0.113.7/32                           first at 2026-11-21 07:00:20, once, the longest for 10m\n",
+		"Not matched, but they read like failures: 1 line:\n  Nov 21 07:01:02 vps sshd[202]: pam_unix(sshd:auth): authentication failure",
+	} {
+		if !strings.Contains(out, strings.Replace(want, "2026", fmt.Sprint(time.Now().Year()), 1)) {
+			t.Errorf("moat guard test lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Accepted publickey") || strings.Contains(out, "CRON") {
+		t.Errorf("a line that is no failure is shown:\n%s", out)
+	}
+
+	// A jail's own filter and settings, on standard input.
+	gitea := "2026-11-21T07:00:01Z Failed authentication attempt for bob from 198.51.100.20\n" +
+		"2026-11-21T07:00:30Z Failed authentication attempt for bob from 198.51.100.20\n" +
+		"2026-11-21T07:05:00Z Failed authentication attempt for eve from 198.51.100.21\n"
+	out, err := c.run(gitea, "guard", "test", "--jail", "gitea", "--show", "1", "-")
+	if err != nil {
+		t.Fatalf("--jail gitea: %v\n%s", err, out)
+	}
+	for _, want := range []string{"through jail gitea: 2 failures within 1m ban for 1h.", "Matched 3 lines; the first 1:", "Failures per address: 2 addresses; the first 1, the most first:\n  198.51.100.20 ", "Would ban 1 address", "first at 2026-11-21 07:00:30, once, the longest for 1h"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--jail gitea lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = c.run(gitea, "guard", "test", "--filter", `attempt for (?P<user>\S+) from (?P<addr>\S+)`, "--literal", "attempt for", "-")
+	if err != nil || !strings.Contains(out, "through jail test: 5 failures within 10m ban for 10m.") || !strings.Contains(out, "Matched 3 lines:") || !strings.Contains(out, "Would ban 0 addresses.") {
+		t.Errorf("--filter: %v\n%s", err, out)
+	}
+
+	for _, b := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"guard", "test", "--filter", `from (?P<address>\S+)`, log}, []string{"--filter", "has no group named addr (it has (?P<address>...))", "name the group of the client's address addr"}},
+		{[]string{"guard", "test", "--filter", `for (?P<name>\S+) from (?P<addr>\S+)`, log}, []string{"a group moat does not read: (?P<name>...)", "addr, user and port"}},
+		{[]string{"guard", "test", "--filter", `from (?P<addr>[`, log}, []string{"does not compile"}},
+		{[]string{"guard", "test", "--jail", "nope", log}, []string{`--jail "nope" is not a jail`, "gitea"}},
+		{[]string{"guard", "test", "--jail", "moat", log}, []string{`--jail "moat"`, "no filter to test"}},
+		{[]string{"guard", "test", "--jail", "gitea", "--filter", "x", log}, []string{"jail", "filter"}},
+		{[]string{"guard", "test", filepath.Join(c.dir, "missing.log")}, []string{"the log to test", "missing.log"}},
+	} {
+		c.refused(b.args, b.want...)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -269,8 +270,24 @@ func NewUserFilter(name, expr, literal string) (*UserFilter, error) {
 	if err != nil {
 		return nil, bad("does not compile ("+err.Error()+")", "fix the expression (Go's RE2 syntax: no backreferences or lookarounds)")
 	}
+	var others []string
+	for _, g := range re.SubexpNames() {
+		switch g {
+		case "", "addr", "user", "port":
+		default:
+			if !slices.Contains(others, g) {
+				others = append(others, g)
+			}
+		}
+	}
 	if re.SubexpIndex("addr") < 0 {
+		if len(others) > 0 {
+			return nil, bad("has no group named addr (it has "+groups(others)+")", `name the group of the client's address addr: (?P<addr>\S+)`)
+		}
 		return nil, bad("has no group named addr", `capture the client's address as (?P<addr>\S+)`)
+	}
+	if len(others) > 0 {
+		return nil, bad("has a group moat does not read: "+groups(others), "the groups are addr, user and port; write (?:...) for a group that captures nothing")
 	}
 	if re.MatchString("") {
 		return nil, bad("matches an empty line, so it would count every line as a failed login", "anchor it to the words of the failure message, like ^Login failed for .* from (?P<addr>\\S+)")
@@ -279,6 +296,15 @@ func NewUserFilter(name, expr, literal string) (*UserFilter, error) {
 		return nil, bad("does not contain its literal "+strconv.Quote(literal), "give a literal the expression itself requires, or none")
 	}
 	return &UserFilter{Name: name, Literal: literal, re: re}, nil
+}
+
+// groups writes named groups as they are written in an expression.
+func groups(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = "(?P<" + n + ">...)"
+	}
+	return strings.Join(out, ", ")
 }
 
 // FilterError is a user's filter refused: what is wrong with it, and the

@@ -82,6 +82,8 @@ func TestUserFilter(t *testing.T) {
 		{`Login failed for .* from (\S+)`, "", "no group named addr"},
 		{`(?P<addr>\S*)`, "", "matches an empty line"},
 		{`.*`, "", "no group named addr"},
+		{`failed from (?P<address>\S+)`, "", "has no group named addr (it has (?P<address>...))"},
+		{`failed for (?P<addr>\S+) as (?P<usr>\S+)`, "", "has a group moat does not read: (?P<usr>...)"},
 		{`Login (?P<addr>[`, "", "does not compile"},
 		{`^Login failed from (?P<addr>\S+)`, "Denied", "does not contain its literal"},
 	}
