@@ -51,7 +51,7 @@ Lines carry their own time (syslog's or ISO 8601's timestamp).`,
 				in = f
 			}
 			p := j.Policy(0)
-			r, err := guard.ReplayLog(in, j.Matcher(), j.Name, p, nil, show, time.Now().Year())
+			r, err := guard.ReplayLog(cmd.Context(), in, j.Matcher(), j.Name, p, nil, show, time.Now().Year())
 			if err != nil {
 				return err
 			}

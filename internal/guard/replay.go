@@ -5,13 +5,16 @@ package guard
 // (moat guard test).
 
 import (
-	"bufio"
+	"bytes"
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -61,49 +64,62 @@ func (r Replay) LinesPerSecond() float64 {
 	return float64(r.Lines) / r.Elapsed.Seconds()
 }
 
-// ReplayLog reads in line by line through f, counting and banning as a
-// jail named jail with policy p does, and keeps up to keep example lines
-// of each kind. Lines carry their own time; year is the one syslog's
-// timestamps (which have none) are read in.
-func ReplayLog(in io.Reader, f Filter, jail string, p Policy, ignore []netip.Prefix, keep, year int) (Replay, error) {
+// ReplayLog reads in through f, counting and banning as a jail named
+// jail with policy p does, and keeps up to keep example lines of each
+// kind. Lines carry their own time; year is the one syslog's timestamps
+// (which have none) are read in.
+//
+// The lines are matched on every core, a block of them at a time (f must
+// be safe for concurrent use, as the guard's filters are), and counted in
+// the log's order.
+func ReplayLog(ctx context.Context, in io.Reader, f Filter, jail string, p Policy, ignore []netip.Prefix, keep, year int) (Replay, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := runtime.GOMAXPROCS(0)
+	blocks := make(chan block, 2*workers)
+	results := make(chan matchedBlock, 2*workers)
+	var readErr error
+	start := time.Now()
+	go func() {
+		defer close(blocks)
+		readErr = readBlocks(ctx, in, blocks)
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var stamps stampCache
+			for b := range blocks {
+				results <- matchBlock(b, f, keep, year, &stamps)
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+
 	var r Replay
 	det := NewDetector(jail, p, ignore)
 	counts := map[netip.Addr]int{}
 	bans := map[netip.Prefix]*WouldBan{}
 	var order []netip.Prefix
 	var untimedAt time.Time // the last time read, for lines without one
-	var stamps stampCache
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	start := time.Now()
-	for sc.Scan() {
-		line := string(sc.Bytes())
-		r.Lines++
-		a, ok := f.Match(line)
-		if !ok {
-			if looksFailed(line) {
-				r.Hints++
-				if len(r.HintLines) < keep {
-					r.HintLines = append(r.HintLines, line)
-				}
-			}
-			continue
-		}
+	count := func(m match) {
 		r.Matched++
 		if len(r.Examples) < keep {
-			r.Examples = append(r.Examples, line)
+			r.Examples = append(r.Examples, m.line)
 		}
-		counts[a.Addr.Unmap()]++
-		at, ok := stamps.time(line, year)
-		if ok {
+		counts[m.a.Addr.Unmap()]++
+		at := m.at
+		if m.timed {
 			untimedAt = at
 		} else {
 			r.Untimed++
 			at = untimedAt
 		}
-		d, banned := det.Observe(a, line, at)
+		d, banned := det.Observe(m.a, m.line, at)
 		if !banned {
-			continue
+			return
 		}
 		b := bans[d.Prefix]
 		if b == nil {
@@ -114,9 +130,33 @@ func ReplayLog(in io.Reader, f Filter, jail string, p Policy, ignore []netip.Pre
 		b.Times++
 		b.Longest = max(b.Longest, d.Duration)
 	}
+	// The blocks come back in any order, and count in the log's.
+	waiting := map[int]matchedBlock{}
+	next := 0
+	for res := range results {
+		waiting[res.seq] = res
+		for {
+			mb, ok := waiting[next]
+			if !ok {
+				break
+			}
+			delete(waiting, next)
+			next++
+			r.Lines += mb.lines
+			r.Hints += mb.hints
+			for _, l := range mb.hintLines {
+				if len(r.HintLines) < keep {
+					r.HintLines = append(r.HintLines, l)
+				}
+			}
+			for _, m := range mb.matched {
+				count(m)
+			}
+		}
+	}
 	r.Elapsed = time.Since(start)
-	if err := sc.Err(); err != nil {
-		return r, fmt.Errorf("guard: reading the log after %d lines: %w", r.Lines, err)
+	if readErr != nil {
+		return r, fmt.Errorf("guard: reading the log after %d lines: %w", r.Lines, readErr)
 	}
 	for addr, n := range counts {
 		r.Attempts = append(r.Attempts, Count{addr, n})
@@ -130,19 +170,150 @@ func ReplayLog(in io.Reader, f Filter, jail string, p Policy, ignore []netip.Pre
 	return r, nil
 }
 
-// failureWords are what a failed login's line says, in the spellings
-// logs use; looksFailed looks for them before it looks for an address.
-var failureWords = []string{"fail", "Fail", "FAIL", "invalid", "Invalid", "INVALID", "denied", "Denied", "DENIED",
-	"refused", "Refused", "incorrect", "Incorrect", "nauthori", "wrong", "Wrong", "bad password", "Bad password"}
+// block is a run of whole lines of the log, the seq'th.
+type block struct {
+	seq  int
+	text string
+}
 
-// looksFailed: the line has a failure's word and an IP address.
-func looksFailed(line string) bool {
-	for _, w := range failureWords {
-		if strings.Contains(line, w) {
-			return hasAddr(line)
+// matchedBlock is what a filter made of a block.
+type matchedBlock struct {
+	seq, lines int
+	matched    []match
+	hints      int
+	hintLines  []string
+}
+
+type match struct {
+	a     Attempt
+	line  string
+	at    time.Time
+	timed bool
+}
+
+// blockSize is how much of the log a block holds; maxLine is the longest
+// line read (as the guard's tail reads them).
+const (
+	blockSize = 256 << 10
+	maxLine   = 1 << 20
+)
+
+// readBlocks cuts in into blocks of whole lines.
+func readBlocks(ctx context.Context, in io.Reader, out chan<- block) error {
+	buf := make([]byte, blockSize)
+	have, seq := 0, 0
+	send := func(b []byte) error {
+		select {
+		case out <- block{seq, string(b)}:
+			seq++
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
+	for {
+		n, err := in.Read(buf[have:])
+		have += n
+		if end := bytes.LastIndexByte(buf[:have], '\n'); end >= 0 {
+			if err := send(buf[:end+1]); err != nil {
+				return err
+			}
+			have = copy(buf, buf[end+1:have])
+		} else if have == len(buf) {
+			if len(buf) >= maxLine {
+				return fmt.Errorf("a line is longer than %d bytes", maxLine)
+			}
+			buf = append(buf, make([]byte, len(buf))...)
+		}
+		if err == io.EOF {
+			if have > 0 {
+				return send(buf[:have])
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// matchBlock runs f on each line of b.
+func matchBlock(b block, f Filter, keep, year int, stamps *stampCache) matchedBlock {
+	mb := matchedBlock{seq: b.seq}
+	text := b.text
+	for len(text) > 0 {
+		line, rest, _ := strings.Cut(text, "\n")
+		text = rest
+		line = strings.TrimSuffix(line, "\r")
+		mb.lines++
+		a, ok := f.Match(line)
+		if !ok {
+			if looksFailed(line) {
+				mb.hints++
+				if len(mb.hintLines) < keep {
+					mb.hintLines = append(mb.hintLines, strings.Clone(line))
+				}
+			}
+			continue
+		}
+		// Its own copy: a ban's evidence must not keep the block.
+		line = strings.Clone(line)
+		at, timed := stamps.time(line, year)
+		mb.matched = append(mb.matched, match{a, line, at, timed})
+	}
+	return mb
+}
+
+// looksFailed: the line has a failure's word (failed, invalid, denied,
+// refused, incorrect, unauthorized, wrong, bad password, in any case) and
+// an IP address. It runs on every line a filter lets through, so it reads
+// the line once, letter by letter, and allocates nothing.
+func looksFailed(line string) bool {
+	for i := 0; i < len(line); i++ {
+		var stem string
+		switch line[i] | 0x20 {
+		case 'f':
+			stem = "fail"
+		case 'i':
+			stem = "in" // invalid, incorrect
+		case 'd':
+			stem = "denied"
+		case 'r':
+			stem = "refused"
+		case 'u':
+			stem = "unauthori"
+		case 'w':
+			stem = "wrong"
+		case 'b':
+			stem = "bad password"
+		default:
+			continue
+		}
+		rest := line[i:]
+		if stem == "in" && !(hasFold(rest, "invalid") || hasFold(rest, "incorrect")) || stem != "in" && !hasFold(rest, stem) {
+			continue
+		}
+		// Not the timestamp's colons.
+		if rest, ok := skipTimestamp(line); ok {
+			line = rest
+		}
+		return hasAddr(line)
+	}
 	return false
+}
+
+// hasFold reports whether s starts with lower, a lower-case ASCII word,
+// in any case.
+func hasFold(s, lower string) bool {
+	if len(s) < len(lower) {
+		return false
+	}
+	for i := 0; i < len(lower); i++ {
+		if s[i]|0x20 != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // hasAddr reports whether line has an IP address in it: a run of hex
@@ -211,9 +382,27 @@ func lineTime(line string, year int) (time.Time, bool) {
 		t, err := time.Parse(time.RFC3339Nano, stamp)
 		return t, err == nil
 	}
-	t, err := time.ParseInLocation("Jan _2 15:04:05", line[:15], time.Local)
-	if err != nil {
+	month := time.Month(strings.Index(months, line[:3])/3 + 1)
+	day, ok1 := digits(strings.TrimLeft(line[4:6], " "))
+	h, ok2 := digits(line[7:9])
+	m, ok3 := digits(line[10:12])
+	sec, ok4 := digits(line[13:15])
+	if !ok1 || !ok2 || !ok3 || !ok4 || day < 1 || day > 31 || h > 23 || m > 59 || sec > 60 {
 		return time.Time{}, false
 	}
-	return t.AddDate(year, 0, 0), true
+	return time.Date(year, month, day, h, m, sec, 0, time.Local), true
+}
+
+const months = "JanFebMarAprMayJunJulAugSepOctNovDec"
+
+// digits reads a short run of decimal digits.
+func digits(s string) (int, bool) {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, s != ""
 }

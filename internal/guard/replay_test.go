@@ -48,3 +48,19 @@ func TestLineTime(t *testing.T) {
 		}
 	}
 }
+
+func TestLooksFailedCases(t *testing.T) {
+	for _, line := range []string{
+		"INCORRECT password from 192.0.2.7", "Unauthorized: 192.0.2.7", "wrong PIN from 192.0.2.7",
+		"BAD PASSWORD 192.0.2.7", "refused connect from 192.0.2.7", "Denied 192.0.2.7",
+	} {
+		if !looksFailed(line) {
+			t.Errorf("looksFailed(%q) = false", line)
+		}
+	}
+	for _, line := range []string{"index 192.0.2.7", "in from 192.0.2.7", "bad request 192.0.2.7", "fai 192.0.2.7"} {
+		if looksFailed(line) {
+			t.Errorf("looksFailed(%q) = true", line)
+		}
+	}
+}
