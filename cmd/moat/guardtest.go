@@ -109,7 +109,7 @@ func testJail(g *globals, cmd *cobra.Command, name, filter, literal string) (con
 
 func printReplay(w io.Writer, r guard.Replay, j config.Jail, p guard.Policy, show int) {
 	fmt.Fprintf(w, "Read %s lines in %.2f s (%s lines/s) through jail %s: %d failures within %s ban for %s.\n",
-		commas(r.Lines), r.Elapsed.Seconds(), commas(int(r.LinesPerSecond())), j.Name, p.MaxRetry, short(p.FindTime), short(p.BanTime))
+		commas(r.Lines), r.Elapsed.Seconds(), commas(int(r.LinesPerSecond())), j.Name, p.MaxRetry, config.FormatDuration(p.FindTime), config.FormatDuration(p.BanTime))
 	fmt.Fprintf(w, "\nMatched %s", count(r.Matched, "line", "lines"))
 	list(w, r.Matched, len(r.Examples), ":")
 	for _, l := range r.Examples {
@@ -123,7 +123,7 @@ func printReplay(w io.Writer, r guard.Replay, j config.Jail, p guard.Policy, sho
 	fmt.Fprintf(w, "\nWould ban %s", count(len(r.Bans), "address", "addresses"))
 	list(w, len(r.Bans), min(show, len(r.Bans)), ", in the order of their first ban:")
 	for _, b := range r.Bans[:min(show, len(r.Bans))] {
-		fmt.Fprintf(w, "  %-40s first at %s, %s, the longest for %s\n", b.Prefix, b.First.Format(time.DateTime), times(b.Times), short(b.Longest))
+		fmt.Fprintf(w, "  %-40s first at %s, %s, the longest for %s\n", b.Prefix, b.First.Format(time.DateTime), times(b.Times), config.FormatDuration(b.Longest))
 	}
 	if r.Hints > 0 {
 		fmt.Fprintf(w, "\nNot matched, but they read like failures: %s", count(r.Hints, "line", "lines"))
@@ -155,18 +155,6 @@ func count(n int, one, many string) string {
 		return "1 " + one
 	}
 	return commas(n) + " " + many
-}
-
-// short writes a duration as one writes it in moat.yaml: 10m, 168h, 1h30m.
-func short(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 func times(n int) string {

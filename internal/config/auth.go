@@ -89,11 +89,11 @@ func (s State) validateAuth(add func(field, value, problem, fix string)) {
 			continue
 		}
 		if v, err := time.ParseDuration(d.value); err != nil || v < d.min || v > d.max {
-			add(d.field, d.value, "is not a duration from "+short(d.min)+" to "+short(d.max), "write how long, like 30m or 12h")
+			add(d.field, d.value, "is not a duration from "+FormatDuration(d.min)+" to "+FormatDuration(d.max), "write how long, like 30m or 12h")
 		}
 	}
 	if a.Idle() > a.Max() {
-		add("auth.session_idle", a.SessionIdle, "is longer than auth.session_max ("+short(a.Max())+")", "make the idle timeout shorter than the longest a session may last")
+		add("auth.session_idle", a.SessionIdle, "is longer than auth.session_max ("+FormatDuration(a.Max())+")", "make the idle timeout shorter than the longest a session may last")
 	}
 	if h := s.Server.AdminDomain; h != "" && h != "off" {
 		if p, fix := CheckHostname(h); p != "" {
@@ -109,9 +109,9 @@ func (s State) validateAuth(add func(field, value, problem, fix string)) {
 	}
 }
 
-// short writes a duration without its zero units: 30m and 1h30m, not
-// 30m0s and 1h30m0s.
-func short(d time.Duration) string {
+// FormatDuration writes a duration as moat.yaml has it, without its
+// zero units: 30m and 1h30m, not 30m0s and 1h30m0s.
+func FormatDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

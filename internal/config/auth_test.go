@@ -39,8 +39,8 @@ func TestShortDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		time.Minute: "1m", 30 * time.Minute: "30m", 90 * time.Minute: "1h30m", 12 * time.Hour: "12h", 90 * time.Second: "1m30s", 10 * time.Second: "10s",
 	} {
-		if got := short(d); got != want {
-			t.Errorf("short(%s) = %q, want %q", d, got, want)
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }
