@@ -60,7 +60,11 @@ type Status struct {
 func (s Status) String() string {
 	switch s.State {
 	case Valid:
-		return fmt.Sprintf("valid until %s", s.NotAfter.UTC().Format(time.RFC3339))
+		out := fmt.Sprintf("valid until %s", s.NotAfter.UTC().Format(time.RFC3339))
+		if s.Message != "" {
+			out += ", " + s.Message // from the owner's files
+		}
+		return out
 	case Issuing:
 		return "issuing"
 	}
@@ -105,6 +109,9 @@ type Options struct {
 	// LocalAddrs lists this machine's addresses when server.public_ips is
 	// empty; the global unicast addresses of its interfaces by default.
 	LocalAddrs func() []netip.Addr
+	// FileCheckInterval is how often the owner's certificate files are
+	// looked at for a change; 5 seconds by default.
+	FileCheckInterval time.Duration
 }
 
 // Manager keeps certificates for a changing set of domains.
@@ -128,6 +135,7 @@ type Manager struct {
 	allowed  map[string]bool
 	probes   map[string]string // token -> domain
 	failures map[string]int    // consecutive renewal failures
+	files    map[string]*fileCert
 }
 
 // acmeState is one version of the ACME settings with the certmagic config
@@ -170,6 +178,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.LocalAddrs == nil {
 		opts.LocalAddrs = globalAddrs
 	}
+	if opts.FileCheckInterval <= 0 {
+		opts.FileCheckInterval = 5 * time.Second
+	}
 	m := &Manager{
 		opts:     opts,
 		log:      opts.Logger.With("component", "certs"),
@@ -190,6 +201,8 @@ func New(opts Options) (*Manager, error) {
 		RenewCheckInterval: opts.RenewCheckInterval,
 		Logger:             zapToSlog(m.log),
 	})
+	m.wg.Add(1)
+	go m.watchFiles(opts.FileCheckInterval)
 	return m, nil
 }
 
@@ -224,13 +237,23 @@ func loadRoots(path string) (*x509.CertPool, error) {
 
 // Sync makes the managed set the given domains under the given settings:
 // new domains start issuance (after the DNS pre-check), removed ones stop
-// renewing and no longer get a certificate in a handshake. It fails, with
-// nothing changed, only when the CA roots file cannot be loaded.
-func (m *Manager) Sync(_ context.Context, s config.Server, domains []string) error {
+// renewing and no longer get a certificate in a handshake. The domains of
+// files are served from the owner's certificate files and place no
+// order. It fails, with nothing changed, when the CA roots file or a
+// certificate from files cannot be loaded.
+func (m *Manager) Sync(_ context.Context, s config.Server, domains []string, files []config.CertFile) error {
 	roots, err := loadRoots(s.ACME.CARoots)
 	if err != nil {
 		return err
 	}
+	if err := m.syncFiles(files); err != nil {
+		return err
+	}
+	fromFiles := map[string]bool{}
+	for _, f := range files {
+		fromFiles[f.Domain] = true
+	}
+	domains = slices.DeleteFunc(slices.Clone(domains), func(d string) bool { return fromFiles[d] })
 	cur := m.acme.Load()
 	st := cur
 	if cur == nil || !sameACME(cur.settings, s) {
@@ -543,6 +566,9 @@ func (m *Manager) Status() []Status {
 			out = append(out, Status{Domain: d, State: Issuing})
 		}
 	}
+	for _, c := range m.files {
+		out = append(out, fileStatus(c))
+	}
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Domain, b.Domain) })
 	return out
 }
@@ -553,7 +579,11 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
 	m.mu.Lock()
 	ok := m.allowed[name]
+	file := m.files[name]
 	m.mu.Unlock()
+	if file != nil {
+		return file.cert, nil
+	}
 	st := m.acme.Load()
 	if !ok || st == nil {
 		return nil, fmt.Errorf("no certificate for %q: not a domain of this server", hello.ServerName)

@@ -52,6 +52,9 @@ type Server struct {
 	// a certificate like any app's: moat.<domain> when empty; "off"
 	// serves them nowhere (the control socket stays).
 	AdminDomain string `yaml:"admin_domain,omitempty" json:"admin_domain,omitempty"`
+	// TLS serves the admin host from the owner's certificate files
+	// instead of ordering a certificate.
+	TLS TLS `yaml:"tls,omitempty" json:"tls,omitzero"`
 	// Email is the ACME account contact and where alerts go.
 	Email string `yaml:"email,omitempty" json:"email,omitempty"`
 	// Listen sets the edge's addresses; empty fields mean :80 and :443.
@@ -171,6 +174,9 @@ type App struct {
 	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
 	// RateLimit overrides the server's limit for this app.
 	RateLimit RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	// TLS serves the app's domains from the owner's certificate files
+	// instead of ordering a certificate.
+	TLS TLS `yaml:"tls,omitempty" json:"tls,omitzero"`
 	// Cache configures the app's output cache.
 	Cache Cache `yaml:"cache,omitempty" json:"cache,omitempty"`
 	// Ports are the ports the app itself listens on beside the edge (a

@@ -157,6 +157,7 @@ func (s *State) Validate() error {
 			add(fmt.Sprintf("server.cloudflare.ranges[%d]", i), p, "is not a CIDR", "write a network like 173.245.48.0/20, or leave ranges out to use the built-in list")
 		}
 	}
+	checkTLS("server.tls", sv.TLS, add)
 	if l := sv.AccessLog; l != "" && l != "on" && l != "off" {
 		add("server.access_log", l, "is neither on nor off", "write on or off")
 	}
@@ -197,6 +198,7 @@ func (s *State) Validate() error {
 			}
 			owner[d] = "app " + a.Name
 		}
+		checkTLS(at+".tls", a.TLS, add)
 		if p := checkURL(a.Upstream, "http", "https"); p != "" {
 			fix := "write the app's address with its scheme, like http://127.0.0.1:3000"
 			if a.Upstream != "" && !strings.Contains(a.Upstream, "://") {

@@ -416,3 +416,29 @@ func TestFieldErrorMessage(t *testing.T) {
 		t.Errorf("Error() =\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestValidateTLS(t *testing.T) {
+	app := func(tls TLS) State {
+		return State{Apps: []App{{Name: "a", Domains: []string{"a.example.com"}, Upstream: "http://127.0.0.1:3000", TLS: tls}}}
+	}
+	for _, tc := range []struct {
+		name string
+		s    State
+		want []wantErr
+	}{
+		{"both files", app(TLS{Cert: "/etc/ssl/a.pem", Key: "/etc/ssl/a.key"}), nil},
+		{"neither", app(TLS{}), nil},
+		{"no key", app(TLS{Cert: "/etc/ssl/a.pem"}), []wantErr{{"apps[0].tls.key", "", "is empty while apps[0].tls.cert is set", "give both the certificate and its key, or neither (moat then orders one)"}}},
+		{"a relative path", app(TLS{Cert: "a.pem", Key: "/etc/ssl/a.key"}), []wantErr{{"apps[0].tls.cert", "a.pem", "is not an absolute path", "write the file's full path, like /etc/ssl/moat/cert.pem"}}},
+		{"the server's", State{Server: Server{TLS: TLS{Key: "/k"}}}, []wantErr{{"server.tls.cert", "", "is empty while server.tls.key is set", "give both the certificate and its key, or neither (moat then orders one)"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkErrors(t, tc.s.Validate(), tc.want) })
+	}
+	s := app(TLS{Cert: "/c", Key: "/k"})
+	s.Server.Domain = "example.com"
+	s.Server.TLS = TLS{Cert: "/s", Key: "/sk"}
+	got := s.CertFiles()
+	if len(got) != 2 || got[0] != (CertFile{"apps[0].tls", "a.example.com", TLS{"/c", "/k"}}) || got[1] != (CertFile{"server.tls", "moat.example.com", TLS{"/s", "/sk"}}) {
+		t.Errorf("CertFiles: %+v", got)
+	}
+}

@@ -8,9 +8,9 @@ import (
 
 const (
 	knownTop    = "remove it or correct its spelling; known keys here: apps, auth, backup, firewall, guard, mail, server, ssh"
-	knownServer = "remove it or correct its spelling; known keys here: access_log, acme, admin_domain, cloudflare, domain, email, listen, notify, protect, public_ips, rate_limit, resolver, trusted_proxies"
+	knownServer = "remove it or correct its spelling; known keys here: access_log, acme, admin_domain, cloudflare, domain, email, listen, notify, protect, public_ips, rate_limit, resolver, tls, trusted_proxies"
 	knownACME   = "remove it or correct its spelling; known keys here: ca_roots, challenges, directory"
-	knownApp    = "remove it or correct its spelling; known keys here: access, allow, backup, cache, data, domains, guard_statuses, headers, name, ports, protect, rate_limit, run, upstream"
+	knownApp    = "remove it or correct its spelling; known keys here: access, allow, backup, cache, data, domains, guard_statuses, headers, name, ports, protect, rate_limit, run, tls, upstream"
 	knownListen = "remove it or correct its spelling; known keys here: admin, http, https"
 	knownNotify = "remove it or correct its spelling; known keys here: email, webhook"
 	knownRun    = "remove it or correct its spelling; known keys here: remove, restart, start, status, stop, systemd, timeout, upgrade"

@@ -138,7 +138,7 @@ type Daemon struct {
 // side plus management.
 type certSource interface {
 	edge.CertSource
-	Sync(ctx context.Context, s config.Server, domains []string) error
+	Sync(ctx context.Context, s config.Server, domains []string, files []config.CertFile) error
 	Status() []certs.Status
 	Close()
 }
@@ -307,6 +307,9 @@ func (d *Daemon) Check(ctx context.Context, s config.State) error {
 		if err := certs.Check(s.Server); err != nil {
 			return err
 		}
+		if err := certs.CheckFiles(s.CertFiles()); err != nil {
+			return err
+		}
 	}
 	if err := d.checkMail(s); err != nil {
 		return err
@@ -346,6 +349,9 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 		if err := certs.Check(s.Server); err != nil {
 			return err
 		}
+		if err := certs.CheckFiles(s.CertFiles()); err != nil {
+			return err
+		}
 	}
 	if err := d.listen(s.Server); err != nil {
 		return err
@@ -375,7 +381,7 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 	if h := s.Server.AdminHost(); h != "" && !slices.Contains(domains, h) {
 		domains = append(domains, h)
 	}
-	if err := d.certs.Sync(ctx, s.Server, domains); err != nil {
+	if err := d.certs.Sync(ctx, s.Server, domains, s.CertFiles()); err != nil {
 		return err
 	}
 	return d.syncSSH(ctx, s)

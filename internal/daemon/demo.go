@@ -116,7 +116,7 @@ func (c *demoCerts) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 
 func (c *demoCerts) HTTPHandler(next http.Handler) http.Handler { return next }
 
-func (c *demoCerts) Sync(_ context.Context, _ config.Server, domains []string) error {
+func (c *demoCerts) Sync(_ context.Context, _ config.Server, domains []string, _ []config.CertFile) error {
 	c.mu.Lock()
 	c.domains = slices.Clone(domains)
 	c.mu.Unlock()

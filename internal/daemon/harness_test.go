@@ -180,6 +180,7 @@ func (e *env) start() {
 				RenewCheckInterval: e.renewCheck,
 				Backoff:            func(int) time.Duration { return 200 * time.Millisecond },
 				Dial:               loopbackOnly,
+				FileCheckInterval:  100 * time.Millisecond,
 			},
 			AccessLog:   &e.accessLog,
 			Firewall:    e.firewall,
