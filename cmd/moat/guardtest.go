@@ -37,6 +37,9 @@ Lines carry their own time (syslog's or ISO 8601's timestamp).`,
   journalctl -u ssh -o short | moat guard test -`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if show < 0 {
+				return fmt.Errorf("--show %d: give how many lines to show, 0 or more", show)
+			}
 			j, err := testJail(g, cmd, jail, filter, literal)
 			if err != nil {
 				return err
@@ -71,11 +74,15 @@ Lines carry their own time (syslog's or ISO 8601's timestamp).`,
 // a filter given on the command line with the default settings.
 func testJail(g *globals, cmd *cobra.Command, name, filter, literal string) (config.Jail, error) {
 	if filter != "" {
-		if _, err := guard.NewUserFilter("test", filter, literal); err != nil {
+		f, err := guard.NewUserFilter("test", filter, literal)
+		if err != nil {
 			if fe := (*guard.FilterError)(nil); errors.As(err, &fe) {
 				return config.Jail{}, fmt.Errorf("--filter %q %s; %s", fe.Expr, fe.Problem, fe.Fix)
 			}
 			return config.Jail{}, err
+		}
+		if g := guard.UnreadGroups(f); g != "" {
+			return config.Jail{}, fmt.Errorf("--filter %q has a group moat does not read: %s; the groups are addr, user and port; write (?:...) for a group that captures nothing", filter, g)
 		}
 		return config.Jail{Name: "test", Filter: filter, Literal: literal}, nil
 	}

@@ -582,6 +582,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	file := m.files[name]
 	m.mu.Unlock()
 	if file != nil {
+		if file.cert == nil {
+			return nil, fmt.Errorf("no certificate for %q: its files cannot be loaded: %s", hello.ServerName, file.problem)
+		}
 		return file.cert, nil
 	}
 	st := m.acme.Load()

@@ -93,8 +93,7 @@ func stampOf(f config.CertFile) string {
 	return s
 }
 
-// syncFiles makes files the set served from files, loading them all
-// first: a failure changes nothing.
+// syncFiles makes files the set served from files.
 func (m *Manager) syncFiles(files []config.CertFile) error {
 	next := map[string]*fileCert{}
 	m.mu.Lock()
@@ -108,7 +107,13 @@ func (m *Manager) syncFiles(files []config.CertFile) error {
 		stamp := stampOf(f)
 		cert, leaf, err := LoadFiles(f)
 		if err != nil {
-			return err
+			// A change is checked before it is stored (CheckFiles); this
+			// is a start with files gone since (a volume not mounted
+			// yet): the rest of moat serves, this domain fails its
+			// handshakes and is retried at each look.
+			m.log.Error("certificate files: cannot load; retrying", "domain", f.Domain, "err", err)
+			next[f.Domain] = &fileCert{file: f, stamp: stamp, problem: err.Error()}
+			continue
 		}
 		next[f.Domain] = &fileCert{file: f, cert: cert, leaf: leaf, stamp: stamp}
 	}
@@ -136,7 +141,7 @@ func (m *Manager) watchFiles(interval time.Duration) {
 		m.mu.Lock()
 		var changed []*fileCert
 		for _, c := range m.files {
-			if stampOf(c.file) != c.stamp {
+			if c.cert == nil || stampOf(c.file) != c.stamp {
 				changed = append(changed, c)
 			}
 		}
@@ -185,7 +190,7 @@ func (m *Manager) reload(c *fileCert) {
 func (m *Manager) expiry(domain string) {
 	m.mu.Lock()
 	c := m.files[domain]
-	if c == nil || time.Until(c.leaf.NotAfter) > ExpiryWarning || c.warned.Equal(c.leaf.NotAfter) {
+	if c == nil || c.leaf == nil || time.Until(c.leaf.NotAfter) > ExpiryWarning || c.warned.Equal(c.leaf.NotAfter) {
 		m.mu.Unlock()
 		return
 	}
@@ -205,6 +210,9 @@ func expiring(c *fileCert) string {
 
 // fileStatus is a certificate from files as Status reports it.
 func fileStatus(c *fileCert) Status {
+	if c.leaf == nil {
+		return Status{Domain: c.file.Domain, State: Failed, Message: "cannot be loaded: " + c.problem}
+	}
 	s := Status{Domain: c.file.Domain, State: Valid, NotAfter: c.leaf.NotAfter, Since: c.leaf.NotBefore, Message: "from " + c.file.TLS.Cert}
 	if time.Until(c.leaf.NotAfter) <= ExpiryWarning {
 		s.Message += "; " + expiring(c)

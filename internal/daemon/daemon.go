@@ -349,9 +349,6 @@ func (d *Daemon) Apply(ctx context.Context, s config.State) error {
 		if err := certs.Check(s.Server); err != nil {
 			return err
 		}
-		if err := certs.CheckFiles(s.CertFiles()); err != nil {
-			return err
-		}
 	}
 	if err := d.listen(s.Server); err != nil {
 		return err

@@ -102,6 +102,7 @@ func ReplayLog(ctx context.Context, in io.Reader, f Filter, jail string, p Polic
 	det := NewDetector(jail, p, ignore)
 	counts := map[netip.Addr]int{}
 	bans := map[netip.Prefix]*WouldBan{}
+	bannedUntil := map[netip.Prefix]time.Time{}
 	var order []netip.Prefix
 	var untimedAt time.Time // the last time read, for lines without one
 	count := func(m match) {
@@ -117,10 +118,17 @@ func ReplayLog(ctx context.Context, in io.Reader, f Filter, jail string, p Polic
 			r.Untimed++
 			at = untimedAt
 		}
+		// A banned address cannot try again until its ban ends, as the
+		// live guard skips it.
+		key := det.key(m.a.Addr.Unmap())
+		if end, ok := bannedUntil[key]; ok && at.Before(end) {
+			return
+		}
 		d, banned := det.Observe(m.a, m.line, at)
 		if !banned {
 			return
 		}
+		bannedUntil[d.Prefix] = at.Add(d.Duration)
 		b := bans[d.Prefix]
 		if b == nil {
 			b = &WouldBan{Prefix: d.Prefix, First: at}

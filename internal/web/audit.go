@@ -14,8 +14,9 @@ import (
 type auditData struct {
 	Report  audit.Report
 	History []api.AuditScore
-	// Updates is how unattended updates are set up.
-	Updates updates.Status
+	// Updates is how unattended updates are set up; nil when apt could
+	// not be read.
+	Updates *updates.Status
 	// ConfirmSeconds is how long a fix from the page waits for its
 	// confirmation before it rolls back.
 	ConfirmSeconds int
@@ -29,8 +30,11 @@ func (d *Dashboard) auditRoutes(mux *http.ServeMux, draw render) {
 		if err == nil {
 			err = d.call(r, http.MethodGet, "/v1/audit/history", nil, &data.History)
 		}
-		if err == nil {
-			err = d.call(r, http.MethodGet, "/v1/updates", nil, &data.Updates)
+		// The updates on their own: apt that cannot be read hides the
+		// section, not the audit.
+		var up updates.Status
+		if d.call(r, http.MethodGet, "/v1/updates", nil, &up) == nil {
+			data.Updates = &up
 		}
 		if err != nil {
 			p.Error = errText(err)
