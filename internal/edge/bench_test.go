@@ -32,26 +32,7 @@ func BenchmarkProxy(b *testing.B) {
 		io.WriteString(w, "hello from the app\n")
 	}))
 	defer up.Close()
-	ca, err := localca.Open(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := New(Options{Certs: testCerts{get: ca.GetCertificate("app.localhost")}})
-	// Every layer on, with a limit so high it never refuses.
-	st := config.State{
-		Server: config.Server{RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"}},
-		Apps:   []config.App{{Name: "app", Domains: []string{"app.localhost"}, Upstream: up.URL}},
-	}
-	if err := e.Load(st); err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go e.ServeListener(ctx, ln, true)
+	_, ln, ca := benchEdge(b, up.URL, nil)
 
 	edgeClient := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), ServerName: "app.localhost"},
@@ -89,6 +70,33 @@ func BenchmarkProxy(b *testing.B) {
 			})
 		})
 	}
+}
+
+// benchEdge serves app.localhost, proxied to upstream, on a loopback
+// listener with every layer on (a rate limit so high it never refuses)
+// until the benchmark ends; the certificate comes from the returned CA.
+func benchEdge(b *testing.B, upstream string, accessLog *slog.Logger) (*Edge, net.Listener, *localca.CA) {
+	b.Helper()
+	ca, err := localca.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := New(Options{Certs: testCerts{get: ca.GetCertificate("app.localhost")}, AccessLog: accessLog})
+	st := config.State{
+		Server: config.Server{RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"}},
+		Apps:   []config.App{{Name: "app", Domains: []string{"app.localhost"}, Upstream: upstream}},
+	}
+	if err := e.Load(st); err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	go e.ServeListener(ctx, ln, true)
+	return e, ln, ca
 }
 
 // BenchmarkLaneBypass measures what the edge allocates for one bypassed
@@ -136,25 +144,7 @@ func BenchmarkLaneBypass(b *testing.B) {
 			}()
 		}
 	}()
-	ca, err := localca.Open(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := New(Options{Certs: testCerts{get: ca.GetCertificate("app.localhost")}, AccessLog: slog.New(slog.NewJSONHandler(io.Discard, nil))})
-	st := config.State{
-		Server: config.Server{RateLimit: config.RateLimit{Requests: 1_000_000, Per: "second"}},
-		Apps:   []config.App{{Name: "app", Domains: []string{"app.localhost"}, Upstream: "http://" + up.Addr().String()}},
-	}
-	if err := e.Load(st); err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go e.ServeListener(ctx, ln, true)
+	e, ln, ca := benchEdge(b, "http://"+up.Addr().String(), slog.New(slog.NewJSONHandler(io.Discard, nil)))
 
 	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "app.localhost"})
 	if err != nil {
